@@ -1,0 +1,3 @@
+from flex.cli.main import main
+
+main()

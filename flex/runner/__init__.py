@@ -1,0 +1,1 @@
+"""The runner: reconciles the environments assigned to one machine. Never imports flex.controlplane."""

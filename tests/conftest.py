@@ -1,0 +1,83 @@
+"""Fixtures shared by every test directory: running the CLI, and cached Debian root filesystems.
+
+Real components only (see ../shared/notes/this-machine.md). Root filesystems come from mmdebstrap with
+the host's apt configuration, built once and cached under FLEX_TEST_CACHE (default .cache/test) so that
+every later run, and every test directory, reuses them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("FLEX_TEST_CACHE", REPO / ".cache" / "test"))
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_flex(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+             input: str | None = None, timeout: float = 120) -> Result:
+    """Run the real `flex` command line in a subprocess, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("FLEX_DEBUG", None)
+    proc = subprocess.run([sys.executable, "-m", "flex", *args], cwd=cwd, env=full_env, input=input,
+                          capture_output=True, text=True, timeout=timeout)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def flex() -> type[Result] | object:
+    return run_flex
+
+
+def debian_rootfs_tar(include: Sequence[str] = (), variant: str = "minbase", suite: str = "bookworm") -> Path:
+    """A Debian root filesystem as an uncompressed tar, built once with mmdebstrap and cached."""
+    if shutil.which("mmdebstrap") is None:
+        pytest.skip("mmdebstrap is not installed (run installer/install.sh --dev)")
+    key = hashlib.sha256(f"{suite}/{variant}/{','.join(sorted(include))}".encode()).hexdigest()[:12]
+    CACHE.mkdir(parents=True, exist_ok=True)
+    out = CACHE / f"rootfs-{suite}-{variant}-{key}.tar"
+    with open(CACHE / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # other test processes wait instead of building it twice
+        if out.exists():
+            return out
+        tmp = out.with_suffix(".tmp.tar")
+        cmd = ["mmdebstrap", "--quiet", f"--variant={variant}", "--mode=auto", "--format=tar"]
+        if include:
+            cmd.append(f"--include={','.join(include)}")
+        cmd += [suite, str(tmp)]
+        subprocess.run(cmd, check=True, timeout=900)
+        os.replace(tmp, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def minbase_tar() -> Path:
+    return debian_rootfs_tar()
+
+
+@pytest.fixture
+def unprivileged_user() -> Iterator[str]:
+    """The ordinary user with a subuid range that installer/install.sh --dev creates."""
+    import pwd
+
+    try:
+        pwd.getpwnam("flextest")
+    except KeyError:
+        pytest.skip("test user 'flextest' missing: run installer/install.sh --dev as root")
+    yield "flextest"
