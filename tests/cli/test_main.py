@@ -1,0 +1,70 @@
+"""The `flex` command as a person meets it: help, version, usage errors and exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from flex.cli import main as cli_main
+from flex.errors import NotFound
+from tests.conftest import run_flex
+
+
+def test_version() -> None:
+    r = run_flex("--version")
+    assert r.code == 0
+    assert r.stdout.strip().startswith("flex ")
+
+
+def test_help_lists_every_command_group() -> None:
+    r = run_flex("--help")
+    assert r.code == 0
+    for name in cli_main.COMMANDS:
+        assert name in r.stdout
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    r = run_flex("no-such-command")
+    assert r.code == 2
+    assert "no-such-command" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_flex_error_prints_one_line_and_a_hint_and_its_exit_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import typer
+
+    def register(app: typer.Typer) -> None:
+        @app.command("boom")
+        def boom() -> None:
+            raise NotFound("environment 'e1' does not exist", hint="list them with: flex env list")
+
+    monkeypatch.setitem(cli_main.COMMANDS, "boom", "flex_test_boom")
+    monkeypatch.setitem(sys.modules, "flex_test_boom", type(sys)("flex_test_boom"))
+    sys.modules["flex_test_boom"].register = register  # type: ignore[attr-defined]
+    assert cli_main.main(["boom"]) == 3
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["error: environment 'e1' does not exist", "hint: list them with: flex env list"]
+
+
+def test_an_unexpected_exception_has_no_traceback_unless_debug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import typer
+
+    def register(app: typer.Typer) -> None:
+        @app.command("bug")
+        def bug() -> None:
+            raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setitem(cli_main.COMMANDS, "bug", "flex_test_bug")
+    monkeypatch.setitem(sys.modules, "flex_test_bug", type(sys)("flex_test_bug"))
+    sys.modules["flex_test_bug"].register = register  # type: ignore[attr-defined]
+    assert cli_main.main(["bug"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: ZeroDivisionError" in err
+    assert "Traceback" not in err
+    with pytest.raises(ZeroDivisionError):
+        cli_main.main(["--debug", "bug"])
