@@ -23,7 +23,7 @@ _BASES = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
 _ClickException: type[Exception] = _BASES["ClickException"]
 _UsageError: type[Exception] = _BASES["UsageError"]
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "main", "report"]
 
 # top-level name -> module holding register(app)
 COMMANDS: dict[str, str] = {
