@@ -28,7 +28,7 @@ else
 fi
 
 runtime_pkgs=(crun runc uidmap fuse-overlayfs slirp4netns mmdebstrap git zstd iproute2 iptables nftables
-              ca-certificates python3-venv)
+              ca-certificates python3-venv tini)
 dev_pkgs=(docker-registry apache2-utils postgresql chromium skopeo umoci podman buildah
           util-linux procps psmisc hyperfine)
 
