@@ -9,7 +9,7 @@ changed() { printf 'flex-install: changed: %s\n' "$*" >&2; }
 # cgroupv2"). Move each such controller to its own v1 mount. A pure v2 machine is left alone.
 if [ "$(stat -fc %T /sys/fs/cgroup)" != "cgroup2fs" ]; then
   v2=$(awk '$3=="cgroup2"{print $2; exit}' /proc/mounts)
-  if [ -n "$v2" ] && [ -s "$v2/cgroup.controllers" ]; then
+  if [ -n "$v2" ] && [ -n "$(cat "$v2/cgroup.controllers" 2>/dev/null)" ]; then  # cgroupfs files report size 0: no -s
     for c in $(cat "$v2/cgroup.controllers"); do
       mkdir -p "/sys/fs/cgroup/$c"
       if mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" 2>/dev/null; then
