@@ -13,15 +13,12 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-
-import typer
+from typing import TYPE_CHECKING
 
 from flex.errors import FlexError
 
-# typer >= 0.2x vendors click; take its exception classes from typer's own public BadParameter.
-_BASES = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
-_ClickException: type[Exception] = _BASES["ClickException"]
-_UsageError: type[Exception] = _BASES["UsageError"]
+if TYPE_CHECKING:  # typer is imported lazily: `flex runtime run` never loads it (see main())
+    import typer
 
 __all__ = ["COMMANDS", "main", "report"]
 
@@ -35,6 +32,8 @@ COMMANDS: dict[str, str] = {
 
 
 def _build(names: Sequence[str]) -> typer.Typer:
+    import typer
+
     app = typer.Typer(
         name="flex",
         help="Declarative developer environments: devcontainers on rootless runners.",
@@ -90,6 +89,21 @@ def report(err: FlexError) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if "runtime" in args[:2]:
+        # `flex runtime run` must start a container fast: it is parsed without typer (flex/cli/runtime.py)
+        from flex.cli.runtime import fast_main
+
+        fast = fast_main(args)
+        if fast is not None:
+            if argv is None:
+                sys.exit(fast)
+            return fast
+    import typer
+
+    # typer >= 0.2x vendors click; take its exception classes from typer's own public BadParameter.
+    bases = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+    _ClickException: type[Exception] = bases["ClickException"]
+    _UsageError: type[Exception] = bases["UsageError"]
     debug = "--debug" in args or os.environ.get("FLEX_DEBUG") == "1"
     name = _command_name(args)
     app = _build([name] if name in COMMANDS else list(COMMANDS))

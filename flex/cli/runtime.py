@@ -1,0 +1,361 @@
+"""`flex runtime ...`: run and manage containers on this machine (root or rootless).
+
+`flex runtime run` is parsed by a small argparse parser (``fast_main``) that flex/cli/main.py calls
+before typer is imported: starting a container must not pay for typer, httpx or pyroute2. Every other
+subcommand (and `--help`) goes through typer via ``register(app)``; both share the ``do_*`` functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flex.errors import FlexError, InvalidArgument, UsageError
+
+if TYPE_CHECKING:
+    import typer
+
+    from flex.runtime.containers import Containers
+    from flex.runtime.rootfs import ImageSource
+
+__all__ = ["do_run", "fast_main", "open_store", "register"]
+
+
+def open_store() -> Containers:
+    from flex.runtime.containers import Containers
+    from flex.runtime.home import Home
+
+    return Containers(Home.open())
+
+
+def _images(ref: str) -> ImageSource:
+    from flex.runtime.rootfs import DirectoryImages
+
+    if ref.startswith("/"):
+        return DirectoryImages()
+    from flex.runtime.images_adapter import StoreImages
+
+    return StoreImages()
+
+
+def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool = False, detach: bool = False,
+           interactive: bool = False, tty: bool = False, env: Sequence[str] = (), workdir: str | None = None,
+           user: str | None = None, volumes: Sequence[str] = (), net: str | None = None,
+           publish: Sequence[str] = (), cpus: str | None = None, memory: str | None = None,
+           pids: int | None = None, docker: bool = False, create_only: bool = False) -> int:
+    from flex.runtime import cgroups
+    from flex.runtime.containers_create import CreateOptions, create_container
+
+    if tty and not sys.stdin.isatty() and not detach:
+        raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run from a terminal")
+    if pids is not None and pids < 1:
+        raise InvalidArgument(f"--pids {pids}: must be at least 1")
+    opts = CreateOptions(
+        image=image, command=list(command), name=name, env=list(env), workdir=workdir, user=user,
+        volumes=list(volumes), net=net or "none", publish=list(publish),
+        cpus=cgroups.parse_cpus(cpus) if cpus is not None else None,
+        memory=cgroups.parse_memory(memory) if memory is not None else None, pids=pids, docker=docker,
+        tty=tty, interactive=interactive, auto_remove=rm)
+    store = open_store()
+    c = create_container(store, _images(image), opts)
+    if create_only:
+        print(c.id)
+        return 0
+    from flex.runtime import tasks
+
+    if detach:
+        tasks.start_detached(store, c)
+        print(c.id)
+        return 0
+    try:
+        code = tasks.start_attached(store, c, interactive=interactive, tty=tty)
+    finally:
+        if rm:
+            store.remove(c.id, force=True)
+    return code
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flex runtime run", add_help=True,
+                                description="Run a command in a new container.")
+    p.add_argument("--name")
+    p.add_argument("--rm", action="store_true")
+    p.add_argument("-d", "--detach", action="store_true")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("-w", "--workdir")
+    p.add_argument("-u", "--user")
+    p.add_argument("-v", "--volume", action="append", default=[])
+    p.add_argument("-p", "--publish", action="append", default=[])
+    p.add_argument("--net", "--network", dest="net")
+    p.add_argument("--cpus")
+    p.add_argument("--memory", "-m")
+    p.add_argument("--pids", type=int)
+    p.add_argument("--docker", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    p.add_argument("image")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    return p
+
+
+class _ArgError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise _ArgError(message)
+
+
+def fast_main(argv: Sequence[str]) -> int | None:
+    """``flex [--debug] runtime run|create ...`` without typer; None when argv is not such a command."""
+    args = list(argv)
+    debug = False
+    while args and args[0] == "--debug":
+        debug, args = True, args[1:]
+    if len(args) < 2 or args[0] != "runtime" or args[1] not in ("run", "create"):
+        return None
+    if any(a in ("-h", "--help") for a in args[2:3]):
+        return None
+    parser = _run_parser()
+    parser.__class__ = _Parser
+    try:
+        ns = parser.parse_args(args[2:])
+    except _ArgError as err:
+        print(f"error: flex runtime {args[1]}: {err}", file=sys.stderr)
+        print(f"hint: see flex runtime {args[1]} --help", file=sys.stderr)
+        return 2
+    try:
+        return do_run(ns.image, ns.command, name=ns.name, rm=ns.rm, detach=ns.detach, interactive=ns.interactive,
+                      tty=ns.tty, env=ns.env, workdir=ns.workdir, user=ns.user, volumes=ns.volume, net=ns.net,
+                      publish=ns.publish, cpus=ns.cpus, memory=ns.memory, pids=ns.pids, docker=ns.docker,
+                      create_only=args[1] == "create")
+    except FlexError as err:
+        if debug or ns.debug or os.environ.get("FLEX_DEBUG") == "1":
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {err.message}", file=sys.stderr)
+        if err.hint:
+            print(f"hint: {err.hint}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+# --- typer: every subcommand, and help -------------------------------------------------------------------
+
+def _table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _age(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    s = int(time.time() - ts)
+    return f"{s}s ago" if s < 120 else f"{s // 60}m ago" if s < 7200 else f"{s // 3600}h ago"
+
+
+def register(app: typer.Typer) -> None:
+    import typer
+
+    rt = typer.Typer(help="Run containers on this machine: rootless, user-namespaced, Docker inside.",
+                     no_args_is_help=True)
+    app.add_typer(rt, name="runtime")
+    ctx_settings = {"allow_interspersed_args": False}
+
+    @rt.command(context_settings=ctx_settings)
+    def run(image: str, command: list[str] = typer.Argument(None),
+            name: str = typer.Option(None, "--name"), rm: bool = typer.Option(False, "--rm"),
+            detach: bool = typer.Option(False, "-d", "--detach"),
+            interactive: bool = typer.Option(False, "-i", "--interactive"),
+            tty: bool = typer.Option(False, "-t", "--tty"), env: list[str] = typer.Option([], "-e", "--env"),
+            workdir: str = typer.Option(None, "-w", "--workdir"), user: str = typer.Option(None, "-u", "--user"),
+            volume: list[str] = typer.Option([], "-v", "--volume", help="SRC:DST[:ro]"),
+            publish: list[str] = typer.Option([], "-p", "--publish", help="[HOSTIP:]HOSTPORT:PORT[/udp]"),
+            net: str = typer.Option(None, "--net", help="none | private | host"),
+            cpus: str = typer.Option(None, "--cpus"), memory: str = typer.Option(None, "-m", "--memory"),
+            pids: int = typer.Option(None, "--pids"),
+            docker: bool = typer.Option(False, "--docker", help="let dockerd run inside")) -> None:
+        """Run a command in a new container (exit code passed through)."""
+        raise typer.Exit(do_run(image, command or [], name=name, rm=rm, detach=detach, interactive=interactive,
+                                tty=tty, env=env, workdir=workdir, user=user, volumes=volume, net=net,
+                                publish=publish, cpus=cpus, memory=memory, pids=pids, docker=docker))
+
+    @rt.command(context_settings=ctx_settings)
+    def create(image: str, command: list[str] = typer.Argument(None), name: str = typer.Option(None, "--name"),
+               tty: bool = typer.Option(False, "-t", "--tty"), env: list[str] = typer.Option([], "-e", "--env"),
+               workdir: str = typer.Option(None, "-w", "--workdir"), user: str = typer.Option(None, "-u", "--user"),
+               volume: list[str] = typer.Option([], "-v", "--volume"), net: str = typer.Option(None, "--net"),
+               publish: list[str] = typer.Option([], "-p", "--publish"),
+               cpus: str = typer.Option(None, "--cpus"), memory: str = typer.Option(None, "-m", "--memory"),
+               pids: int = typer.Option(None, "--pids"), docker: bool = typer.Option(False, "--docker")) -> None:
+        """Create a container without starting it; prints its id."""
+        do_run(image, command or [], name=name, tty=tty, env=env, workdir=workdir, user=user, volumes=volume,
+               net=net, publish=publish, cpus=cpus, memory=memory, pids=pids, docker=docker, create_only=True,
+               detach=True)
+
+    @rt.command()
+    def start(container: str) -> None:
+        """Start a created (or stopped) container in the background."""
+        from flex.errors import Conflict
+        from flex.runtime import tasks
+
+        store = open_store()
+        c = store.get(container)
+        if c.state == "running":
+            raise Conflict(f"container {c.name} is already running")
+        store.runtime.delete(c.id, force=True)
+        tasks.start_detached(store, c)
+
+    @rt.command(name="exec", context_settings=ctx_settings)
+    def exec_(container: str, command: list[str], interactive: bool = typer.Option(False, "-i", "--interactive"),
+              tty: bool = typer.Option(False, "-t", "--tty"), env: list[str] = typer.Option([], "-e", "--env"),
+              workdir: str = typer.Option(None, "-w", "--workdir"),
+              user: str = typer.Option(None, "-u", "--user")) -> None:
+        """Run a command in a running container."""
+        from flex.runtime import tasks
+        from flex.runtime.rootfs import lookup_user
+
+        store = open_store()
+        c = store.get(container)
+        if workdir is not None and not workdir.startswith("/"):
+            raise InvalidArgument(f"-w {workdir!r}: must be an absolute path inside the container")
+        if tty and not sys.stdin.isatty():
+            raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run from a terminal")
+        ids = lookup_user(_lowers(store, c.id), user) if user else None
+        raise typer.Exit(tasks.exec_process(store, c, command, tty=tty, interactive=interactive, env=env,
+                                            workdir=workdir, user=ids))
+
+    @rt.command()
+    def ps(all_: bool = typer.Option(False, "-a", "--all"), quiet: bool = typer.Option(False, "-q", "--quiet"),
+           json_: bool = typer.Option(False, "--json")) -> None:
+        """List containers (running ones; -a for all)."""
+        cs = [c for c in open_store().all() if all_ or c.state == "running"]
+        if json_:
+            print(json.dumps([c.to_dict() for c in cs], indent=2))
+            return
+        if quiet:
+            for c in cs:
+                print(c.id[:12])
+            return
+        rows = [["ID", "NAME", "IMAGE", "STATE", "CREATED", "COMMAND"]]
+        for c in cs:
+            state = c.state if c.state != "stopped" else f"exited ({c.exit_code})"
+            rows.append([c.id[:12], c.name, c.image[-40:], state, _age(c.created_at),
+                         " ".join(c.options.get("command") or [])[:30]])
+        _table(rows)
+
+    @rt.command()
+    def stop(containers: list[str], timeout: float = typer.Option(10.0, "-t", "--time")) -> None:
+        """Stop containers: SIGTERM, then SIGKILL after --time seconds."""
+        store = open_store()
+        for ref in containers:
+            store.stop(ref, timeout)
+            print(ref)
+
+    @rt.command()
+    def kill(containers: list[str], signal: str = typer.Option("KILL", "-s", "--signal")) -> None:
+        """Send a signal to containers' PID 1."""
+        store = open_store()
+        for ref in containers:
+            store.kill(ref, signal)
+            print(ref)
+
+    @rt.command()
+    def rm(containers: list[str], force: bool = typer.Option(False, "-f", "--force")) -> None:
+        """Remove containers with everything they hold (mounts, cgroups, id ranges, network)."""
+        store = open_store()
+        for ref in containers:
+            store.remove(ref, force=force)
+            print(ref)
+
+    @rt.command()
+    def wait(container: str) -> None:
+        """Wait for a container to stop; prints its exit code."""
+        c = open_store().wait(container)
+        print(c.exit_code)
+
+    @rt.command()
+    def logs(container: str, follow: bool = typer.Option(False, "-f", "--follow")) -> None:
+        """Print a container's output (-f: keep following until it stops)."""
+        store = open_store()
+        c = store.get(container)
+        path = store.bundle(c.id) / "log"
+        out = sys.stdout.buffer
+        with open(path, "rb") as f:
+            while True:
+                data = f.read(65536)
+                if data:
+                    out.write(data)
+                    out.flush()
+                    continue
+                if not follow or store.get(c.id).state != "running":
+                    rest = f.read()
+                    out.write(rest)
+                    out.flush()
+                    return
+                time.sleep(0.1)
+
+    @rt.command()
+    def update(container: str, cpus: str = typer.Option(None, "--cpus"),
+               memory: str = typer.Option(None, "-m", "--memory"), pids: int = typer.Option(None, "--pids")) -> None:
+        """Change a running container's cpu, memory or pids limit."""
+        from flex.runtime import cgroups
+
+        store = open_store()
+        c = store.get(container)
+        limits = cgroups.Limits(cpus=cgroups.parse_cpus(cpus) if cpus else None,
+                                memory=cgroups.parse_memory(memory) if memory else None, pids=pids)
+        if limits.empty():
+            raise UsageError("nothing to update", hint="give --cpus, --memory or --pids")
+        if c.state != "running":
+            raise UsageError(f"container {c.name} is not running")
+        if not c.cgroup:
+            raise FlexError(f"container {c.name} has no cgroup of its own (rootless without delegation)")
+        res = store.bundle(c.id) / "resources.json"
+        res.write_text(json.dumps(limits.to_oci()))
+        store.runtime.update(c.id, res)
+        opts = dict(c.options)
+        opts.update({k: v for k, v in vars(limits).items() if v is not None})
+        store.set_state(c.id, options=json.dumps(opts))
+
+    @rt.command()
+    def inspect(container: str) -> None:
+        """Print a container's record and runtime state as JSON."""
+        store = open_store()
+        c = store.get(container)
+        out = c.to_dict()
+        out["oci_state"] = store.runtime.state(c.id)
+        out["bundle"] = str(store.bundle(c.id))
+        print(json.dumps(out, indent=2))
+
+    @rt.command()
+    def port(container: str) -> None:
+        """List a container's published ports."""
+        c = open_store().get(container)
+        for p in c.ports:
+            print(f"{p['container_port']}/{p['protocol']} -> {p['host_ip']}:{p['host_port']}")
+
+    @rt.command()
+    def gc() -> None:
+        """Remove whatever no container owns any more (after crashes, kill -9, reboots)."""
+        for item in open_store().gc():
+            print(item)
+
+
+def _lowers(store: Containers, cid: str) -> list[Path]:
+    """The image's layer directories (recorded at creation), for looking up users in /etc/passwd."""
+    try:
+        return [Path(p) for p in json.loads((store.bundle(cid) / "image.json").read_text())["lowers"]]
+    except (OSError, ValueError, KeyError):
+        return []
