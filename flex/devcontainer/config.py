@@ -24,6 +24,7 @@ import json
 import os
 import posixpath
 import shutil
+import stat
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -180,16 +181,19 @@ def workspace_defaults(raw: Mapping[str, Any], local_folder: str, *, mount_git_r
 
 def _read_text(path: Path, shown: str) -> str:
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_BYTES + 1)
+        # O_NONBLOCK: a FIFO put where the config should be must not hang flex; fstat then refuses it
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as err:
         raise NotFound(f"{shown} does not exist") from err
     except PermissionError as err:
         raise PermissionDenied(f"{shown} cannot be read: permission denied") from err
-    except IsADirectoryError as err:
-        raise InvalidConfiguration(f"{shown} is a directory, not a file", details={"file": shown}) from err
     except OSError as err:
         raise FlexError(f"{shown} cannot be read: {err.strerror}") from err
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InvalidConfiguration(f"{shown} is not a regular file", details={"file": shown})
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_BYTES + 1)
     if len(data) > MAX_BYTES:
         raise InvalidConfiguration(f"{shown} is larger than {MAX_BYTES >> 20} MiB: not a devcontainer.json",
                                    details={"file": shown})
@@ -265,7 +269,14 @@ def read_config(workspace_folder: str | os.PathLike[str] | None = None,
     container_folder = substitute_string(folder_raw, pre, pointer="/workspaceFolder")
     ctx = HostContext(env=env, local_workspace_folder=local_folder, container_workspace_folder=container_folder,
                       devcontainer_id=ident, config_file=shown)
-    resolved = substitute(raw, ctx)
+    try:
+        resolved = substitute(raw, ctx)
+    except InvalidConfiguration as err:
+        pointer = err.details.get("pointer", "")
+        where = doc.position(pointer) or jsonc.Position(1, 1)
+        raise InvalidConfiguration(f"{shown}:{where.line}:{where.column}: {pointer}: {err.message}", hint=err.hint,
+                                   details={"file": shown, "pointer": pointer, "line": where.line,
+                                            "column": where.column}) from err
     schema.validate(resolved, doc, shown)
     if isinstance(resolved.get("workspaceFolder"), str):
         container_folder = resolved["workspaceFolder"]

@@ -52,9 +52,8 @@ def substitute_string(text: str, ctx: HostContext, *, pointer: str = "") -> str:
         name, *args = inner.split(":")
         if name in ("localEnv", "env"):
             if not args:
-                where = f" in {posixpath.basename(ctx.config_file)}" if ctx.config_file else ""
                 raise InvalidConfiguration(
-                    f"{whole!r}{where} can not be resolved because no environment variable name is given",
+                    f"{whole!r} can not be resolved because no environment variable name is given",
                     hint="write ${localEnv:NAME} or ${localEnv:NAME:default}",
                     details={"file": ctx.config_file, "pointer": pointer},
                 )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -132,6 +133,26 @@ def test_a_syntax_error_names_file_line_and_column(write_config: WriteConfig) ->
         read_config(path.parents[1], env={})
     assert info.value.message == f"{path}:3:3: unexpected '\"': expected ',' or '}}'"
     assert info.value.details == {"file": str(path), "line": 3, "column": 3}
+
+
+def test_a_variable_without_a_name_names_file_line_and_column(write_config: WriteConfig) -> None:
+    path = write_config('{\n  "image": "x",\n  "containerEnv": {"A": "${localEnv}"}\n}')
+    with pytest.raises(InvalidConfiguration) as info:
+        read_config(path.parents[1], env={})
+    assert info.value.message == (f"{path}:3:25: /containerEnv/A: '${{localEnv}}' can not be resolved because no "
+                                  "environment variable name is given")
+    assert info.value.details == {"file": str(path), "pointer": "/containerEnv/A", "line": 3, "column": 25}
+
+
+def test_fifos_and_directories_are_not_read(tmp_path: Path) -> None:
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    os.mkfifo(folder / "fifo.json")
+    with pytest.raises(InvalidConfiguration, match="not a regular file"):
+        read_config(folder, "fifo.json", cwd=folder, env={})
+    (folder / "dir.json").mkdir()
+    with pytest.raises(InvalidConfiguration, match="not a regular file"):
+        read_config(folder, "dir.json", cwd=folder, env={})
 
 
 def test_schema_errors_are_checked_after_substitution(write_config: WriteConfig) -> None:

@@ -53,8 +53,7 @@ def test_a_missing_variable_name_is_an_invalid_configuration() -> None:
     with pytest.raises(InvalidConfiguration) as info:
         substitute({"containerEnv": {"A": "${localEnv}"}}, CTX)
     err = info.value
-    assert err.message \
-        == "'${localEnv}' in devcontainer.json can not be resolved because no environment variable name is given"
+    assert err.message == "'${localEnv}' can not be resolved because no environment variable name is given"
     assert err.details["pointer"] == "/containerEnv/A"
 
 
