@@ -149,3 +149,14 @@ def test_the_readme_example_works() -> None:
     # a git checkout mounts its root (as the reference CLI does); an unpacked tarball mounts the folder
     assert folder in (f"/workspaces/{REPO.name}/examples/python", "/workspaces/python")
     assert cfg["customizations"]["vscode"]["settings"]["python.defaultInterpreterPath"] == f"{folder}/.venv/bin/python"
+
+
+def test_importing_the_command_group_stays_cheap() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, flex.cli.config, flex.devcontainer.config; "
+            "print(sorted(m for m in ('fastapi', 'httpx', 'pyroute2', 'sqlalchemy', 'jsonschema', 'json5') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"  # jsonschema only once a file is validated
