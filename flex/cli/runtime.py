@@ -346,6 +346,20 @@ def register(app: typer.Typer) -> None:
         for p in c.ports:
             print(f"{p['container_port']}/{p['protocol']} -> {p['host_ip']}:{p['host_port']}")
 
+    @rt.command(name="delegate-cgroups")
+    def delegate_cgroups(user: str) -> None:
+        """(root, cgroup v1) Let USER's rootless containers have cgroups: limits and nested Docker."""
+        import pwd
+
+        from flex.runtime import cgroups
+
+        try:
+            pw = pwd.getpwnam(user)
+        except KeyError:
+            raise InvalidArgument(f"no such user: {user}") from None
+        for d in cgroups.delegate_to_user(pw.pw_uid, pw.pw_gid):
+            print(d)
+
     @rt.command()
     def gc() -> None:
         """Remove whatever no container owns any more (after crashes, kill -9, reboots)."""

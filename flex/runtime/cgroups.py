@@ -18,8 +18,8 @@ from typing import Any
 
 from flex.errors import InvalidArgument
 
-__all__ = ["Limits", "cgroup_dirs", "delegate", "is_v2", "parse_cpus", "parse_memory", "read_counter",
-           "remove", "rootless_parent"]
+__all__ = ["Limits", "cgroup_dirs", "delegate", "delegate_to_user", "ensure_parent", "is_v2", "parse_cpus",
+           "parse_memory", "read_counter", "remove", "rootless_parent"]
 
 ROOT = Path("/sys/fs/cgroup")
 PERIOD = 100_000
@@ -78,7 +78,7 @@ def cgroup_dirs(rel: str) -> list[Path]:
         return [p] if p.is_dir() else []
     out = []
     for h in sorted(ROOT.iterdir()):
-        if h.name == "unified" or h.is_symlink():
+        if h.is_symlink():
             continue
         p = h / rel
         if p.is_dir():
@@ -116,6 +116,44 @@ def remove(rel: str) -> None:
             d.rmdir()
 
 
+def delegate_to_user(uid: int, gid: int) -> list[Path]:
+    """As root, on cgroup v1: give ``uid`` a cgroup subtree ``/flex-user-<uid>`` in every hierarchy, so
+    its rootless containers get limits and nested Docker (what systemd's Delegate=yes does on v2)."""
+    if is_v2():
+        raise InvalidArgument("on cgroup v2, delegate with systemd (Delegate=yes on the user's service)")
+    made = []
+    for h in sorted(ROOT.iterdir()):
+        if h.is_symlink() or not h.is_dir():
+            continue
+        d = h / f"flex-user-{uid}"
+        d.mkdir(exist_ok=True)
+        for f in ("cpuset.cpus", "cpuset.mems"):
+            if (d / f).exists() and not (d / f).read_text().strip():
+                (d / f).write_text((h / f).read_text())
+        delegate(str(d.relative_to(h)), uid, gid)
+        made.append(d)
+    return made
+
+
+def ensure_parent(rel: str) -> None:
+    """Create the parent cgroup ``rel`` in every v1 hierarchy with cpuset.cpus/mems filled in (an empty
+    cpuset makes every child's cgroup.procs write fail with ENOSPC)."""
+    if is_v2():
+        return
+    for h in sorted(ROOT.iterdir()):
+        if h.is_symlink() or not h.is_dir():
+            continue
+        cur = h
+        for part in rel.strip("/").split("/"):
+            parent, cur = cur, cur / part
+            with contextlib.suppress(FileExistsError):
+                cur.mkdir()
+            for f in ("cpuset.cpus", "cpuset.mems"):
+                with contextlib.suppress(OSError):
+                    if (cur / f).exists() and not (cur / f).read_text().strip():
+                        (cur / f).write_text((parent / f).read_text())
+
+
 def rootless_parent(uid: int) -> str | None:
     """A cgroup parent root delegated to ``uid`` (v1: ``/flex-user-<uid>`` owned by the user in every
     hierarchy, made by root or the installer), or None when nobody delegated one."""
@@ -129,7 +167,7 @@ def rootless_parent(uid: int) -> str | None:
             return own
         return None
     rel = f"flex-user-{uid}"
-    dirs = [h / rel for h in ROOT.iterdir() if h.name not in ("unified",) and not h.is_symlink()]
+    dirs = [h / rel for h in ROOT.iterdir() if not h.is_symlink() and h.is_dir()]
     if dirs and all(d.is_dir() and d.stat().st_uid == uid for d in dirs):
         return "/" + rel
     return None

@@ -90,6 +90,8 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
     if store.db.query_one("SELECT id FROM containers WHERE name = ?", (name,)) is not None:
         raise AlreadyExists(f"a container named {name!r} already exists", hint=f"flex runtime rm {name}")
     cgroup = f"{cg_parent}/{cid}" if cg_parent else None
+    if cg_parent:
+        cgroups.ensure_parent(cg_parent)
     bundle = store.bundle(cid)
     with store.db.transaction() as conn:
         if conn.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
