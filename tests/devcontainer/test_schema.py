@@ -278,3 +278,30 @@ def test_a_top_level_array_is_not_a_configuration() -> None:
     err = error([])
     assert err.details["pointer"] == ""
     assert "expected a devcontainer.json object" in err.message
+
+
+@pytest.mark.parametrize("fragment", [
+    {"hostRequirements": {"gpu": True}}, {"hostRequirements": {"gpu": False}}, {"hostRequirements": {"memory": "512"}},
+    {"forwardPorts": ["localhost:3000"]}, {"forwardPorts": []}, {"appPort": 3000}, {"appPort": "3000:3000"},
+    {"appPort": "[::1]:8080:80/tcp"}, {"mounts": ["type=volume,source=v,target=/v"]}, {"remoteEnv": {"A": None}},
+    {"shutdownAction": "none"}, {"userEnvProbe": "none"}, {"userEnvProbe": "loginShell"},
+    {"userEnvProbe": "interactiveShell"}, {"waitFor": "initializeCommand"}, {"waitFor": "updateContentCommand"},
+    {"waitFor": "postCreateCommand"}, {"waitFor": "postStartCommand"}, {"features": {"f": True}},
+    {"features": {"ghcr.io/devcontainers/features/python:1": {"version": "3.12", "installTools": False}}},
+    {"portsAttributes": {"8080": {"label": "x", "futureAttribute": 1}}}, {"secrets": {}},
+    {"customizations": {"vscode": {"extensions": []}, "jetbrains": {"backend": "PyCharm"}}},
+])
+def test_spec_fragments_are_accepted(fragment: dict[str, Any]) -> None:
+    check({"image": "x", **fragment})
+
+
+@pytest.mark.parametrize("fragment", [
+    {"dockerComposeFile": "docker-compose.yml"}, {"dockerComposeFile": []}, {"shutdownAction": "none"},
+    {"overrideCommand": True}, {"runServices": []}, {"containerEnv": {"A": "b"}}, {"mounts": []},
+])
+def test_compose_fragments_are_accepted(fragment: dict[str, Any]) -> None:
+    check({"dockerComposeFile": "c.yml", "service": "s", "workspaceFolder": "/w", **fragment})
+
+
+def test_build_cache_from_may_be_a_string() -> None:
+    check({"build": {"dockerfile": "Dockerfile", "cacheFrom": "ghcr.io/me/cache"}})
