@@ -30,7 +30,8 @@ from flex.errors import InvalidConfiguration
 
 __all__ = ["HostContext", "substitute", "substitute_string"]
 
-_VARIABLE = re.compile(r"\$\{(.*?)\}")
+# JavaScript's "." (the reference's /\$\{(.*?)\}/g) stops at \n, \r, U+2028 and U+2029; Python's only at \n.
+_VARIABLE = re.compile(r"\$\{([^\n\r\u2028\u2029]*?)\}")
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,10 @@ def flex(folder: Path, config: str | None = None, env: dict[str, str] | None = N
     return out
 
 
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
 def assert_agree(folder: Path, *ref_args: str, config: str | None = None, env: dict[str, str] | None = None
                  ) -> dict[str, Any]:
     _, ref, _ = reference(folder, *ref_args, env=env)
@@ -67,6 +71,8 @@ def assert_agree(folder: Path, *ref_args: str, config: str | None = None, env: d
     ours = flex(folder, config, env)
     config_path = ref["configuration"].pop("configFilePath")
     assert ours["configuration"] == ref["configuration"]
+    # and as text: in Python 1 == 1.0 == True, in the output they differ
+    assert canonical(ours["configuration"]) == canonical(ref["configuration"])
     assert ours["workspace"]["workspaceFolder"] == ref["workspace"]["workspaceFolder"]
     assert ours["workspace"]["workspaceMount"] == ref["workspace"].get("workspaceMount")
     assert ours["workspace"]["configFile"] == config_path["fsPath"]
@@ -229,3 +235,58 @@ def test_compose_workspace_mount_is_null_in_flex_and_absent_in_the_reference(wri
     _, ref, _ = reference(path.parents[1])
     assert ref is not None and "workspaceMount" not in ref["workspace"]
     assert flex(path.parents[1])["workspace"]["workspaceMount"] is None
+
+
+FRAGMENTS = ["${", "}", "{", "$", ":", "localEnv", "env", "MY_VARIABLE", "NOPE", "EMPTY", "HOME", "default",
+             "localWorkspaceFolder", "localWorkspaceFolderBasename", "containerWorkspaceFolder",
+             "containerWorkspaceFolderBasename", "containerEnv", "devcontainerId", "x", " ", "\r", "\n", "\t",
+             "\u2028", "é", "\\", "/", "${localEnv:", "${containerWorkspaceFolder}", "${env:HOME}"]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_agrees_on_random_strings_full_of_variables(seed: int, write_config: WriteConfig) -> None:
+    import random
+
+    rng = random.Random(seed)
+    values = {f"V{i}": "".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(1, 12))) for i in range(300)}
+    # a missing name is an error in both
+    values = {k: v for k, v in values.items() if "${localEnv}" not in v and "${env}" not in v}
+    path = write_config({"image": "x", "containerEnv": values,
+                         "workspaceFolder": "/w/${localEnv:MY_VARIABLE}/${localWorkspaceFolderBasename}"})
+    assert_agree(path.parents[1])
+
+
+def _random_jsonc(rng: Any, depth: int = 0) -> str:
+    """A random JSONC value: comments and odd whitespace between tokens, trailing commas here and there."""
+
+    def ws() -> str:
+        return str(rng.choice(["", "", " ", "\n  ", "\t", " /* c */ ", " // line\n", "\r\n", "/**/"]))
+
+    kind = rng.randint(0, 9) if depth < 4 else rng.randint(0, 5)
+    if kind <= 1:
+        return str(rng.choice(["0", "-0", "7", "-12", "3.25", "1e3", "2.5E-3", "1E+2", "-0.5", "123456789012",
+                               "9007199254740993", "1.0", "0.1", "1e-7"]))
+    if kind == 2:
+        return str(rng.choice(["true", "false", "null"]))
+    if kind <= 5:
+        parts = ["a", "é", "\\n", "\\u00e9", "\\ud83d\\ude00", "\\/", '\\"', "\\\\", " ", "\u2028", "☺", "x y",
+                 "\\t", "\\b\\f\\r"]
+        return '"' + "".join(rng.choice(parts) for _ in range(rng.randint(0, 6))) + '"'
+    items = [_random_jsonc(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    trailing = "," + ws() if items and rng.random() < 0.4 else ""
+    if kind <= 7:
+        return "[" + ws() + ("," + ws()).join(items) + trailing + ws() + "]"
+    keys = [f'"k{i}{rng.choice(["", "é", "/", "~", " "])}"' for i in range(len(items))]
+    members = [f"{ws()}{k}{ws()}:{ws()}{v}" for k, v in zip(keys, items, strict=True)]
+    return "{" + ",".join(members) + trailing + ws() + "}"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_agrees_on_random_valid_jsonc(seed: int, write_config: WriteConfig) -> None:
+    import random
+
+    rng = random.Random(seed)
+    fuzz = ",".join(f'"f{i}": {_random_jsonc(rng)}' for i in range(40))
+    path = write_config('// random JSONC\n{"image": "x", "customizations": {' + fuzz + ',},}\n')
+    out = assert_agree(path.parents[1])
+    assert len(out["configuration"]["customizations"]) == 40
