@@ -8,6 +8,7 @@ import json
 import pytest
 
 from flex.devcontainer.jsonc import MAX_DEPTH, JSONCSyntaxError, Position, parse
+from flex.errors import InvalidConfiguration
 
 
 def test_plain_json_parses_as_the_standard_library_does() -> None:
@@ -102,3 +103,38 @@ def test_nesting_is_limited_not_a_crash() -> None:
     parse("[" * MAX_DEPTH + "]" * MAX_DEPTH)
     with pytest.raises(JSONCSyntaxError, match="nesting deeper"):
         parse("[" * 100_000 + "]" * 100_000)
+
+
+def test_mutated_input_is_parsed_or_rejected_never_a_crash() -> None:
+    import random
+    from pathlib import Path
+
+    from flex.devcontainer import schema
+
+    base = (Path(__file__).resolve().parents[2] / "examples/python/.devcontainer/devcontainer.json").read_text()
+    rng = random.Random(7)
+    alphabet = [*'{}[]:,"\'\\/*\n tfn0-.e+1', "\u2028", "\x00", "é", "//", "/*", "*/", "\\u"]
+    parsed = rejected = 0
+    for _ in range(3000):
+        text = list(base)
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randrange(len(text))
+            op = rng.random()
+            if op < 0.4:
+                del text[i]
+            elif op < 0.8:
+                text.insert(i, rng.choice(alphabet))
+            else:
+                text[i] = rng.choice(alphabet)
+        try:
+            doc = parse("".join(text))
+        except JSONCSyntaxError as err:
+            rejected += 1
+            assert err.line >= 1 and err.column >= 1
+            continue
+        parsed += 1
+        try:
+            schema.validate(doc.value, doc, "f.json")
+        except InvalidConfiguration as err:
+            assert err.details["line"] >= 1
+    assert parsed > 100 and rejected > 100  # both paths were exercised
