@@ -1,0 +1,221 @@
+"""Environment {metadata, spec, status}: what users ask for (spec) and what runners observed (status). No I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from flex.api.wire import Bytes, WireModel
+
+__all__ = [
+    "PHASES",
+    "Condition",
+    "DevcontainerRef",
+    "Environment",
+    "EnvironmentCreate",
+    "EnvironmentList",
+    "EnvironmentMetadata",
+    "EnvironmentSpec",
+    "EnvironmentStatus",
+    "ListMeta",
+    "Port",
+    "PortStatus",
+    "Resources",
+    "Source",
+    "WatchEvent",
+    "set_condition",
+]
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
+GIT_PATTERN = r"^(https?://|ssh://|git://|file://|git@)\S+$"
+
+Phase = Literal["pending", "building", "starting", "running", "stopping", "stopped", "failed", "deleting"]
+PHASES: tuple[str, ...] = ("pending", "building", "starting", "running", "stopping", "stopped", "failed", "deleting")
+Labels = dict[str, str]
+
+
+class _Strict(WireModel):
+    model_config = {**WireModel.model_config, "extra": "forbid"}
+
+
+class Source(_Strict):
+    """Where the code comes from: a git repository (and ref), or a folder on a desktop runner."""
+
+    git: str | None = Field(None, pattern=GIT_PATTERN, max_length=2048)
+    ref: str | None = Field(None, min_length=1, max_length=255)
+    path: str | None = Field(None, pattern=r"^/", max_length=4096)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Source:
+        if (self.git is None) == (self.path is None):
+            raise ValueError("give exactly one of source.git (a repository URL) or source.path (a local folder)")
+        if self.ref is not None and self.git is None:
+            raise ValueError("source.ref needs source.git")
+        return self
+
+
+class DevcontainerRef(_Strict):
+    """The devcontainer: a path inside the source, or an inline devcontainer.json; neither means auto-detect."""
+
+    path: str | None = Field(None, min_length=1, max_length=1024)
+    config: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _not_both(self) -> DevcontainerRef:
+        if self.path is not None and self.config is not None:
+            raise ValueError("give devcontainer.path or devcontainer.config, not both")
+        if self.path is not None and (self.path.startswith("/") or ".." in self.path.split("/")):
+            raise ValueError("devcontainer.path must be relative to the source and stay inside it")
+        return self
+
+
+class Resources(_Strict):
+    """What an environment requests from its runner (bytes for memory and disk; "4Gi" accepted)."""
+
+    cpus: float = Field(1.0, gt=0, le=1024)
+    memory: Bytes = Field(2 * 2**30, gt=0, le=2**50)
+    disk: Bytes = Field(10 * 2**30, gt=0, le=2**60)
+
+
+class Port(_Strict):
+    port: int = Field(ge=1, le=65535)
+    name: str | None = Field(None, max_length=63)
+    protocol: Literal["http", "https", "tcp"] = "http"
+
+
+class EnvironmentSpec(_Strict):
+    """Desired state, written by users."""
+
+    source: Source
+    devcontainer: DevcontainerRef = Field(default_factory=DevcontainerRef)
+    desired_phase: Literal["running", "stopped"] = "running"
+    resources: Resources = Field(default_factory=Resources)
+    docker: bool = False
+    env: dict[str, str] = Field(default_factory=dict)
+    ports: list[Port] = Field(default_factory=list, max_length=100)
+    runner_selector: Labels = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> EnvironmentSpec:
+        import re
+
+        for key in self.env:
+            if not re.match(ENV_KEY_PATTERN, key):
+                raise ValueError(f"spec.env: {key!r} is not a valid variable name")
+        seen = [p.port for p in self.ports]
+        if len(seen) != len(set(seen)):
+            raise ValueError("spec.ports: a port is listed twice")
+        _check_labels(self.runner_selector, "spec.runnerSelector")
+        return self
+
+
+def _check_labels(labels: Labels, where: str) -> None:
+    import re
+
+    for key, value in labels.items():
+        if not re.match(LABEL_KEY_PATTERN, key):
+            raise ValueError(f"{where}: {key!r} is not a valid label key")
+        if len(value) > 63:
+            raise ValueError(f"{where}: the value of {key!r} is longer than 63 characters")
+
+
+class Condition(WireModel):
+    """One observation: ``Scheduled``, ``Ready``, ``RunnerReady``... with a machine reason and a human message."""
+
+    type: str = Field(min_length=1, max_length=63)
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field("", max_length=63)
+    message: str = Field("", max_length=4096)
+    last_transition_time: datetime | None = None
+    observed_generation: int | None = None
+
+
+class PortStatus(WireModel):
+    port: int
+    url: str | None = None
+
+
+class EnvironmentStatus(WireModel):
+    """Observed state, written only by the runner the environment is assigned to."""
+
+    phase: Phase = "pending"
+    observed_generation: int = Field(0, ge=0)
+    conditions: list[Condition] = Field(default_factory=list, max_length=64)
+    runner_id: str | None = None
+    ports: list[PortStatus] = Field(default_factory=list, max_length=100)
+    last_backup: datetime | None = None
+    message: str | None = Field(None, max_length=4096)
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+class EnvironmentMetadata(WireModel):
+    id: str
+    name: str
+    owner: str
+    labels: Labels = Field(default_factory=dict)
+    generation: int
+    resource_version: int
+    created_at: datetime
+    updated_at: datetime
+    deletion_timestamp: datetime | None = None
+
+    @property
+    def deleting(self) -> bool:
+        return self.deletion_timestamp is not None
+
+
+class Environment(WireModel):
+    metadata: EnvironmentMetadata
+    spec: EnvironmentSpec
+    status: EnvironmentStatus = Field(default_factory=EnvironmentStatus)
+
+
+class EnvironmentCreate(_Strict):
+    """The body of ``POST /api/v1/environments``: ``{"name": "e1", "spec": {"source": {"git": ...}}}``."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=63)
+    labels: Labels = Field(default_factory=dict)
+    spec: EnvironmentSpec
+
+    @model_validator(mode="after")
+    def _check(self) -> EnvironmentCreate:
+        _check_labels(self.labels, "labels")
+        return self
+
+
+class ListMeta(WireModel):
+    resource_version: int
+    continue_: str | None = Field(None, alias="continue")
+
+
+class EnvironmentList(WireModel):
+    items: list[Environment]
+    metadata: ListMeta
+
+
+class WatchEvent(WireModel):
+    type: Literal["ADDED", "MODIFIED", "DELETED"]
+    object: Environment
+
+
+def set_condition(status: EnvironmentStatus, type_: str, value: bool | None, *, reason: str = "",
+                  message: str = "", generation: int | None = None, now: datetime | None = None) -> bool:
+    """Set one condition; the transition time moves only when the status flips. Returns True if anything changed."""
+    text = "Unknown" if value is None else ("True" if value else "False")
+    now = now or datetime.now(UTC)
+    old = status.condition(type_)
+    if old is None:
+        status.conditions.append(Condition(type=type_, status=text, reason=reason, message=message,
+                                           last_transition_time=now, observed_generation=generation))
+        return True
+    changed = (old.status, old.reason, old.message, old.observed_generation) != (text, reason, message, generation)
+    if old.status != text:
+        old.last_transition_time = now
+    old.status, old.reason, old.message, old.observed_generation = text, reason, message, generation  # type: ignore[assignment]
+    return changed

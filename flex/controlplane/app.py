@@ -1,0 +1,153 @@
+"""The composition root of the control plane: create_app(settings) wires database, store, watch hub and routes.
+
+Nothing happens at import time. create_app() opens the database, runs migrations and, on first start,
+creates the admin (its token goes to ``settings.admin_token_file``, mode 0600). The lifespan starts the
+watch tailer and the sweeper (offline runners, pending placements, event-log compaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from flex.controlplane import errors
+from flex.controlplane.auth import FailureLimiter, ensure_admin
+from flex.controlplane.config import Settings
+from flex.controlplane.db import Database, libpq_url
+from flex.controlplane.errors import TooLarge, problem_response
+from flex.controlplane.routes import environments, events, runners, tokens, users
+from flex.controlplane.routes.deps import ControlPlane
+from flex.controlplane.runners import Runners
+from flex.controlplane.store import Store
+from flex.controlplane.watch import Hub
+
+__all__ = ["BodyLimit", "create_app"]
+
+log = logging.getLogger("flex.controlplane")
+
+
+class BodyLimit:
+    """413 for request bodies over the limit, whether announced by Content-Length or streamed in chunks."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = TooLarge(f"the request body is larger than {self.limit} bytes",
+                             hint="send less at once")
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await problem_response(too_large, scope.get("path"))(scope, receive, send)
+            return
+        if scope.get("method") in ("GET", "HEAD", "DELETE", "OPTIONS") and length is None:
+            await self.app(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                await problem_response(too_large, scope.get("path"))(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _sweep(cp: ControlPlane, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), cp.settings.sweep_interval)
+        if stop.is_set():
+            return
+        try:
+            await asyncio.to_thread(cp.runners.sweep)
+            await asyncio.to_thread(cp.store.compact, cp.settings.event_retention)
+        except Exception:  # a database hiccup: try again next round
+            log.warning("sweep failed", exc_info=True)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    db = Database.open(settings)
+    db.migrate()
+    created_admin = ensure_admin(db, settings.admin_token_file)
+    holder: dict[str, Hub] = {}
+
+    def on_commit() -> None:
+        if "hub" in holder:
+            holder["hub"].wake()
+
+    store = Store(db, on_commit)
+    hub = Hub(store, listen_url=libpq_url(settings.database_url) if db.is_postgres else None,
+              queue_size=settings.watch_queue, keepalive=settings.watch_keepalive)
+    holder["hub"] = hub
+    cp = ControlPlane(settings, db, store, Runners(db, settings.heartbeat_timeout, on_commit), hub,
+                      FailureLimiter(settings.auth_failures_per_minute))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await hub.start()
+        stop = asyncio.Event()
+        sweeper = asyncio.create_task(_sweep(cp, stop), name="flex-sweep")
+        try:
+            yield
+        finally:
+            stop.set()  # let a sweep in progress finish: its thread holds a pooled connection
+            await sweeper
+            await hub.stop()
+            db.dispose()
+
+    app = FastAPI(title="flex control plane", version="1", lifespan=lifespan,
+                  description="Declarative developer environments: desired state, runners, watches. See docs/api.md.")
+    app.state.cp = cp
+    app.state.created_admin = created_admin
+    errors.install(app)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    for module in (environments, runners, users, tokens, events):
+        app.include_router(module.router)
+    app.include_router(runners.join_router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: errors.PROBLEM_RESPONSES[409] | {"description": "not ready"}})
+    async def readyz() -> Any:
+        try:
+            await asyncio.to_thread(db.ping)
+        except Exception as err:
+            from flex.errors import Unavailable
+
+            return problem_response(Unavailable(f"database unreachable: {type(err).__name__}"), "/readyz")
+        if hub.listen_url and not hub.listening:
+            from flex.errors import Unavailable
+
+            return problem_response(Unavailable("not listening for changes from other replicas yet"), "/readyz")
+        return JSONResponse({"status": "ready"})
+
+    return app

@@ -1,0 +1,230 @@
+"""Who is calling: users, their API tokens, runner credentials, join tokens, and the failed-auth limiter.
+
+Secrets are random, prefixed by kind (``flexu_`` user token, ``flexr_`` runner credential, ``flexj_`` join
+token), shown once, and stored only as sha256 (they are 256-bit random, so a slow hash buys nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from flex.api import Token, TokenCreate, TokenCreated, User, UserCreated
+from flex.controlplane import audit
+from flex.controlplane.db import Database
+from flex.controlplane.errors import RateLimited
+from flex.controlplane.models import JoinTokenRow, RunnerRow, TokenRow, UserRow
+from flex.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
+
+__all__ = ["FailureLimiter", "Principal", "authenticate", "create_join_token", "create_token", "create_user",
+           "delete_token", "ensure_admin", "hash_secret", "list_tokens", "new_secret", "write_secret_file"]
+
+USER_PREFIX, RUNNER_PREFIX, JOIN_PREFIX = "flexu_", "flexr_", "flexj_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: Literal["user", "runner"]
+    id: str
+    name: str
+    admin: bool = False
+    scopes: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def actor(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+def new_secret(prefix: str) -> str:
+    return prefix + secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    return None if dt is None else (dt if dt.tzinfo else dt.replace(tzinfo=UTC))
+
+
+class FailureLimiter:
+    """At most ``limit`` failed authentications per client address per minute; then 429 until they age out."""
+
+    def __init__(self, limit: int, window: float = 60.0) -> None:
+        self.limit, self.window = limit, window
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        q = self._failures.setdefault(key, deque())
+        while q and q[0] < now - self.window:
+            q.popleft()
+        return q
+
+    def check(self, key: str) -> None:
+        with self._lock:
+            if len(self._recent(key, time.monotonic())) >= self.limit:
+                raise RateLimited("too many failed authentications from this address",
+                                  hint="wait a minute, then retry with a valid token")
+
+    def failed(self, key: str) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._recent(key, now).append(now)
+            if len(self._failures) > 10_000:  # forget quiet addresses so the table stays small
+                for k in [k for k, q in self._failures.items() if not q]:
+                    del self._failures[k]
+
+
+def authenticate(db: Database, secret: str) -> Principal:
+    """The principal a bearer secret stands for; Unauthenticated if it stands for none."""
+    digest = hash_secret(secret)
+    now = datetime.now(UTC)
+    with db.read() as s:
+        if secret.startswith(USER_PREFIX):
+            row = s.execute(select(TokenRow, UserRow).join(UserRow, TokenRow.user_id == UserRow.id)  # type: ignore[arg-type]
+                            .where(TokenRow.hash == digest)).first()
+            if row is not None:
+                tok, user = row
+                expires = _utc(tok.expires_at)
+                if expires is not None and expires <= now:
+                    raise Unauthenticated("this token has expired", hint="create a new token")
+                last = _utc(tok.last_used_at)
+                stale = last is None or now - last > timedelta(minutes=1)
+                principal = Principal("user", user.id, user.name, user.admin, frozenset(tok.scopes))
+            else:
+                principal, stale = None, False
+        elif secret.startswith(RUNNER_PREFIX):
+            runner = s.scalars(select(RunnerRow).where(RunnerRow.credential_hash == digest)).first()
+            principal = None if runner is None else Principal("runner", runner.id, runner.name, False,
+                                                              frozenset({"read", "write"}))
+            stale = False
+        else:
+            principal, stale = None, False
+    if principal is None:
+        raise Unauthenticated("invalid credentials", hint="pass a valid token as 'Authorization: Bearer <token>'")
+    if stale:  # last-used is informative; write it at most once a minute per token
+        with db.write() as s:
+            tok_row = s.scalars(select(TokenRow).where(TokenRow.hash == digest)).first()
+            if tok_row is not None:
+                tok_row.last_used_at = now
+    return principal
+
+
+def write_secret_file(path: Path, secret: str) -> None:
+    """Atomically write a secret readable only by its owner (0600): temp file, fsync, rename, fsync dir."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (secret + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _token_wire(row: TokenRow) -> Token:
+    return Token(id=row.id, name=row.name, scopes=row.scopes, expires_at=_utc(row.expires_at),  # type: ignore[arg-type]
+                 created_at=_utc(row.created_at), last_used_at=_utc(row.last_used_at))  # type: ignore[arg-type]
+
+
+def _new_token_row(user_id: str, name: str, scopes: list[str], expires_at: datetime | None) -> tuple[TokenRow, str]:
+    secret = new_secret(USER_PREFIX)
+    row = TokenRow(id="tok_" + uuid.uuid4().hex[:20], user_id=user_id, name=name, hash=hash_secret(secret),
+                   scopes=scopes, expires_at=expires_at, created_at=datetime.now(UTC))
+    return row, secret
+
+
+def ensure_admin(db: Database, token_file: Path) -> bool:
+    """On first start: create the user ``admin`` and write its token to ``token_file``. True if created."""
+    with db.write() as s:
+        if s.scalar(select(func.count()).select_from(UserRow)):
+            return False
+        user = UserRow(id="usr_" + uuid.uuid4().hex[:20], name="admin", admin=True, created_at=datetime.now(UTC))
+        s.add(user)
+        s.flush()
+        tok, secret = _new_token_row(user.id, "first admin token", ["read", "write"], None)
+        s.add(tok)
+        audit.record(s, "system", "user.create", "user:admin", admin=True)
+        # Written before commit: if the write fails nothing is created; if commit fails, the next start retries.
+        write_secret_file(token_file, secret)
+    return True
+
+
+def create_user(db: Database, actor: Principal, name: str, admin: bool) -> UserCreated:
+    try:
+        with db.write() as s:
+            if s.scalars(select(UserRow).where(UserRow.name == name)).first() is not None:
+                raise AlreadyExists(f"user {name!r} already exists")
+            user = UserRow(id="usr_" + uuid.uuid4().hex[:20], name=name, admin=admin, created_at=datetime.now(UTC))
+            s.add(user)
+            s.flush()
+            tok, secret = _new_token_row(user.id, "first token", ["read", "write"], None)
+            s.add(tok)
+            audit.record(s, actor.actor, "user.create", f"user:{name}", admin=admin)
+    except IntegrityError as err:
+        raise AlreadyExists(f"user {name!r} already exists") from err
+    return UserCreated(name=name, token=secret)
+
+
+def list_users(db: Database) -> list[User]:
+    with db.read() as s:
+        return [User(name=u.name, admin=u.admin, created_at=_utc(u.created_at))  # type: ignore[arg-type]
+                for u in s.scalars(select(UserRow).order_by(UserRow.name))]
+
+
+def create_token(db: Database, actor: Principal, body: TokenCreate) -> TokenCreated:
+    expires = _utc(body.expires_at)
+    if expires is not None and expires <= datetime.now(UTC):
+        raise InvalidArgument("expiresAt: is in the past", hint="give a time in the future, or none")
+    if not set(body.scopes) <= actor.scopes:
+        raise InvalidArgument("scopes: a token cannot have scopes the token creating it lacks")
+    with db.write() as s:
+        row, secret = _new_token_row(actor.id, body.name, sorted(set(body.scopes)), expires)
+        s.add(row)
+        audit.record(s, actor.actor, "token.create", f"token:{row.id}", name=body.name, scopes=row.scopes)
+        s.flush()
+        wire = _token_wire(row)
+    return TokenCreated(**wire.model_dump(), token=secret)
+
+
+def list_tokens(db: Database, actor: Principal) -> list[Token]:
+    with db.read() as s:
+        rows = s.scalars(select(TokenRow).where(TokenRow.user_id == actor.id).order_by(TokenRow.created_at))
+        return [_token_wire(r) for r in rows]
+
+
+def delete_token(db: Database, actor: Principal, token_id: str) -> None:
+    with db.write() as s:
+        row = s.get(TokenRow, token_id)
+        if row is None or row.user_id != actor.id:
+            raise NotFound(f"token {token_id!r} not found")
+        s.delete(row)
+        audit.record(s, actor.actor, "token.delete", f"token:{token_id}")
+
+
+def create_join_token(db: Database, actor: Principal, ttl: float) -> tuple[str, datetime]:
+    secret = new_secret(JOIN_PREFIX)
+    expires = datetime.now(UTC) + timedelta(seconds=ttl)
+    with db.write() as s:
+        s.add(JoinTokenRow(hash=hash_secret(secret), created_by=actor.name, expires_at=expires))
+        audit.record(s, actor.actor, "runner.join-token.create", "join-token", expires_at=expires.isoformat())
+    return secret, expires

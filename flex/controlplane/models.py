@@ -1,0 +1,124 @@
+"""The database tables (SQLModel). Changing one needs a migration in migrations/versions/.
+
+Environment writes are serialized by the single ``revision`` row: a writer bumps it first, so the order of
+commits is the order of resource versions, and the ``watch_events`` log has no holes a watcher could skip.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+__all__ = ["AuditRow", "EnvironmentRow", "JoinTokenRow", "Revision", "RunnerRow", "TokenRow", "UserRow",
+           "WatchEventRow", "metadata"]
+
+metadata = SQLModel.metadata
+
+
+def _ts(nullable: bool = False) -> Any:
+    return Field(default=None, sa_type=DateTime(timezone=True), nullable=nullable)  # type: ignore[call-overload]
+
+
+class Revision(SQLModel, table=True):
+    """One row: the last resource version handed out, and the newest one compacted out of the event log."""
+
+    __tablename__ = "revision"
+    id: int = Field(default=1, primary_key=True)
+    rv: int = Field(default=0, sa_type=BigInteger)
+    compacted: int = Field(default=0, sa_type=BigInteger)
+
+
+class UserRow(SQLModel, table=True):
+    __tablename__ = "users"
+    id: str = Field(primary_key=True)
+    name: str = Field(unique=True, index=True)
+    admin: bool = False
+    created_at: datetime = _ts()
+
+
+class TokenRow(SQLModel, table=True):
+    """An API token of a user; only the sha256 of the secret is kept."""
+
+    __tablename__ = "tokens"
+    id: str = Field(primary_key=True)
+    user_id: str = Field(foreign_key="users.id", index=True)
+    name: str
+    hash: str = Field(unique=True, index=True)
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    expires_at: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()
+    last_used_at: datetime | None = _ts(nullable=True)
+
+
+class JoinTokenRow(SQLModel, table=True):
+    """A single-use runner join token (hashed)."""
+
+    __tablename__ = "join_tokens"
+    hash: str = Field(primary_key=True)
+    created_by: str
+    expires_at: datetime = _ts()
+    used_at: datetime | None = _ts(nullable=True)
+    runner_id: str | None = None
+
+
+class RunnerRow(SQLModel, table=True):
+    __tablename__ = "runners"
+    id: str = Field(primary_key=True)
+    name: str = Field(unique=True, index=True)
+    kind: str
+    cpus: float
+    memory: int = Field(sa_type=BigInteger)
+    disk: int = Field(sa_type=BigInteger)
+    labels: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state: str = "ready"
+    credential_hash: str = Field(unique=True, index=True)
+    last_heartbeat: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()
+
+
+class EnvironmentRow(SQLModel, table=True):
+    __tablename__ = "environments"
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_environments_owner_name"),)
+    id: str = Field(primary_key=True)
+    owner: str = Field(index=True)
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    generation: int = Field(default=1, sa_type=BigInteger)
+    resource_version: int = Field(default=0, sa_type=BigInteger)
+    runner_id: str | None = Field(default=None, index=True)
+    req_cpus: float = 0
+    req_memory: int = Field(default=0, sa_type=BigInteger)
+    req_disk: int = Field(default=0, sa_type=BigInteger)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    deletion_timestamp: datetime | None = _ts(nullable=True)
+
+
+class WatchEventRow(SQLModel, table=True):
+    """The change log watchers read: one row per resource version, compacted from the old end."""
+
+    __tablename__ = "watch_events"
+    __table_args__ = (Index("ix_watch_events_owner_rv", "owner", "rv"), Index("ix_watch_events_runner_rv", "runner_id", "rv"))
+    rv: int = Field(primary_key=True, sa_type=BigInteger)
+    type: str
+    env_id: str
+    owner: str
+    runner_id: str | None = None
+    object: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class AuditRow(SQLModel, table=True):
+    """Who did what; append-only (a trigger refuses UPDATE and DELETE). Never holds a secret."""
+
+    __tablename__ = "audit"
+    id: int | None = Field(default=None, primary_key=True)
+    time: datetime = _ts()
+    actor: str = Field(index=True)
+    action: str
+    resource: str
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

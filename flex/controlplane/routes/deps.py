@@ -1,0 +1,118 @@
+"""What every route shares: the process's ControlPlane, who is calling (and may they), and SSE watch answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from flex.api.errors import Gone
+from flex.controlplane.auth import FailureLimiter, Principal, authenticate
+from flex.controlplane.config import Settings
+from flex.controlplane.db import Database
+from flex.controlplane.errors import problem_body
+from flex.controlplane.runners import Runners
+from flex.controlplane.store import Store
+from flex.controlplane.watch import Hub
+from flex.errors import FlexError, PermissionDenied, Unauthenticated
+
+__all__ = ["Admin", "ControlPlane", "Cp", "RunnerCaller", "User", "get_cp", "watch_response"]
+
+
+@dataclass
+class ControlPlane:
+    settings: Settings
+    db: Database
+    store: Store
+    runners: Runners
+    hub: Hub
+    limiter: FailureLimiter
+
+
+def get_cp(request: Request) -> ControlPlane:
+    cp: ControlPlane = request.app.state.cp
+    return cp
+
+
+Cp = Annotated[ControlPlane, Depends(get_cp)]
+_bearer = HTTPBearer(auto_error=False, description="a user token (flexu_...) or a runner credential (flexr_...)")
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _principal(request: Request, cp: Cp,
+               creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+    addr = client_address(request)
+    cp.limiter.check(addr)
+    if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+        raise Unauthenticated("no credentials", hint="pass 'Authorization: Bearer <token>'")
+    try:
+        return authenticate(cp.db, creds.credentials)
+    except Unauthenticated:
+        cp.limiter.failed(addr)
+        raise
+
+
+def _user(request: Request, who: Annotated[Principal, Depends(_principal)]) -> Principal:
+    if who.kind != "user":
+        raise PermissionDenied("runner credentials work only on runner endpoints")
+    need = "read" if request.method in ("GET", "HEAD", "OPTIONS") else "write"
+    if need not in who.scopes:
+        raise PermissionDenied(f"this token lacks the {need!r} scope", hint="create a token with that scope")
+    return who
+
+
+def _admin(who: Annotated[Principal, Depends(_user)]) -> Principal:
+    if not who.admin:
+        raise PermissionDenied("only an admin may do this")
+    return who
+
+
+def _runner(who: Annotated[Principal, Depends(_principal)]) -> Principal:
+    if who.kind != "runner":
+        raise PermissionDenied("this endpoint is for runners; use a runner credential")
+    return who
+
+
+Caller = Annotated[Principal, Depends(_principal)]
+User = Annotated[Principal, Depends(_user)]
+Admin = Annotated[Principal, Depends(_admin)]
+RunnerCaller = Annotated[Principal, Depends(_runner)]
+
+
+async def watch_response(cp: ControlPlane, request: Request, *, since: int | None, owner: str | None,
+                         runner_id: str | None, timeout: float | None) -> StreamingResponse:
+    """A ``text/event-stream`` of ADDED/MODIFIED/DELETED events; 410 up front when ``since`` is too old."""
+    last_id = request.headers.get("last-event-id")
+    if last_id and last_id.isdigit():
+        since = int(last_id)  # an EventSource reconnecting resumes where it stopped
+    if since is not None:
+        _, compacted = await asyncio.to_thread(cp.store.current_rv)
+        if since < compacted:
+            raise Gone(f"resourceVersion {since} is too old (the event log starts after {compacted})",
+                       hint="list again and watch from the list's resourceVersion")
+    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield b": watching\n\n"
+        try:
+            async for ev in cp.hub.watch(since=since, owner=owner, runner_id=runner_id, deadline=deadline):
+                if ev is None:
+                    yield b": keepalive\n\n"
+                    continue
+                data = f'{{"type":"{ev.type}","object":{ev.object}}}'
+                yield f"id: {ev.rv}\nevent: {ev.type}\ndata: {data}\n\n".encode()
+        except FlexError as err:
+            body = json.dumps({"type": "ERROR", "object": problem_body(err, err.http_status, request.url.path)})
+            yield f"event: ERROR\ndata: {body}\n\n".encode()
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

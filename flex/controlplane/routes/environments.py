@@ -1,0 +1,110 @@
+"""/api/v1/environments: create, read, list (and watch), merge-patch, start/stop, delete, runner status."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from flex.api import Environment, EnvironmentCreate, EnvironmentList, EnvironmentStatus
+from flex.controlplane.errors import PROBLEM_RESPONSES
+from flex.controlplane.routes.deps import Cp, RunnerCaller, User, watch_response
+from flex.errors import InvalidArgument
+
+__all__ = ["parse_selector", "router"]
+
+router = APIRouter(prefix="/api/v1/environments", tags=["environments"], responses=PROBLEM_RESPONSES)
+
+IfMatch = Annotated[str | None, Header(alias="If-Match", description="the resourceVersion you last read; 409 if stale")]
+OwnerQ = Annotated[str | None, Query(description="an admin may address another user's environment", max_length=63)]
+_WATCH_DOC = {200: {"description": "the list, or with watch=1 a text/event-stream of ADDED/MODIFIED/DELETED events",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+
+
+def parse_selector(text: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise InvalidArgument(f"labelSelector: {part!r} is not key=value", hint="e.g. labelSelector=team=a,tier=dev")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _etag(response: Response, env: Environment) -> Environment:
+    response.headers["ETag"] = f'"{env.metadata.resource_version}"'
+    return env
+
+
+@router.post("", status_code=201, response_model=Environment)
+def create_environment(cp: Cp, who: User, body: EnvironmentCreate, response: Response) -> Environment:
+    env = cp.store.create(who, body)
+    response.headers["Location"] = f"/api/v1/environments/{env.metadata.name}"
+    return _etag(response, env)
+
+
+@router.get("", response_model=EnvironmentList, responses=_WATCH_DOC)  # type: ignore[arg-type]
+async def list_environments(
+    cp: Cp, who: User, request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    continue_: Annotated[str | None, Query(alias="continue", max_length=1024)] = None,
+    owner: OwnerQ = None,
+    label_selector: Annotated[str | None, Query(alias="labelSelector", max_length=4096)] = None,
+    phase: Annotated[str | None, Query(max_length=32)] = None,
+    watch: Annotated[bool, Query(description="stream changes as server-sent events")] = False,
+    resource_version: Annotated[int | None, Query(alias="resourceVersion", ge=0,
+                                                  description="watch from after this version")] = None,
+    timeout_seconds: Annotated[float | None, Query(alias="timeoutSeconds", gt=0, le=86400,
+                                                   description="end a watch after this long")] = None,
+) -> Any:
+    if watch:
+        scope = None if who.admin and not owner else (owner if who.admin else who.name)
+        return await watch_response(cp, request, since=resource_version, owner=scope, runner_id=None,
+                                    timeout=timeout_seconds)
+    labels = parse_selector(label_selector)
+    return await asyncio.to_thread(cp.store.list, who, limit=limit, cont=continue_, owner=owner, labels=labels,
+                                   phase=phase)
+
+
+@router.get("/{name}", response_model=Environment)
+def get_environment(cp: Cp, who: User, name: str, response: Response, owner: OwnerQ = None) -> Environment:
+    return _etag(response, cp.store.get(who, name, owner))
+
+
+@router.patch("/{name}", response_model=Environment, openapi_extra={"requestBody": {"content": {
+    "application/merge-patch+json": {"schema": {"type": "object"}}, "application/json": {"schema": {"type": "object"}}}}})
+def patch_environment(cp: Cp, who: User, name: str, response: Response, if_match: IfMatch = None,
+                      owner: OwnerQ = None,
+                      patch: Annotated[dict[str, Any], Body(description="RFC 7396 JSON merge patch")] = ...,  # type: ignore[assignment]
+                      ) -> Environment:
+    return _etag(response, cp.store.patch(who, name, patch, owner=owner, if_match=if_match))
+
+
+@router.post("/{name}:start", response_model=Environment)
+def start_environment(cp: Cp, who: User, name: str, response: Response, if_match: IfMatch = None,
+                      owner: OwnerQ = None) -> Environment:
+    return _etag(response, cp.store.set_desired_phase(who, name, "running", owner=owner, if_match=if_match))
+
+
+@router.post("/{name}:stop", response_model=Environment)
+def stop_environment(cp: Cp, who: User, name: str, response: Response, if_match: IfMatch = None,
+                     owner: OwnerQ = None) -> Environment:
+    return _etag(response, cp.store.set_desired_phase(who, name, "stopped", owner=owner, if_match=if_match))
+
+
+@router.delete("/{name}", response_model=Environment,
+               responses={202: {"model": Environment, "description": "marked deleting; gone once its runner tears down"}})
+def delete_environment(cp: Cp, who: User, name: str, if_match: IfMatch = None, owner: OwnerQ = None) -> JSONResponse:
+    env, gone = cp.store.delete(who, name, owner=owner, if_match=if_match)
+    return JSONResponse(env.to_wire(), status_code=200 if gone else 202)
+
+
+@router.put("/{name}/status", response_model=Environment)
+def put_status(cp: Cp, who: RunnerCaller, name: str, body: EnvironmentStatus, response: Response,
+               if_match: IfMatch = None) -> Environment:
+    """Runner only: report the observed status of an environment bound to this runner (address it by id)."""
+    return _etag(response, cp.store.put_status(who, name, body, if_match=if_match))

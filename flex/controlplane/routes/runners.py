@@ -1,0 +1,107 @@
+"""/api/v1/runners: join tokens (admin), joining, heartbeats, and each runner's view of its environments."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from flex.api import (
+    Environment,
+    EnvironmentList,
+    JoinRequest,
+    JoinResponse,
+    JoinToken,
+    Runner,
+    RunnerHeartbeat,
+    RunnerList,
+)
+from flex.controlplane.auth import Principal, create_join_token
+from flex.controlplane.errors import PROBLEM_RESPONSES
+from flex.controlplane.routes.deps import Admin, Caller, Cp, RunnerCaller, client_address, watch_response
+from flex.controlplane.routes.environments import _WATCH_DOC
+from flex.errors import PermissionDenied, Unauthenticated
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/runners", tags=["runners"], responses=PROBLEM_RESPONSES)
+
+
+def _self(who: Principal, runner_id: str) -> None:
+    if who.id != runner_id:
+        raise PermissionDenied("a runner may act only as itself")
+
+
+@router.post("/join-tokens", status_code=201, response_model=JoinToken)
+def create_join_token_route(cp: Cp, who: Admin) -> JoinToken:
+    token, expires = create_join_token(cp.db, who, cp.settings.join_token_ttl)
+    return JoinToken(token=token, expires_at=expires)
+
+
+# Registered on the app without the /runners prefix: POST /api/v1/runners:join
+join_router = APIRouter(tags=["runners"], responses=PROBLEM_RESPONSES)
+
+
+@join_router.post("/api/v1/runners:join", status_code=201, response_model=JoinResponse)
+def join(cp: Cp, body: JoinRequest, request: Request) -> JoinResponse:
+    """Exchange a single-use join token for a runner id and credential (no Authorization header needed)."""
+    addr = client_address(request)
+    cp.limiter.check(addr)
+    try:
+        return cp.runners.join(body)
+    except Unauthenticated:
+        cp.limiter.failed(addr)
+        raise
+
+
+@router.get("", response_model=RunnerList)
+def list_runners(cp: Cp, who: Admin) -> RunnerList:
+    return RunnerList(items=cp.runners.list())
+
+
+@router.get("/{runner_id}", response_model=Runner)
+def get_runner(cp: Cp, who: Caller, runner_id: str) -> Runner:
+    if who.kind == "runner":
+        _self(who, runner_id)
+    elif not who.admin:
+        raise PermissionDenied("only an admin or the runner itself may read a runner")
+    return cp.runners.get(runner_id)
+
+
+@router.post("/{runner_id}/heartbeat", response_model=Runner)
+def heartbeat(cp: Cp, who: RunnerCaller, runner_id: str, body: RunnerHeartbeat | None = None) -> Runner:
+    return cp.runners.heartbeat(who, runner_id, body or RunnerHeartbeat())
+
+
+@router.get("/{runner_id}/environments", response_model=EnvironmentList, responses=_WATCH_DOC)  # type: ignore[arg-type]
+async def runner_environments(
+    cp: Cp, who: RunnerCaller, runner_id: str, request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+    continue_: Annotated[str | None, Query(alias="continue", max_length=1024)] = None,
+    watch: bool = False,
+    resource_version: Annotated[int | None, Query(alias="resourceVersion", ge=0)] = None,
+    timeout_seconds: Annotated[float | None, Query(alias="timeoutSeconds", gt=0, le=86400)] = None,
+) -> Any:
+    """The environments bound to this runner; with watch=1, their changes as server-sent events."""
+    _self(who, runner_id)
+    if watch:
+        return await watch_response(cp, request, since=resource_version, owner=None, runner_id=runner_id,
+                                    timeout=timeout_seconds)
+    return await asyncio.to_thread(cp.store.list, who, limit=limit, cont=continue_)
+
+
+@router.get("/{runner_id}/environments/{env_id}", response_model=Environment)
+def runner_environment(cp: Cp, who: RunnerCaller, runner_id: str, env_id: str, response: Response) -> Environment:
+    _self(who, runner_id)
+    env = cp.store.get(who, env_id)
+    response.headers["ETag"] = f'"{env.metadata.resource_version}"'
+    return env
+
+
+@router.delete("/{runner_id}/environments/{env_id}", status_code=204)
+def confirm_teardown(cp: Cp, who: RunnerCaller, runner_id: str, env_id: str) -> Response:
+    """The runner has torn a deleting environment down: remove it for good (watchers see DELETED)."""
+    _self(who, runner_id)
+    cp.store.confirm_teardown(who, env_id)
+    return Response(status_code=204)

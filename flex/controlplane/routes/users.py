@@ -1,0 +1,36 @@
+"""/api/v1/users (admin creates users, each with a first token) and /api/v1/users/me."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import Field
+
+from flex.api import User as UserModel
+from flex.api import UserCreate, UserCreated, WireModel
+from flex.controlplane.auth import create_user, list_users
+from flex.controlplane.errors import PROBLEM_RESPONSES
+from flex.controlplane.routes.deps import Admin, Cp, User
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=PROBLEM_RESPONSES)
+
+
+class UserList(WireModel):
+    items: list[UserModel] = Field(default_factory=list)
+
+
+@router.post("", status_code=201, response_model=UserCreated)
+def create_user_route(cp: Cp, who: Admin, body: UserCreate) -> UserCreated:
+    """Create a user; the answer holds their first token, shown only this once."""
+    return create_user(cp.db, who, body.name, body.admin)
+
+
+@router.get("", response_model=UserList)
+def list_users_route(cp: Cp, who: Admin) -> UserList:
+    return UserList(items=list_users(cp.db))
+
+
+@router.get("/me", response_model=UserModel)
+def me(cp: Cp, who: User) -> UserModel:
+    return next(u for u in list_users(cp.db) if u.name == who.name)

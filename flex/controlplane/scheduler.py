@@ -1,0 +1,110 @@
+"""Placement: which ready runner an environment is bound to. Sticky: once bound, an environment stays.
+
+A runner fits when it is ready, its labels (plus the implicit ``flex.dev/kind``) match the environment's
+``runnerSelector``, and its declared capacity minus the requests of the environments bound to it covers
+the new requests. Among those, the least loaded wins (largest share of any resource in use, then fewest
+environments, then name, so ties are stable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from flex.api import EnvironmentStatus, set_condition
+from flex.controlplane.models import EnvironmentRow, RunnerRow
+
+__all__ = ["Placement", "RunnerLoad", "bind", "loads", "pick"]
+
+KIND_LABEL = "flex.dev/kind"
+
+
+@dataclass
+class RunnerLoad:
+    id: str
+    name: str
+    labels: dict[str, str]
+    ready: bool
+    cpus: float
+    memory: int
+    disk: int
+    used_cpus: float = 0.0
+    used_memory: int = 0
+    used_disk: int = 0
+    count: int = 0
+
+    def load(self) -> float:
+        shares = [u / c if c else (1.0 if u else 0.0) for u, c in
+                  ((self.used_cpus, self.cpus), (self.used_memory, self.memory), (self.used_disk, self.disk))]
+        return max(shares)
+
+    def fits(self, cpus: float, memory: int, disk: int) -> bool:
+        return (self.used_cpus + cpus <= self.cpus + 1e-9 and self.used_memory + memory <= self.memory
+                and self.used_disk + disk <= self.disk)
+
+
+@dataclass
+class Placement:
+    runner: RunnerLoad | None
+    reason: str
+    message: str
+
+
+def pick(cpus: float, memory: int, disk: int, selector: dict[str, str], runners: list[RunnerLoad]) -> Placement:
+    """Pure: the runner for these requests, or why there is none."""
+    ready = [r for r in runners if r.ready]
+    if not ready:
+        return Placement(None, "NoRunnerReady", "no runner is ready")
+    matching = [r for r in ready if all(r.labels.get(k) == v for k, v in selector.items())]
+    if not matching:
+        want = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        return Placement(None, "NoRunnerMatches", f"no ready runner has the labels {want}")
+    fitting = [r for r in matching if r.fits(cpus, memory, disk)]
+    if not fitting:
+        return Placement(None, "InsufficientCapacity",
+                         f"{len(matching)} matching runner(s), none with room for {cpus:g} cpus, "
+                         f"{memory} bytes of memory and {disk} bytes of disk")
+    best = min(fitting, key=lambda r: (r.load(), r.count, r.name))
+    return Placement(best, "Scheduled", f"bound to runner {best.name}")
+
+
+def loads(s: Session) -> list[RunnerLoad]:
+    """Every runner with the requests of the environments bound to it."""
+    out: dict[str, RunnerLoad] = {}
+    for r in s.scalars(select(RunnerRow)):
+        out[r.id] = RunnerLoad(r.id, r.name, {**r.labels, KIND_LABEL: r.kind}, r.state == "ready",
+                               r.cpus, r.memory, r.disk)
+    used = s.execute(select(EnvironmentRow.runner_id, func.sum(EnvironmentRow.req_cpus),
+                            func.sum(EnvironmentRow.req_memory), func.sum(EnvironmentRow.req_disk), func.count())
+                     .where(EnvironmentRow.runner_id.is_not(None))  # type: ignore[union-attr]
+                     .group_by(EnvironmentRow.runner_id))
+    for rid, c, m, d, n in used:
+        if rid in out:
+            load = out[rid]
+            load.used_cpus, load.used_memory, load.used_disk, load.count = float(c or 0), int(m or 0), int(d or 0), n
+    return list(out.values())
+
+
+def bind(row: EnvironmentRow, runners: list[RunnerLoad], now: datetime) -> bool:
+    """Try to bind an unbound environment; record the outcome as its ``Scheduled`` condition. True if changed."""
+    status = EnvironmentStatus.model_validate(row.status)
+    selector = dict(row.spec.get("runnerSelector") or {})
+    placed = pick(row.req_cpus, row.req_memory, row.req_disk, selector, runners)
+    changed = set_condition(status, "Scheduled", placed.runner is not None, reason=placed.reason,
+                            message=placed.message, generation=row.generation, now=now)
+    if placed.runner is not None:
+        r = placed.runner
+        row.runner_id = status.runner_id = r.id
+        r.used_cpus += row.req_cpus
+        r.used_memory += row.req_memory
+        r.used_disk += row.req_disk
+        r.count += 1
+        set_condition(status, "RunnerReady", True, reason="RunnerOnline", message=f"runner {r.name} is ready",
+                      now=now)
+        changed = True
+    if changed:
+        row.status = status.to_wire()
+    return changed

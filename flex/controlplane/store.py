@@ -1,0 +1,383 @@
+"""The desired-state store of environments: create, read, list, merge-patch, delete, runner status writes.
+
+Every environment write locks the ``revision`` row first, takes the next resource version, and appends the
+whole object to ``watch_events`` in the same transaction; ``generation`` moves only when the spec changes.
+Visibility is decided here, once: a user sees their own environments, an admin all, a runner those bound
+to it. What a caller may not see answers 404, never 403, so names do not leak.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select, text, tuple_, update
+from sqlalchemy.orm import Session
+
+from flex.api import (
+    Environment,
+    EnvironmentCreate,
+    EnvironmentList,
+    EnvironmentMetadata,
+    EnvironmentSpec,
+    EnvironmentStatus,
+    ListMeta,
+)
+from flex.api.environments import _check_labels
+from flex.controlplane import audit, scheduler
+from flex.controlplane.auth import Principal
+from flex.controlplane.db import Database
+from flex.controlplane.errors import Unprocessable
+from flex.controlplane.models import EnvironmentRow, Revision, WatchEventRow
+from flex.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+
+__all__ = ["SERVER_CONDITIONS", "Store", "StoredEvent", "emit", "lock", "merge_patch", "to_environment"]
+
+NOTIFY_CHANNEL = "flex_events"
+SERVER_CONDITIONS = ("Scheduled", "RunnerReady")  # owned by the control plane, not by runners
+
+
+def utc(dt: datetime | None) -> datetime | None:
+    return None if dt is None else (dt if dt.tzinfo else dt.replace(tzinfo=UTC))
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch: objects merge, ``null`` removes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def to_environment(row: EnvironmentRow) -> Environment:
+    return Environment(
+        metadata=EnvironmentMetadata(
+            id=row.id, name=row.name, owner=row.owner, labels=row.labels, generation=row.generation,
+            resource_version=row.resource_version, created_at=utc(row.created_at),  # type: ignore[arg-type]
+            updated_at=utc(row.updated_at), deletion_timestamp=utc(row.deletion_timestamp)),  # type: ignore[arg-type]
+        spec=EnvironmentSpec.model_validate(row.spec),
+        status=EnvironmentStatus.model_validate(row.status),
+    )
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    rv: int
+    type: str
+    object: str  # the Environment as JSON, exactly as it was at rv
+
+
+def lock(s: Session) -> int:
+    """Serialize environment writers (row lock on PostgreSQL; BEGIN IMMEDIATE already holds SQLite's)."""
+    return int(s.execute(select(Revision.rv).where(Revision.id == 1).with_for_update()).scalar_one())
+
+
+def emit(s: Session, row: EnvironmentRow, type_: str, now: datetime) -> None:
+    """Give ``row`` the next resource version and log it for watchers (after lock())."""
+    rv = int(s.execute(update(Revision).where(Revision.id == 1).values(rv=Revision.rv + 1)
+                       .returning(Revision.rv)).scalar_one())
+    row.resource_version = rv
+    row.updated_at = now
+    obj = to_environment(row).model_dump_json(by_alias=True)
+    s.add(WatchEventRow(rv=rv, type=type_, env_id=row.id, owner=row.owner, runner_id=row.runner_id, object=obj))
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": str(rv)})
+
+
+def _requests(row: EnvironmentRow, spec: EnvironmentSpec) -> None:
+    row.req_cpus, row.req_memory, row.req_disk = spec.resources.cpus, spec.resources.memory, spec.resources.disk
+
+
+def _check_version(row: EnvironmentRow, if_match: str | None) -> None:
+    if if_match is None:
+        return
+    want = if_match.strip().removeprefix("W/").strip('"')
+    if want != "*" and want != str(row.resource_version):
+        raise Conflict(f"environment {row.name!r} has changed: it is at resourceVersion {row.resource_version}, "
+                       f"the request expected {want}", hint="get it again, re-apply your change, and retry")
+
+
+def _invalid(err: ValidationError, prefix: str) -> Unprocessable:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    return Unprocessable(f"{prefix}{'.' + where if where else ''}: {msg}")
+
+
+class _Unchanged(Exception):
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+
+
+class Store:
+    """Environment reads and writes for one process; ``on_commit`` wakes this process's watchers."""
+
+    def __init__(self, db: Database, on_commit: Callable[[], None]) -> None:
+        self.db = db
+        self.on_commit = on_commit
+
+    # -- lookups ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def find(s: Session, who: Principal, ref: str, owner: str | None = None) -> EnvironmentRow:
+        q = select(EnvironmentRow)
+        if ref.startswith("env_"):
+            q = q.where(EnvironmentRow.id == ref)
+        elif who.kind == "runner":
+            q = q.where(EnvironmentRow.name == ref)
+        else:
+            q = q.where(EnvironmentRow.owner == (owner if (who.admin and owner) else who.name),
+                        EnvironmentRow.name == ref)
+        if who.kind == "runner":
+            q = q.where(EnvironmentRow.runner_id == who.id)
+        elif not who.admin:
+            q = q.where(EnvironmentRow.owner == who.name)
+        rows = list(s.scalars(q.limit(2)))
+        if not rows:
+            raise NotFound(f"environment {ref!r} not found", hint="list environments with GET /api/v1/environments")
+        if len(rows) > 1:
+            raise Conflict(f"environment name {ref!r} is ambiguous here", hint="address it by its metadata.id")
+        return rows[0]
+
+    def current_rv(self) -> tuple[int, int]:
+        """(newest resource version, newest compacted one)."""
+        with self.db.read() as s:
+            rev = s.get(Revision, 1)
+            assert rev is not None
+            return rev.rv, rev.compacted
+
+    def get(self, who: Principal, ref: str, owner: str | None = None) -> Environment:
+        with self.db.read() as s:
+            return to_environment(self.find(s, who, ref, owner))
+
+    def list(self, who: Principal, *, limit: int, cont: str | None, owner: str | None = None,
+             labels: dict[str, str] | None = None, phase: str | None = None,
+             runner_id: str | None = None) -> EnvironmentList:
+        """One page, ordered by (owner, name); filters apply before paging, so pages are full."""
+        after: tuple[str, str] | None = None
+        if cont:
+            try:
+                o, n = json.loads(base64.urlsafe_b64decode(cont.encode()))
+                after = (str(o), str(n))
+            except Exception as err:
+                raise InvalidArgument(f"continue: {cont!r} is not a token this server gave out",
+                                      hint="start again without continue") from err
+        items: list[Environment] = []
+        more = False
+        with self.db.read() as s:
+            if self.db.is_postgres:  # the list and its resourceVersion from one snapshot
+                s.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            rev = s.get(Revision, 1)
+            assert rev is not None
+            while True:
+                q = select(EnvironmentRow).order_by(EnvironmentRow.owner, EnvironmentRow.name).limit(limit + 1)
+                if who.kind == "runner":
+                    q = q.where(EnvironmentRow.runner_id == who.id)
+                elif not who.admin:
+                    q = q.where(EnvironmentRow.owner == who.name)
+                elif owner:
+                    q = q.where(EnvironmentRow.owner == owner)
+                if runner_id and who.kind == "user" and who.admin:
+                    q = q.where(EnvironmentRow.runner_id == runner_id)
+                if after is not None:
+                    q = q.where(tuple_(EnvironmentRow.owner, EnvironmentRow.name) > after)
+                rows = list(s.scalars(q))
+                for row in rows:
+                    if len(items) == limit:
+                        more = True
+                        break
+                    after = (row.owner, row.name)
+                    if labels and any(row.labels.get(k) != v for k, v in labels.items()):
+                        continue
+                    if phase and row.status.get("phase", "pending") != phase:
+                        continue
+                    items.append(to_environment(row))
+                if more or len(rows) <= limit:
+                    break
+        token = None
+        if more and items:
+            last = items[-1].metadata
+            token = base64.urlsafe_b64encode(json.dumps([last.owner, last.name]).encode()).decode()
+        return EnvironmentList(items=items, metadata=ListMeta(resource_version=rev.rv, continue_=token))
+
+    # -- writes ----------------------------------------------------------------------------------------
+
+    def _write(self, fn: Callable[[Session, datetime], Environment]) -> Environment:
+        try:
+            with self.db.write() as s:
+                lock(s)
+                env = fn(s, datetime.now(UTC))
+        except _Unchanged as same:
+            return same.env
+        self.on_commit()
+        return env
+
+    def create(self, who: Principal, body: EnvironmentCreate) -> Environment:
+        def op(s: Session, now: datetime) -> Environment:
+            exists = s.scalars(select(EnvironmentRow.id).where(EnvironmentRow.owner == who.name,
+                                                               EnvironmentRow.name == body.name)).first()
+            if exists is not None:
+                raise AlreadyExists(f"environment {body.name!r} already exists",
+                                    hint="pick another name, or change the existing one with PATCH")
+            row = EnvironmentRow(id="env_" + uuid.uuid4().hex[:20], owner=who.name, name=body.name,
+                                 labels=body.labels, spec=body.spec.to_wire(), status=EnvironmentStatus().to_wire(),
+                                 generation=1, created_at=now, updated_at=now)
+            _requests(row, body.spec)
+            scheduler.bind(row, scheduler.loads(s), now)
+            s.add(row)
+            emit(s, row, "ADDED", now)
+            audit.record(s, who.actor, "environment.create", f"environment:{who.name}/{body.name}",
+                         generation=1, runner=row.runner_id)
+            return to_environment(row)
+
+        return self._write(op)
+
+    def patch(self, who: Principal, ref: str, patch: Any, *, owner: str | None = None,
+              if_match: str | None = None) -> Environment:
+        if not isinstance(patch, dict):
+            raise InvalidArgument("a merge patch must be a JSON object, e.g. {\"spec\": {\"desiredPhase\": \"stopped\"}}")
+
+        def op(s: Session, now: datetime) -> Environment:
+            row = self.find(s, who, ref, owner)
+            _check_version(row, if_match)
+            current = to_environment(row).to_wire()
+            patched = merge_patch(current, patch)
+            rest_now = {**current, "metadata": {**current["metadata"], "labels": None}, "spec": None}
+            rest_new = {**patched, "metadata": {**(patched.get("metadata") or {}), "labels": None}, "spec": None}
+            if rest_now != rest_new:
+                raise InvalidArgument("only spec and metadata.labels may change",
+                                      hint="status is written by the runner; owner, name and versions by the server")
+            try:
+                spec = EnvironmentSpec.model_validate(patched.get("spec"))
+            except ValidationError as err:
+                raise _invalid(err, "spec") from err
+            labels = patched["metadata"].get("labels") or {}
+            if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+                raise Unprocessable("metadata.labels: must be an object of strings")
+            try:
+                _check_labels(labels, "metadata.labels")
+            except ValueError as err:
+                raise Unprocessable(str(err)) from err
+            spec_changed = spec.to_wire() != current["spec"]
+            if row.deletion_timestamp is not None:
+                raise Conflict(f"environment {row.name!r} is being deleted", hint="create a new one once it is gone")
+            if not spec_changed and labels == row.labels:
+                raise _Unchanged(to_environment(row))
+            if spec_changed:
+                row.spec = spec.to_wire()
+                row.generation += 1
+                _requests(row, spec)
+            row.labels = labels
+            emit(s, row, "MODIFIED", now)
+            audit.record(s, who.actor, "environment.update", f"environment:{row.owner}/{row.name}",
+                         generation=row.generation, fields=sorted(k for k in ("spec", "metadata") if k in patch))
+            return to_environment(row)
+
+        return self._write(op)
+
+    def set_desired_phase(self, who: Principal, ref: str, phase: str, *, owner: str | None = None,
+                          if_match: str | None = None) -> Environment:
+        return self.patch(who, ref, {"spec": {"desiredPhase": phase}}, owner=owner, if_match=if_match)
+
+    def delete(self, who: Principal, ref: str, *, owner: str | None = None,
+               if_match: str | None = None) -> tuple[Environment, bool]:
+        """Mark deleting (the bound runner tears down, then confirms); gone at once if never bound."""
+        gone = False
+
+        def op(s: Session, now: datetime) -> Environment:
+            nonlocal gone
+            row = self.find(s, who, ref, owner)
+            _check_version(row, if_match)
+            if row.deletion_timestamp is not None:
+                raise _Unchanged(to_environment(row))
+            row.deletion_timestamp = now
+            if row.runner_id is None:
+                emit(s, row, "DELETED", now)
+                env = to_environment(row)
+                s.delete(row)
+                gone = True
+            else:
+                emit(s, row, "MODIFIED", now)
+                env = to_environment(row)
+            audit.record(s, who.actor, "environment.delete", f"environment:{row.owner}/{row.name}", immediate=gone)
+            return env
+
+        env = self._write(op)
+        return env, gone
+
+    def put_status(self, who: Principal, ref: str, status: EnvironmentStatus, *,
+                   if_match: str | None = None) -> Environment:
+        """A runner reports what it observed; only the runner the environment is bound to may."""
+        if who.kind != "runner":
+            raise PermissionDenied("only the runner an environment is bound to may write its status",
+                                   hint="change spec with PATCH instead")
+
+        def op(s: Session, now: datetime) -> Environment:
+            row = self.find(s, who, ref)
+            _check_version(row, if_match)
+            if status.observed_generation > row.generation:
+                raise Unprocessable(f"status.observedGeneration: {status.observed_generation} is newer than "
+                                    f"generation {row.generation}")
+            old = EnvironmentStatus.model_validate(row.status)
+            new = status.model_copy(deep=True)
+            new.runner_id = row.runner_id
+            new.conditions = [c for c in new.conditions if c.type not in SERVER_CONDITIONS]
+            new.conditions[:0] = [c for c in old.conditions if c.type in SERVER_CONDITIONS]
+            if new.to_wire() == old.to_wire():
+                raise _Unchanged(to_environment(row))
+            row.status = new.to_wire()
+            emit(s, row, "MODIFIED", now)
+            return to_environment(row)
+
+        return self._write(op)
+
+    def confirm_teardown(self, who: Principal, ref: str) -> Environment:
+        """The bound runner has removed everything of a deleting environment: the row goes."""
+
+        def op(s: Session, now: datetime) -> Environment:
+            row = self.find(s, who, ref)
+            if row.deletion_timestamp is None:
+                raise FailedPrecondition(f"environment {row.name!r} is not being deleted")
+            emit(s, row, "DELETED", now)
+            env = to_environment(row)
+            s.delete(row)
+            audit.record(s, who.actor, "environment.teardown", f"environment:{row.owner}/{row.name}")
+            return env
+
+        return self._write(op)
+
+    # -- the watch log ---------------------------------------------------------------------------------
+
+    def events_after(self, rv: int, *, owner: str | None = None, runner_id: str | None = None,
+                     limit: int = 1000) -> list[StoredEvent]:
+        with self.db.read() as s:
+            q = select(WatchEventRow.rv, WatchEventRow.type, WatchEventRow.object).where(WatchEventRow.rv > rv)
+            if owner is not None:
+                q = q.where(WatchEventRow.owner == owner)
+            if runner_id is not None:
+                q = q.where(WatchEventRow.runner_id == runner_id)
+            rows = s.execute(q.order_by(WatchEventRow.rv).limit(limit)).all()
+        return [StoredEvent(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def compact(self, keep: int) -> int:
+        """Drop all but the newest ``keep`` events; watches from before them answer 410. Returns the cut."""
+        with self.db.write() as s:
+            rev = s.get(Revision, 1)
+            assert rev is not None
+            cut = rev.rv - keep
+            if cut <= rev.compacted:
+                return rev.compacted
+            s.execute(WatchEventRow.__table__.delete().where(WatchEventRow.rv <= cut))  # type: ignore[attr-defined]
+            s.execute(update(Revision).where(Revision.id == 1, Revision.compacted < cut).values(compacted=cut))
+            return cut
