@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import struct
+import tempfile
 import termios
 import tty
 from collections.abc import Iterator
@@ -22,12 +23,14 @@ __all__ = ["ConsoleSocket", "copy_winsize", "raw_terminal", "resize_on_sigwinch"
 
 
 class ConsoleSocket:
-    """A listening unix socket for ``--console-socket``; ``receive()`` returns the pty master fd."""
+    """A listening unix socket for ``--console-socket``; ``receive()`` returns the pty master fd.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+    It lives in a private directory under /tmp: a unix socket path must be short (108 bytes), and a
+    bundle path under FLEX_HOME may not be."""
+
+    def __init__(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="flex-tty-"))
+        self.path = path = self._dir / "console.sock"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
         self.sock.listen(1)
@@ -48,6 +51,8 @@ class ConsoleSocket:
         self.sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        with contextlib.suppress(OSError):
+            self._dir.rmdir()
 
 
 def copy_winsize(src_fd: int, dst_fd: int) -> None:

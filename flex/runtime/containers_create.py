@@ -23,9 +23,10 @@ from flex.runtime.idmap import IdMap
 from flex.runtime.mounts_bind import resolve_bind
 from flex.runtime.rootfs import ImageSource, ResolvedImage, lookup_user, mount_rootfs
 
-__all__ = ["INIT_BINARIES", "CreateOptions", "create_container"]
+__all__ = ["DEFAULT_PIDS_LIMIT", "INIT_BINARIES", "CreateOptions", "create_container"]
 
 INIT_BINARIES = ("/usr/bin/tini-static", "/usr/lib/podman/catatonit", "/usr/libexec/podman/catatonit")
+DEFAULT_PIDS_LIMIT = 4096
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
 
 
@@ -77,9 +78,10 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
         raise InvalidArgument(f"--name {opts.name!r}: use letters, digits, '_', '.', '-' (max 128)")
     if opts.net not in ("none", "private", "host"):
         raise InvalidArgument(f"--net {opts.net!r}: expected none, private or host")
-    limits = cgroups.Limits(cpus=opts.cpus, memory=opts.memory, pids=opts.pids)
+    # a default pids limit: a fork bomb in one container must not take the host down
+    limits = cgroups.Limits(cpus=opts.cpus, memory=opts.memory, pids=opts.pids or DEFAULT_PIDS_LIMIT)
     cg_parent = store.cgroup_parent()
-    if cg_parent is None and (not limits.empty() or opts.docker):
+    if cg_parent is None and (opts.cpus or opts.memory or opts.pids or opts.docker):
         raise FailedPrecondition(
             "resource limits and --docker need a cgroup delegated to you, and none is",
             hint="as root: flex runtime delegate-cgroups USER (or run on cgroup v2 with systemd Delegate=yes)")

@@ -150,7 +150,7 @@ def start_attached(store: Containers, c: Container, *, interactive: bool, tty: b
     _subreaper()
     bundle = store.bundle(c.id)
     log = os.open(bundle / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    console = ConsoleSocket(bundle / "console.sock") if tty else None
+    console = ConsoleSocket() if tty else None
     out_r = out_w = err_r = err_w = -1
     try:
         if console is None:
@@ -203,7 +203,7 @@ def start_detached(store: Containers, c: Container) -> None:
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
             log = os.open(bundle / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            console = ConsoleSocket(bundle / "console.sock") if tty else None
+            console = ConsoleSocket() if tty else None
             try:
                 pid, master = _create(store, c, stdin=subprocess.DEVNULL, stdout=log, stderr=log, console=console)
             except FlexError as err:
@@ -259,7 +259,7 @@ def exec_process(store: Containers, c: Container, args: list[str], *, tty: bool,
     token = os.urandom(6).hex()
     pfile = bundle / f"exec-{token}.json"
     pfile.write_text(json.dumps(proc))
-    console = ConsoleSocket(bundle / f"exec-{token}.sock") if tty else None
+    console = ConsoleSocket() if tty else None
     try:
         argv = store.runtime.exec_argv(c.id, pfile, tty=tty, console_socket=console.path if console else None)
         if console is None:

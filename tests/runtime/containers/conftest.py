@@ -1,0 +1,194 @@
+"""Fixtures for container tests: real crun, real user namespaces, as root and as the user `flextest`.
+
+Images: until `flex image bootstrap` and its image store are in the tree, images are root filesystem
+directories extracted from the cached mmdebstrap tars (tests/conftest.py): unshifted for root (layers are
+idmapped per container), shifted into flextest's subuid range for rootless (extracted inside its user
+namespace). Every test gets a fresh FLEX_HOME and leaves no container, mount, cgroup or id range behind,
+even when it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, Result, debian_rootfs_tar
+
+USER = "flextest"
+
+
+def _have_runtime() -> str | None:
+    if os.geteuid() != 0:
+        return "container tests run as root (they also act as the unprivileged user flextest)"
+    if not shutil.which("crun"):
+        return "crun is not installed (installer/install.sh)"
+    return None
+
+
+@dataclass
+class Mode:
+    """How to run `flex runtime ...`: as root, or as flextest with its own FLEX_HOME."""
+
+    name: str  # "root" | "rootless"
+    home: Path
+    python: list[str]
+
+    @property
+    def rootless(self) -> bool:
+        return self.name == "rootless"
+
+    def argv(self, *args: str) -> list[str]:
+        base = [*self.python, "-m", "flex", "runtime", *args]
+        if self.rootless:
+            return ["runuser", "-u", USER, "--", "env", f"FLEX_HOME={self.home}",
+                    f"PYTHONPATH={REPO}:{sysconfig.get_paths()['purelib']}", *base]
+        return base
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, "FLEX_HOME": str(self.home)}
+        env.pop("FLEX_DEBUG", None)
+        return env
+
+    def run(self, *args: str, timeout: float = 120, input: str | None = None) -> Result:
+        proc = subprocess.run(self.argv(*args), env=self.env(), capture_output=True, text=True,
+                              timeout=timeout, input=input, cwd="/")
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def ok(self, *args: str, timeout: float = 120) -> str:
+        r = self.run(*args, timeout=timeout)
+        assert r.code == 0, f"flex runtime {' '.join(args)} -> {r.code}\n{r.stdout}\n{r.stderr}"
+        return r.stdout
+
+    def host_uid(self) -> int:
+        return pwd.getpwnam(USER).pw_uid if self.rootless else 0
+
+
+def _python_for_user() -> list[str]:
+    """The venv's interpreter when flextest may execute it; else the system python3 with the venv's
+    site-packages on PYTHONPATH (same CPython minor version; on this VM the venv's python is in /root)."""
+    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
+    probe = subprocess.run(["runuser", "-u", USER, "--", sys.executable, "-c", "import typer"],
+                           capture_output=True, cwd="/", env=env)
+    if probe.returncode == 0:
+        return [sys.executable]
+    want = repr(tuple(sys.version_info[:2]))
+    for cand in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        p = subprocess.run(["runuser", "-u", USER, "--", cand, "-c",
+                            f"import sys, typer; sys.exit(tuple(sys.version_info[:2]) != {want})"],
+                           capture_output=True, cwd="/", env=env)
+        if p.returncode == 0:
+            return [cand]
+    pytest.skip("no python interpreter with flex's dependencies that the user flextest may run")
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    """A scratch directory that both root and flextest can reach (pytest's tmp dirs are 0700 root)."""
+    reason = _have_runtime()
+    if reason:
+        pytest.skip(reason)
+    d = Path(tempfile.mkdtemp(prefix="flex-ctr-tests-", dir="/var/tmp"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _extract(tar: Path, dest: Path, rootless: bool) -> Path:
+    rootfs = dest / "rootfs"
+    rootfs.mkdir(parents=True)
+    if not rootless:
+        subprocess.run(["tar", "-C", str(rootfs), "--exclude=./dev/*", "-xf", str(tar)], check=True)
+        return dest
+    subprocess.run(["chown", "-R", USER, str(dest)], check=True)
+    start = _subid_start()
+    subprocess.run(["runuser", "-u", USER, "--", "unshare", "--map-root-user", f"--map-users={start},1,65536",
+                    f"--map-groups={start},1,65536", "tar", "-C", str(rootfs), "--exclude=./dev/*", "-xf",
+                    str(tar)], check=True, cwd="/")
+    return dest
+
+
+def _subid_start() -> int:
+    for line in Path("/etc/subuid").read_text().splitlines():
+        name, start, _count = line.split(":")
+        if name == USER:
+            return int(start)
+    pytest.skip("flextest has no /etc/subuid range")
+
+
+@pytest.fixture(scope="session")
+def images(workdir: Path) -> dict[str, Path]:
+    """name -> image directory, built lazily per mode."""
+    return {}
+
+
+def image_for(images: dict[str, Path], workdir: Path, mode: str, include: tuple[str, ...] = ()) -> str:
+    key = f"{mode}:{','.join(include)}"
+    if key not in images:
+        tar = debian_rootfs_tar(include=include)
+        images[key] = _extract(tar, workdir / "images" / key.replace(":", "-").replace(",", "_"), mode == "rootless")
+    return str(images[key])
+
+
+@pytest.fixture(scope="session")
+def delegated() -> None:
+    """flextest's cgroup subtree (cgroup v1), what `flex runtime delegate-cgroups` gives a user."""
+    r = subprocess.run([sys.executable, "-m", "flex", "runtime", "delegate-cgroups", USER], capture_output=True,
+                       text=True, env={**os.environ, "FLEX_HOME": "/var/tmp/flex-delegate-probe"})
+    shutil.rmtree("/var/tmp/flex-delegate-probe", ignore_errors=True)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture(params=["root", "rootless"])
+def mode(request: pytest.FixtureRequest, workdir: Path, delegated: None) -> Iterator[Mode]:
+    name = request.param
+    if name == "rootless":
+        try:
+            pwd.getpwnam(USER)
+        except KeyError:
+            pytest.skip("test user flextest missing: run installer/install.sh --dev as root")
+        python = _python_for_user()
+    else:
+        python = [sys.executable]
+    home = Path(tempfile.mkdtemp(prefix=f"home-{name}-", dir=workdir))
+    if name == "rootless":
+        subprocess.run(["chown", USER, str(home)], check=True)
+    m = Mode(name=name, home=home, python=python)
+    try:
+        yield m
+    finally:
+        cleanup(m)
+
+
+def cleanup(m: Mode) -> None:
+    """Remove every container of the test, then check nothing is left: mounts, dirs, OCI state."""
+    r = m.run("ps", "-a", "-q")
+    for cid in r.stdout.split():
+        m.run("rm", "-f", cid)
+    m.run("gc")
+    if m.rootless:
+        pid_file = m.home / "run" / "userns.pid"
+        if pid_file.exists():
+            subprocess.run(["kill", "-9", pid_file.read_text().strip()], check=False)
+    leftovers = [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(m.home) in line]
+    for line in leftovers:
+        subprocess.run(["umount", "-l", line.split()[4]], check=False)
+    shutil.rmtree(m.home, ignore_errors=True)
+    assert not leftovers, f"mounts left behind: {leftovers}"
+
+
+def cgroup_dirs_of(rel: str) -> list[Path]:
+    """The directories of cgroup ``rel`` (as `inspect` reports it) that exist, in any hierarchy."""
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():
+        return [root / rel.strip("/")] if (root / rel.strip("/")).is_dir() else []
+    return [h / rel.strip("/") for h in root.iterdir() if (h / rel.strip("/")).is_dir()]

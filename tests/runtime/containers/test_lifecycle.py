@@ -1,0 +1,243 @@
+"""Containers as a user meets them, as root and rootless: ids, ownership, exit codes, signals, exec, logs,
+the image's config, removal and GC. Real crun, real user namespaces."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import select
+import signal
+import struct
+import subprocess
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.runtime.containers.conftest import Mode, cgroup_dirs_of, image_for
+
+pytestmark = pytest.mark.userns
+
+
+@pytest.fixture
+def image(mode: Mode, images: dict[str, Path], workdir: Path) -> str:
+    return image_for(images, workdir, mode.name)
+
+
+def _inspect(mode: Mode, ref: str) -> dict:  # type: ignore[type-arg]
+    return json.loads(mode.ok("inspect", ref))  # type: ignore[no-any-return]
+
+
+def test_uid_map_id_and_file_owners(mode: Mode, image: str) -> None:
+    out = mode.ok("run", "--name", "ids", image, "sh", "-c",
+                  "cat /proc/self/uid_map; echo --; id -u; id -g; echo --; stat -c '%u:%g' /etc/passwd /var/log/btmp;"
+                  " echo data > /created; stat -c '%u:%g' /created")
+    maps, ids, owners = (part.split() for part in out.split("--"))
+    info = _inspect(mode, "ids")
+    upper_file = Path(info["bundle"]) / "upper" / "created"
+    if mode.rootless:
+        # container root = the user; 1..65536 = its subuid range
+        assert maps[:3] == ["0", str(mode.host_uid()), "1"]
+        assert maps[3:5] == ["1", str(_subuid_start())]
+    else:
+        assert maps[0] == "0" and maps[2] == "65536"
+        base = int(maps[1])
+        assert base >= 1 << 30, "root runner ranges are above every /etc/subuid range"
+        assert all(not (s <= base < s + n) for s, n in _all_subids())
+    assert ids == ["0", "0"]
+    # image files owned by root and by group utmp (43) inside, whatever the host ids are
+    assert owners[:2] == ["0:0", "0:43"]
+    assert owners[2] == "0:0"
+    host_owner = upper_file.stat().st_uid
+    assert host_owner == (mode.host_uid() if mode.rootless else int(maps[1]))
+
+
+def test_two_root_containers_get_distinct_id_ranges(mode: Mode, image: str) -> None:
+    if mode.rootless:
+        pytest.skip("rootless containers all map to the user's own range")
+    a = mode.ok("run", "--rm", image, "sh", "-c", "cat /proc/self/uid_map")
+    mode.ok("run", "-d", "--name", "holder", image, "sleep", "60")
+    b = mode.ok("exec", "holder", "cat", "/proc/self/uid_map")
+    c = mode.ok("run", "--rm", image, "sh", "-c", "cat /proc/self/uid_map")
+    assert b.split()[1] != c.split()[1], "two live containers never share host ids"
+    assert a.split()[1] == b.split()[1], "a range released by rm is handed out again"
+
+
+def test_exit_codes_and_signals_pass_through(mode: Mode, image: str) -> None:
+    assert mode.run("run", "--rm", image, "sh", "-c", "exit 3").code == 3
+    assert mode.run("run", "--rm", image, "sh", "-c", "kill -KILL $$").code == 137
+    r = mode.run("run", "--rm", image, "/no/such/binary")
+    assert r.code != 0
+    assert mode.ok("ps", "-a", "-q") == ""
+
+
+def test_image_config_env_cmd_workdir_user(mode: Mode, image: str, workdir: Path) -> None:
+    img = workdir / f"cfg-{mode.name}"
+    if not img.exists():
+        img.mkdir()
+        (img / "rootfs").symlink_to(Path(image) / "rootfs")
+        cfg = {"config": {"Env": ["PATH=/usr/bin:/bin", "GREETING=from-image"], "Entrypoint": ["sh", "-c"],
+                          "Cmd": ["echo $GREETING $(pwd) $(id -un) $EXTRA"], "WorkingDir": "/var", "User": "nobody"}}
+        (img / "config.json").write_text(json.dumps(cfg))
+    assert mode.ok("run", "--rm", "-e", "EXTRA=x", str(img)).split() == ["from-image", "/var", "nobody", "x"]
+    out = mode.ok("run", "--rm", "-u", "root", "-w", "/tmp", str(img), "echo $(pwd) $(id -u)")
+    assert out.split() == ["/tmp", "0"]
+
+
+def test_detached_logs_stop_forwards_sigterm(mode: Mode, image: str) -> None:
+    mode.ok("run", "-d", "--name", "svc", image, "sh", "-c",
+            "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done")
+    _wait_for_log(mode, "svc", "ready")
+    assert "running" in mode.ok("ps")
+    mode.ok("stop", "svc")
+    info = _inspect(mode, "svc")
+    assert info["state"] == "stopped" and info["exit_code"] == 7
+    logged = mode.ok("logs", "svc").split()
+    assert logged[0] == "ready" and logged[-1] == "got-term"  # (sleep, also signalled, may say Terminated)
+    mode.ok("rm", "svc")
+    assert mode.run("inspect", "svc").code == 3
+
+
+def test_stop_kills_after_timeout_and_rm_refuses_running(mode: Mode, image: str) -> None:
+    mode.ok("run", "-d", "--name", "stubborn", image, "sh", "-c", "trap '' TERM; echo ready; while :; do sleep 1; done")
+    _wait_for_log(mode, "stubborn", "ready")
+    r = mode.run("rm", "stubborn")
+    assert r.code == 4 and "running" in r.stderr
+    mode.ok("stop", "-t", "1", "stubborn")
+    assert _inspect(mode, "stubborn")["exit_code"] == 137
+
+
+def test_init_reaps_zombies(mode: Mode, image: str) -> None:
+    # orphans re-parented to PID 1 must be reaped: count zombies after they exit
+    out = mode.ok("run", "--rm", image, "sh", "-c",
+                  "for i in 1 2 3 4 5; do sh -c 'sleep 0.2 & exit 0'; done; sleep 1.5;"
+                  " cat /proc/1/cmdline | tr '\\0' ' '; echo; grep -l ') Z' /proc/[0-9]*/stat | wc -l")
+    cmdline, zombies = out.strip().splitlines()
+    assert cmdline.startswith("/dev/init")
+    assert zombies.strip() == "0"
+
+
+def test_exec_without_tty(mode: Mode, image: str) -> None:
+    mode.ok("run", "-d", "--name", "box", image, "sleep", "300")
+    assert mode.run("exec", "box", "sh", "-c", "exit 5").code == 5
+    assert mode.ok("exec", "-e", "A=b", "-w", "/etc", "box", "sh", "-c", "echo $A $(pwd)").split() == ["b", "/etc"]
+    assert mode.ok("exec", "-u", "nobody", "box", "id", "-u").strip() == "65534"
+    r = mode.run("exec", "-i", "box", "cat", input="streamed-stdin\n")
+    assert r.stdout == "streamed-stdin\n"
+    assert mode.run("exec", "nosuch", "true").code == 3
+
+
+def _pty_run(argv: list[str], env: dict[str, str], rows: int, cols: int, resize: tuple[int, int] | None,
+             timeout: float = 60) -> str:
+    pid, master = pty.fork()
+    if pid == 0:  # child: our terminal is the pty
+        os.chdir("/")
+        os.execvpe(argv[0], argv, env)
+    fcntl_winsize(master, rows, cols)
+    out = b""
+    deadline = time.monotonic() + timeout
+    resized = False
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([master], [], [], 0.1)
+        if r:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+        if resize and not resized and b"READY" in out:
+            fcntl_winsize(master, *resize)
+            resized = True
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    return out.decode(errors="replace")
+
+
+def fcntl_winsize(fd: int, rows: int, cols: int) -> None:
+    import fcntl
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def test_exec_and_run_with_tty_and_resize(mode: Mode, image: str) -> None:
+    mode.ok("run", "-d", "--name", "term", image, "sleep", "300")
+    out = _pty_run(mode.argv("exec", "-t", "term", "sh", "-c", "tty; stty size; echo READY; sleep 1.5; stty size"),
+                   mode.env(), 31, 97, resize=(42, 120))
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    assert lines[0].startswith("/dev/pts/")
+    assert lines[1] == "31 97"
+    assert lines[-1] == "42 120"
+    out = _pty_run(mode.argv("run", "--rm", "-t", image, "sh", "-c", "test -t 0 && test -t 1 && stty size"),
+                   mode.env(), 25, 80, resize=None)
+    assert "25 80" in out
+
+
+def test_rm_and_gc_leave_nothing(mode: Mode, image: str) -> None:
+    cid = mode.ok("run", "-d", "--memory", "64m", image, "sleep", "300").strip()
+    info = _inspect(mode, cid)
+    bundle = Path(info["bundle"])
+    assert cgroup_dirs_of(info["cgroup"]) and bundle.exists()
+    mode.ok("rm", "-f", cid)
+    assert not bundle.exists()
+    assert not cgroup_dirs_of(info["cgroup"])
+    assert str(bundle) not in Path("/proc/self/mountinfo").read_text()
+    assert mode.ok("gc") == ""
+
+
+def test_gc_after_kill_9_mid_create(mode: Mode, image: str) -> None:
+    """kill -9 the CLI at different points of creation; GC (plus rm of what did start) leaves nothing."""
+    for delay in (0.02, 0.05, 0.08, 0.12, 0.2, 0.4):
+        proc = subprocess.Popen(mode.argv("run", "-d", "--memory", "64m", image, "sleep", "300"), env=mode.env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
+        time.sleep(delay)
+        _kill_tree(proc.pid)
+        proc.wait()
+    mode.run("gc")
+    for cid in mode.ok("ps", "-a", "-q").split():
+        mode.ok("rm", "-f", cid)
+    mode.ok("gc")
+    assert mode.ok("ps", "-a", "-q") == ""
+    assert not [p for p in (mode.home / "containers").iterdir()]
+    assert str(mode.home) not in Path("/proc/self/mountinfo").read_text()
+    state = mode.home / "run" / "oci"
+    assert not state.exists() or not [p for p in state.iterdir() if p.is_dir()]
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL the CLI (and, rootless, the python under runuser), as a crash would."""
+    kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    for k in [*map(int, kids), pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(k, signal.SIGKILL)
+
+
+def _wait_for_log(mode: Mode, ref: str, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in mode.run("logs", ref).stdout:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} never appeared in the logs of {ref}")
+
+
+def _subuid_start() -> int:
+    for line in Path("/etc/subuid").read_text().splitlines():
+        name, start, _ = line.split(":")
+        if name == "flextest":
+            return int(start)
+    raise AssertionError("flextest has no subuid range")
+
+
+def _all_subids() -> list[tuple[int, int]]:
+    out = []
+    for f in ("/etc/subuid", "/etc/subgid"):
+        for line in Path(f).read_text().splitlines():
+            parts = line.split(":")
+            if len(parts) == 3:
+                out.append((int(parts[1]), int(parts[2])))
+    return out
