@@ -43,6 +43,7 @@ __all__ = [
     "devcontainer_id",
     "find_config",
     "git_root",
+    "parse_config",
     "read_config",
     "workspace_defaults",
 ]
@@ -228,6 +229,24 @@ def _move_legacy(config: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
     return out
 
 
+def _parse(text: str, shown: str) -> jsonc.Document:
+    try:
+        return jsonc.parse(text)
+    except jsonc.JSONCSyntaxError as err:
+        raise InvalidConfiguration(f"{shown}:{err.line}:{err.column}: {err.message}",
+                                   details={"file": shown, "line": err.line, "column": err.column}) from err
+
+
+def parse_config(text: str, source: str = "devcontainer.json") -> dict[str, Any]:
+    """Parse and validate a configuration given as text, with no host around it (an inline config sent
+    to the control plane). Variables are left as written and checked as such; ``read_config`` is the
+    full pipeline. Raises InvalidConfiguration naming ``source``, line and column."""
+    doc = _parse(text, source)
+    schema.validate(doc.value, doc, source)
+    config: dict[str, Any] = doc.value
+    return config
+
+
 def read_config(workspace_folder: str | os.PathLike[str] | None = None,
                 config_file: str | os.PathLike[str] | None = None, *,
                 env: Mapping[str, str] | None = None, mount_git_root: bool = True,
@@ -252,11 +271,7 @@ def read_config(workspace_folder: str | os.PathLike[str] | None = None,
                                        details={"file": str(path)})
     shown = str(path)
     text = _read_text(path, shown)
-    try:
-        doc = jsonc.parse(text)
-    except jsonc.JSONCSyntaxError as err:
-        raise InvalidConfiguration(f"{shown}:{err.line}:{err.column}: {err.message}",
-                                   details={"file": shown, "line": err.line, "column": err.column}) from err
+    doc = _parse(text, shown)
     raw = doc.value
     if not isinstance(raw, dict):
         schema.validate(raw, doc, shown)  # says "expected a devcontainer.json object"

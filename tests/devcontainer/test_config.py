@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from flex.devcontainer.config import MAX_BYTES, candidates, devcontainer_id, find_config, read_config
+from flex.devcontainer.config import (
+    MAX_BYTES,
+    candidates,
+    devcontainer_id,
+    find_config,
+    parse_config,
+    read_config,
+)
 from flex.errors import InvalidConfiguration, NotFound, UsageError
 from tests.devcontainer.conftest import WriteConfig
 
@@ -271,3 +278,14 @@ def test_a_top_level_value_that_is_not_an_object(write_config: WriteConfig) -> N
         read_config(path.parents[1], env={})
     assert info.value.details["pointer"] == ""
 
+
+
+def test_parse_config_checks_inline_text() -> None:
+    assert parse_config('// inline\n{"image": "debian", "name": "${localEnv:X}",}') == {
+        "image": "debian", "name": "${localEnv:X}"}
+    with pytest.raises(InvalidConfiguration) as info:
+        parse_config('{"image": "debian",\n "init": "yes"}', source="environment e1 (inline)")
+    assert info.value.message.startswith("environment e1 (inline):2:10: /init: expected true or false")
+    with pytest.raises(InvalidConfiguration) as info:
+        parse_config("{'image': 'debian'}", source="inline")
+    assert info.value.details == {"file": "inline", "line": 1, "column": 2}
