@@ -149,7 +149,8 @@ class Api:
 async def running_app(settings: Settings) -> AsyncIterator[Api]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        api = Api(app, settings, settings.admin_token_file.read_text().strip())
+        token_file = settings.admin_token_file  # a second replica on one database creates no admin
+        api = Api(app, settings, token_file.read_text().strip() if token_file.exists() else "")
         try:
             yield api
         finally:
