@@ -281,10 +281,10 @@ def read_config(workspace_folder: str | os.PathLike[str] | None = None,
     ident = devcontainer_id(local_folder, shown)
     pre = HostContext(env=env, local_workspace_folder=local_folder, container_workspace_folder=folder_raw,
                       devcontainer_id=ident, config_file=shown)
-    container_folder = substitute_string(folder_raw, pre, pointer="/workspaceFolder")
-    ctx = HostContext(env=env, local_workspace_folder=local_folder, container_workspace_folder=container_folder,
-                      devcontainer_id=ident, config_file=shown)
     try:
+        container_folder = substitute_string(folder_raw, pre, pointer="/workspaceFolder")
+        ctx = HostContext(env=env, local_workspace_folder=local_folder, container_workspace_folder=container_folder,
+                          devcontainer_id=ident, config_file=shown)
         resolved = substitute(raw, ctx)
     except InvalidConfiguration as err:
         pointer = err.details.get("pointer", "")

@@ -151,6 +151,13 @@ def test_a_variable_without_a_name_names_file_line_and_column(write_config: Writ
     assert info.value.details == {"file": str(path), "pointer": "/containerEnv/A", "line": 3, "column": 25}
 
 
+def test_a_variable_without_a_name_in_workspace_folder(write_config: WriteConfig) -> None:
+    path = write_config('{"image": "x", "workspaceFolder": "/w/${env}"}')
+    with pytest.raises(InvalidConfiguration) as info:
+        read_config(path.parents[1], env={})
+    assert info.value.details == {"file": str(path), "pointer": "/workspaceFolder", "line": 1, "column": 35}
+
+
 def test_fifos_and_directories_are_not_read(tmp_path: Path) -> None:
     folder = tmp_path / "proj"
     folder.mkdir()
