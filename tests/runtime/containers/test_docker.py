@@ -1,0 +1,60 @@
+"""Nested Docker: `dockerd` in a `--docker` container, then `docker import` + `docker run`, root and rootless.
+Without --docker none of the extras are there."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.runtime.containers.conftest import USER, Mode, image_for
+
+pytestmark = [pytest.mark.userns, pytest.mark.slow]
+
+
+@pytest.fixture
+def docker_image(mode: Mode, images: dict[str, Path], workdir: Path) -> str:
+    return image_for(images, workdir, mode.name, include=("docker.io", "iptables"))
+
+
+@pytest.fixture
+def tiny_rootfs_tar(mode: Mode, docker_image: str, workdir: Path) -> Path:
+    """A few-file rootfs (echo + libc) for `docker import`, taken from the image itself."""
+    out = workdir / f"tiny-{mode.name}.tar"
+    if not out.exists():
+        root = Path(docker_image) / "rootfs"
+        members = ["./bin", "./lib", "./lib64", "./usr/lib64", "./usr/bin/echo",
+                   "./usr/lib/x86_64-linux-gnu/libc.so.6", "./usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"]
+        members = [m for m in members if (root / m).exists() or (root / m).is_symlink()]
+        subprocess.run(["tar", "-C", str(root), "-cf", str(out), *members], check=True)
+        if mode.rootless:
+            subprocess.run(["chown", USER, str(out)], check=True)
+    return out
+
+
+def test_docker_run_inside(mode: Mode, docker_image: str, tiny_rootfs_tar: Path) -> None:
+    mode.ok("run", "-d", "--name", "dind", "--docker", "-v", f"{tiny_rootfs_tar}:/tiny.tar:ro", docker_image,
+            "sh", "-c", "dockerd > /var/log/dockerd.log 2>&1")
+    deadline = time.monotonic() + 60
+    while mode.run("exec", "dind", "docker", "version").code != 0:
+        assert time.monotonic() < deadline, mode.run("exec", "dind", "cat", "/var/log/dockerd.log").stdout
+        time.sleep(0.3)
+    mode.ok("exec", "dind", "docker", "import", "/tiny.tar", "tiny")
+    r = mode.run("exec", "dind", "docker", "run", "--rm", "tiny", "echo", "hi", timeout=180)
+    assert r.code == 0, r.stderr + mode.run("exec", "dind", "tail", "-20", "/var/log/dockerd.log").stdout
+    assert r.stdout == "hi\n"
+
+
+def test_without_docker_flag_no_extras(mode: Mode, docker_image: str) -> None:
+    out = mode.ok("run", "--rm", docker_image, "sh", "-c",
+                  "grep -c ' /sys/fs/cgroup ' /proc/self/mountinfo; test -e /dev/fuse && echo fuse;"
+                  " test -e /dev/net/tun && echo tun; grep CapEff /proc/self/status;"
+                  " touch /sys/x 2>/dev/null && echo rw; true")
+    lines = out.split()
+    assert lines[0] == "0"
+    assert "fuse" not in lines and "tun" not in lines and "rw" not in lines
+    cap_eff = int(lines[lines.index("CapEff:") + 1], 16)
+    assert not cap_eff & (1 << 21), "no CAP_SYS_ADMIN without --docker"
+    assert not cap_eff & (1 << 12), "no CAP_NET_ADMIN without --docker"
