@@ -298,6 +298,10 @@ def read_config(workspace_folder: str | os.PathLike[str] | None = None,
     # The computed default mount is a host path, not config text: like the reference, not substituted.
     mount = resolved.get("workspaceMount", mount_raw)
     warnings: list[str] = []
+    if config_file is None:
+        others = [str(c.relative_to(local_folder)) for c in candidates(Path(local_folder)) if c != path]
+        if others:
+            warnings.append(f"also found {', '.join(others)}: pass --config to read one of them")
     resolved = _move_legacy(resolved, warnings)
     return ResolvedConfig(
         configuration=resolved,

@@ -60,6 +60,10 @@ def test_a_primary_file_wins_over_named_subfolders(write_config: WriteConfig) ->
     write_config(IMAGE, at=".devcontainer/node/devcontainer.json")
     assert find_config(primary.parent) == primary
     assert len(candidates(primary.parent)) == 3
+    r = read_config(primary.parent, env={})
+    assert r.workspace.config_file == str(primary)
+    assert r.warnings == ("also found .devcontainer/node/devcontainer.json, .devcontainer/python/devcontainer.json: "
+                          "pass --config to read one of them",)
 
 
 def test_only_one_level_deep(write_config: WriteConfig) -> None:
