@@ -36,7 +36,7 @@ class UserCreated(WireModel):
 
 class TokenCreate(WireModel):
     name: str = Field("token", min_length=1, max_length=63)
-    scopes: list[Scope] = Field(default_factory=lambda: ["read", "write"], min_length=1)
+    scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["read", "write"]), min_length=1)
     expires_at: datetime | None = None
 
 

@@ -7,8 +7,8 @@ import base64
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import select
 
 from flex.api import AuditEvent, AuditEventList
 from flex.errors import InvalidArgument

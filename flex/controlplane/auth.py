@@ -18,8 +18,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
 
 from flex.api import Token, TokenCreate, TokenCreated, User, UserCreated
 from flex.controlplane import audit
@@ -29,7 +30,8 @@ from flex.controlplane.models import JoinTokenRow, RunnerRow, TokenRow, UserRow
 from flex.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 
 __all__ = ["FailureLimiter", "Principal", "authenticate", "create_join_token", "create_token", "create_user",
-           "delete_token", "ensure_admin", "hash_secret", "list_tokens", "new_secret", "write_secret_file"]
+           "delete_token", "ensure_admin", "hash_secret", "list_tokens", "list_users",
+           "new_secret", "write_secret_file"]
 
 USER_PREFIX, RUNNER_PREFIX, JOIN_PREFIX = "flexu_", "flexr_", "flexj_"
 
@@ -142,8 +144,8 @@ def write_secret_file(path: Path, secret: str) -> None:
 
 
 def _token_wire(row: TokenRow) -> Token:
-    return Token(id=row.id, name=row.name, scopes=row.scopes, expires_at=_utc(row.expires_at),  # type: ignore[arg-type]
-                 created_at=_utc(row.created_at), last_used_at=_utc(row.last_used_at))  # type: ignore[arg-type]
+    return Token(id=row.id, name=row.name, scopes=row.scopes, expires_at=_utc(row.expires_at),
+                 created_at=_utc(row.created_at), last_used_at=_utc(row.last_used_at))
 
 
 def _new_token_row(user_id: str, name: str, scopes: list[str], expires_at: datetime | None) -> tuple[TokenRow, str]:
@@ -187,7 +189,7 @@ def create_user(db: Database, actor: Principal, name: str, admin: bool) -> UserC
 
 def list_users(db: Database) -> list[User]:
     with db.read() as s:
-        return [User(name=u.name, admin=u.admin, created_at=_utc(u.created_at))  # type: ignore[arg-type]
+        return [User(name=u.name, admin=u.admin, created_at=_utc(u.created_at))
                 for u in s.scalars(select(UserRow).order_by(UserRow.name))]
 
 
@@ -208,7 +210,7 @@ def create_token(db: Database, actor: Principal, body: TokenCreate) -> TokenCrea
 
 def list_tokens(db: Database, actor: Principal) -> list[Token]:
     with db.read() as s:
-        rows = s.scalars(select(TokenRow).where(TokenRow.user_id == actor.id).order_by(TokenRow.created_at))
+        rows = s.scalars(select(TokenRow).where(TokenRow.user_id == actor.id).order_by(col(TokenRow.created_at)))
         return [_token_wire(r) for r in rows]
 
 

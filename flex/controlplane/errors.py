@@ -21,10 +21,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from flex.api.errors import Gone
 from flex.errors import FlexError, InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unavailable
 
-__all__ = ["PROBLEM_RESPONSES", "Gone", "Problem", "RateLimited", "TooLarge", "Unprocessable", "install", "problem_response"]
+__all__ = ["PROBLEM_RESPONSES", "Problem", "RateLimited", "TooLarge", "Unprocessable", "install", "problem_body",
+           "problem_response"]
 
 log = logging.getLogger("flex.controlplane")
 PROBLEM_TYPE = "application/problem+json"
@@ -89,7 +89,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _where(loc: tuple[Any, ...] | list[Any]) -> str:
+def _where(loc: Any) -> str:
     parts = [str(p) for p in loc if p not in ("body",)]
     return ".".join(parts) or "body"
 

@@ -19,7 +19,7 @@ metadata = SQLModel.metadata
 
 
 def _ts(nullable: bool = False) -> Any:
-    return Field(default=None, sa_type=DateTime(timezone=True), nullable=nullable)  # type: ignore[call-overload]
+    return Field(default=None, sa_type=DateTime(timezone=True), nullable=nullable)
 
 
 class Revision(SQLModel, table=True):
@@ -103,7 +103,8 @@ class WatchEventRow(SQLModel, table=True):
     """The change log watchers read: one row per resource version, compacted from the old end."""
 
     __tablename__ = "watch_events"
-    __table_args__ = (Index("ix_watch_events_owner_rv", "owner", "rv"), Index("ix_watch_events_runner_rv", "runner_id", "rv"))
+    __table_args__ = (Index("ix_watch_events_owner_rv", "owner", "rv"),
+                      Index("ix_watch_events_runner_rv", "runner_id", "rv"))
     rv: int = Field(primary_key=True, sa_type=BigInteger)
     type: str
     env_id: str

@@ -11,9 +11,9 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlmodel import col, select
 
 from flex.api import (
     EnvironmentStatus,
@@ -36,12 +36,12 @@ __all__ = ["Runners"]
 
 def _wire(row: RunnerRow, load: scheduler.RunnerLoad | None) -> Runner:
     return Runner(
-        id=row.id, name=row.name, kind=row.kind, labels=row.labels, state=row.state,  # type: ignore[arg-type]
+        id=row.id, name=row.name, kind=row.kind, labels=row.labels, state=row.state,
         capacity=RunnerCapacity(cpus=row.cpus, memory=row.memory, disk=row.disk),
         allocated=RunnerCapacity(cpus=load.used_cpus if load else 0, memory=load.used_memory if load else 0,
                                  disk=load.used_disk if load else 0),
         environments=load.count if load else 0, last_heartbeat=utc(row.last_heartbeat),
-        created_at=utc(row.created_at),  # type: ignore[arg-type]
+        created_at=utc(row.created_at),
     )
 
 
@@ -57,9 +57,9 @@ class Runners:
         try:
             with self.db.write() as s:
                 # A conditional UPDATE makes the token single-use even when two joins race on it.
-                used = s.execute(update(JoinTokenRow).where(JoinTokenRow.hash == hash_secret(body.token),
-                                                            JoinTokenRow.used_at.is_(None),  # type: ignore[union-attr]
-                                                            JoinTokenRow.expires_at > now)
+                used = s.execute(update(JoinTokenRow).where(col(JoinTokenRow.hash) == hash_secret(body.token),
+                                                            col(JoinTokenRow.used_at).is_(None),
+                                                            col(JoinTokenRow.expires_at) > now)
                                  .values(used_at=now))
                 if used.rowcount != 1:  # type: ignore[attr-defined]
                     raise Unauthenticated("this join token is invalid, used or expired",
@@ -71,7 +71,7 @@ class Runners:
                                 labels=body.labels, state="ready", credential_hash=hash_secret(credential),
                                 last_heartbeat=now, created_at=now)
                 s.add(row)
-                s.execute(update(JoinTokenRow).where(JoinTokenRow.hash == hash_secret(body.token))
+                s.execute(update(JoinTokenRow).where(col(JoinTokenRow.hash) == hash_secret(body.token))
                           .values(runner_id=row.id))
                 audit.record(s, f"runner:{body.name}", "runner.join", f"runner:{row.id}", kind=body.kind,
                              labels=body.labels)
@@ -110,7 +110,7 @@ class Runners:
             load = next((r for r in scheduler.loads(s) if r.id == runner_id), None)
             return _wire(row, load)
 
-    def list(self) -> list[Runner]:
+    def list_runners(self) -> list[Runner]:
         with self.db.read() as s:
             by_id = {r.id: r for r in scheduler.loads(s)}
             return [_wire(r, by_id.get(r.id)) for r in s.scalars(select(RunnerRow).order_by(RunnerRow.name))]
@@ -145,7 +145,7 @@ class Runners:
             stale = list(s.scalars(select(RunnerRow.id).where(RunnerRow.state == "ready",
                                                               RunnerRow.last_heartbeat < cutoff)))  # type: ignore[operator]
             for rid in stale:  # conditional, so two replicas sweeping together flip each runner once
-                s.execute(update(RunnerRow).where(RunnerRow.id == rid, RunnerRow.state == "ready")
+                s.execute(update(RunnerRow).where(col(RunnerRow.id) == rid, col(RunnerRow.state) == "ready")
                           .values(state="offline"))
         for rid in stale:
             self._set_state(rid, "offline")
@@ -165,7 +165,7 @@ class Runners:
             loads = scheduler.loads(s)
             rows = s.scalars(select(EnvironmentRow).where(
                 EnvironmentRow.runner_id.is_(None), EnvironmentRow.deletion_timestamp.is_(None))  # type: ignore[union-attr]
-                .order_by(EnvironmentRow.created_at))
+                .order_by(col(EnvironmentRow.created_at)))
             for row in rows:
                 if scheduler.bind(row, loads, now):
                     bound += row.runner_id is not None
@@ -173,7 +173,3 @@ class Runners:
         if bound:
             self.on_commit()
         return bound
-
-    @staticmethod
-    def session_lock(s: Session) -> int:
-        return lock(s)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func
 from sqlalchemy.orm import Session
+from sqlmodel import col, select
 
 from flex.api import EnvironmentStatus, set_condition
 from flex.controlplane.models import EnvironmentRow, RunnerRow
@@ -77,7 +78,7 @@ def loads(s: Session) -> list[RunnerLoad]:
     for r in s.scalars(select(RunnerRow)):
         out[r.id] = RunnerLoad(r.id, r.name, {**r.labels, KIND_LABEL: r.kind}, r.state == "ready",
                                r.cpus, r.memory, r.disk)
-    used = s.execute(select(EnvironmentRow.runner_id, func.sum(EnvironmentRow.req_cpus),
+    used = s.execute(select(col(EnvironmentRow.runner_id), func.sum(EnvironmentRow.req_cpus),  # type: ignore[call-overload]
                             func.sum(EnvironmentRow.req_memory), func.sum(EnvironmentRow.req_disk), func.count())
                      .where(EnvironmentRow.runner_id.is_not(None))  # type: ignore[union-attr]
                      .group_by(EnvironmentRow.runner_id))
@@ -94,7 +95,7 @@ def bind(row: EnvironmentRow, runners: list[RunnerLoad], now: datetime) -> bool:
     selector = dict(row.spec.get("runnerSelector") or {})
     placed = pick(row.req_cpus, row.req_memory, row.req_disk, selector, runners)
     changed = set_condition(status, "Scheduled", placed.runner is not None, reason=placed.reason,
-                            message=placed.message, generation=row.generation, now=now)
+                            message=placed.message, now=now)  # no generation: a spec change is no news here
     if placed.runner is not None:
         r = placed.runner
         row.runner_id = status.runner_id = r.id

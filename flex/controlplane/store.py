@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, text, tuple_, update
+from sqlalchemy import text, tuple_, update
 from sqlalchemy.orm import Session
+from sqlmodel import col, select
 
 from flex.api import (
     Environment,
@@ -64,8 +65,8 @@ def to_environment(row: EnvironmentRow) -> Environment:
     return Environment(
         metadata=EnvironmentMetadata(
             id=row.id, name=row.name, owner=row.owner, labels=row.labels, generation=row.generation,
-            resource_version=row.resource_version, created_at=utc(row.created_at),  # type: ignore[arg-type]
-            updated_at=utc(row.updated_at), deletion_timestamp=utc(row.deletion_timestamp)),  # type: ignore[arg-type]
+            resource_version=row.resource_version, created_at=utc(row.created_at),
+            updated_at=utc(row.updated_at), deletion_timestamp=utc(row.deletion_timestamp)),
         spec=EnvironmentSpec.model_validate(row.spec),
         status=EnvironmentStatus.model_validate(row.status),
     )
@@ -85,8 +86,8 @@ def lock(s: Session) -> int:
 
 def emit(s: Session, row: EnvironmentRow, type_: str, now: datetime) -> None:
     """Give ``row`` the next resource version and log it for watchers (after lock())."""
-    rv = int(s.execute(update(Revision).where(Revision.id == 1).values(rv=Revision.rv + 1)
-                       .returning(Revision.rv)).scalar_one())
+    rv = int(s.execute(update(Revision).where(col(Revision.id) == 1).values(rv=col(Revision.rv) + 1)
+                       .returning(col(Revision.rv))).scalar_one())
     row.resource_version = rv
     row.updated_at = now
     obj = to_environment(row).model_dump_json(by_alias=True)
@@ -161,7 +162,7 @@ class Store:
         with self.db.read() as s:
             return to_environment(self.find(s, who, ref, owner))
 
-    def list(self, who: Principal, *, limit: int, cont: str | None, owner: str | None = None,
+    def list_environments(self, who: Principal, *, limit: int, cont: str | None, owner: str | None = None,
              labels: dict[str, str] | None = None, phase: str | None = None,
              runner_id: str | None = None) -> EnvironmentList:
         """One page, ordered by (owner, name); filters apply before paging, so pages are full."""
@@ -246,7 +247,8 @@ class Store:
     def patch(self, who: Principal, ref: str, patch: Any, *, owner: str | None = None,
               if_match: str | None = None) -> Environment:
         if not isinstance(patch, dict):
-            raise InvalidArgument("a merge patch must be a JSON object, e.g. {\"spec\": {\"desiredPhase\": \"stopped\"}}")
+            raise InvalidArgument("a merge patch must be a JSON object",
+                                  hint='e.g. {"spec": {"desiredPhase": "stopped"}}')
 
         def op(s: Session, now: datetime) -> Environment:
             row = self.find(s, who, ref, owner)
@@ -367,7 +369,7 @@ class Store:
                 q = q.where(WatchEventRow.owner == owner)
             if runner_id is not None:
                 q = q.where(WatchEventRow.runner_id == runner_id)
-            rows = s.execute(q.order_by(WatchEventRow.rv).limit(limit)).all()
+            rows = s.execute(q.order_by(col(WatchEventRow.rv)).limit(limit)).all()
         return [StoredEvent(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     def compact(self, keep: int) -> int:
@@ -379,5 +381,6 @@ class Store:
             if cut <= rev.compacted:
                 return rev.compacted
             s.execute(WatchEventRow.__table__.delete().where(WatchEventRow.rv <= cut))  # type: ignore[attr-defined]
-            s.execute(update(Revision).where(Revision.id == 1, Revision.compacted < cut).values(compacted=cut))
+            s.execute(update(Revision).where(col(Revision.id) == 1, col(Revision.compacted) < cut)
+                      .values(compacted=cut))
             return cut

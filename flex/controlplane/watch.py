@@ -110,13 +110,13 @@ class Hub:
                 await asyncio.sleep(_POLL)
 
     def _read(self, after: int) -> list[tuple[StoredEvent, str, str | None]]:
-        from sqlalchemy import select
+        from sqlmodel import select
 
         from flex.controlplane.models import WatchEventRow
 
         with self.store.db.read() as s:
-            rows = s.execute(select(WatchEventRow.rv, WatchEventRow.type, WatchEventRow.object, WatchEventRow.owner,
-                                    WatchEventRow.runner_id).where(WatchEventRow.rv > after)
+            rows = s.execute(select(WatchEventRow.rv, WatchEventRow.type, WatchEventRow.object,  # type: ignore[call-overload]
+                                    WatchEventRow.owner, WatchEventRow.runner_id).where(WatchEventRow.rv > after)
                              .order_by(WatchEventRow.rv).limit(1000)).all()
         return [(StoredEvent(int(r[0]), str(r[1]), str(r[2])), str(r[3]), r[4]) for r in rows]
 
@@ -179,9 +179,9 @@ class Hub:
                 if since is not None and since < compacted:
                     raise Gone(f"resourceVersion {since} is too old (the event log starts after {compacted})",
                                hint="list again and watch from the list's resourceVersion")
-                for ev in batch:
-                    yield ev
-                    last = ev.rv
+                for old in batch:
+                    yield old
+                    last = old.rv
                 if len(batch) < 1000:
                     break
             if since is not None and last == since:

@@ -10,10 +10,18 @@ from typing import Any
 
 import pytest
 
-from flex.api import EnvironmentStatus, RunnerHeartbeat, set_condition
+from flex.api import RunnerHeartbeat, set_condition
 from flex.client import AsyncFlexClient
 from flex.controlplane.config import Settings
-from flex.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from flex.errors import (
+    AlreadyExists,
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from tests.controlplane.conftest import Api, running_app
 
 GIT = "https://host/org/repo.git"
@@ -192,7 +200,7 @@ async def test_runner_watch_sees_only_its_environments(live: Api) -> None:
     api = live
     c = api.admin
     rid, runner = await api.runner("r1", labels={"pool": "a"})
-    _, other = await api.runner("r2", labels={"pool": "b"})
+    await api.runner("r2", labels={"pool": "b"})
     seen: list[tuple[str, str]] = []
 
     async def watch() -> None:

@@ -30,7 +30,8 @@ def parse_selector(text: str | None) -> dict[str, str]:
             continue
         key, eq, value = part.partition("=")
         if not eq or not key.strip():
-            raise InvalidArgument(f"labelSelector: {part!r} is not key=value", hint="e.g. labelSelector=team=a,tier=dev")
+            raise InvalidArgument(f"labelSelector: {part!r} is not key=value",
+                                  hint="e.g. labelSelector=team=a,tier=dev")
         out[key.strip()] = value.strip()
     return out
 
@@ -66,7 +67,8 @@ async def list_environments(
         return await watch_response(cp, request, since=resource_version, owner=scope, runner_id=None,
                                     timeout=timeout_seconds)
     labels = parse_selector(label_selector)
-    return await asyncio.to_thread(cp.store.list, who, limit=limit, cont=continue_, owner=owner, labels=labels,
+    return await asyncio.to_thread(cp.store.list_environments, who, limit=limit, cont=continue_, owner=owner,
+                                   labels=labels,
                                    phase=phase)
 
 
@@ -76,7 +78,8 @@ def get_environment(cp: Cp, who: User, name: str, response: Response, owner: Own
 
 
 @router.patch("/{name}", response_model=Environment, openapi_extra={"requestBody": {"content": {
-    "application/merge-patch+json": {"schema": {"type": "object"}}, "application/json": {"schema": {"type": "object"}}}}})
+    "application/merge-patch+json": {"schema": {"type": "object"}},
+    "application/json": {"schema": {"type": "object"}}}}})
 def patch_environment(cp: Cp, who: User, name: str, response: Response, if_match: IfMatch = None,
                       owner: OwnerQ = None,
                       patch: Annotated[dict[str, Any], Body(description="RFC 7396 JSON merge patch")] = ...,  # type: ignore[assignment]
@@ -97,7 +100,8 @@ def stop_environment(cp: Cp, who: User, name: str, response: Response, if_match:
 
 
 @router.delete("/{name}", response_model=Environment,
-               responses={202: {"model": Environment, "description": "marked deleting; gone once its runner tears down"}})
+               responses={202: {"model": Environment,
+                                "description": "marked deleting; gone once its runner tears down"}})
 def delete_environment(cp: Cp, who: User, name: str, if_match: IfMatch = None, owner: OwnerQ = None) -> JSONResponse:
     env, gone = cp.store.delete(who, name, owner=owner, if_match=if_match)
     return JSONResponse(env.to_wire(), status_code=200 if gone else 202)

@@ -57,7 +57,7 @@ def join(cp: Cp, body: JoinRequest, request: Request) -> JoinResponse:
 
 @router.get("", response_model=RunnerList)
 def list_runners(cp: Cp, who: Admin) -> RunnerList:
-    return RunnerList(items=cp.runners.list())
+    return RunnerList(items=cp.runners.list_runners())
 
 
 @router.get("/{runner_id}", response_model=Runner)
@@ -88,7 +88,7 @@ async def runner_environments(
     if watch:
         return await watch_response(cp, request, since=resource_version, owner=None, runner_id=runner_id,
                                     timeout=timeout_seconds)
-    return await asyncio.to_thread(cp.store.list, who, limit=limit, cont=continue_)
+    return await asyncio.to_thread(cp.store.list_environments, who, limit=limit, cont=continue_)
 
 
 @router.get("/{runner_id}/environments/{env_id}", response_model=Environment)
