@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from flex.api import (
     AuditEventList,
@@ -26,7 +26,6 @@ from flex.api import (
     RunnerCapacity,
     RunnerHeartbeat,
     RunnerList,
-    Source,
     TokenCreate,
     TokenCreated,
     TokenList,
@@ -34,11 +33,12 @@ from flex.api import (
     WatchEvent,
 )
 from flex.api.errors import Gone
-from flex.errors import FlexError, Unavailable, error_for_kind
+from flex.errors import FlexError, InvalidArgument, Unavailable, error_for_kind
 
 __all__ = ["Call", "Calls", "SSEParser", "error_from_response", "raise_for_status"]
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 def error_from_response(response: httpx.Response) -> FlexError:
@@ -74,6 +74,16 @@ class Call(Generic[T]):
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def _validate(cls: type[M], data: Any) -> M:
+    """Check a request body before sending it; a bad one is InvalidArgument, as the server would say."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidArgument(f"{where}: {str(first['msg']).removeprefix('Value error, ')}") from err
+
+
 def _model(cls: type[BaseModel]) -> Callable[[httpx.Response], Any]:
     return lambda r: cls.model_validate(r.json())
 
@@ -102,8 +112,8 @@ class Calls:
     def create_environment(name: str, spec: EnvironmentSpec | dict[str, Any] | None = None, *,
                            git: str | None = None, labels: dict[str, str] | None = None) -> Call[Environment]:
         if spec is None:
-            spec = EnvironmentSpec(source=Source(git=git))
-        body = EnvironmentCreate.model_validate({"name": name, "labels": labels or {},
+            spec = {"source": {"git": git}}
+        body = _validate(EnvironmentCreate, {"name": name, "labels": labels or {},
                                                  "spec": spec if isinstance(spec, dict) else spec.to_wire()})
         return Call("POST", "/api/v1/environments", _model(Environment), json=body.to_wire())
 
@@ -158,7 +168,7 @@ class Calls:
     @staticmethod
     def join(token: str, name: str, kind: str, capacity: RunnerCapacity | dict[str, Any],
              labels: dict[str, str] | None = None) -> Call[JoinResponse]:
-        body = JoinRequest.model_validate({"token": token, "name": name, "kind": kind, "labels": labels or {},
+        body = _validate(JoinRequest, {"token": token, "name": name, "kind": kind, "labels": labels or {},
                                            "capacity": capacity if isinstance(capacity, dict) else capacity.to_wire()})
         return Call("POST", "/api/v1/runners:join", _model(JoinResponse), json=body.to_wire())
 
