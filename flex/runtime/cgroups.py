@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +60,8 @@ def parse_cpus(value: str) -> float:
 
 
 def parse_memory(value: str) -> int:
+    import re
+
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", value.lower())
     if not m:
         raise InvalidArgument(f"--memory {value!r}: not a size", hint="e.g. --memory 512m or --memory 2g")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,7 +86,7 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
             hint="as root: flex runtime delegate-cgroups USER (or run on cgroup v2 with systemd Delegate=yes)")
     image: ResolvedImage = images.resolve(opts.image)
     volumes = [resolve_bind(v) for v in opts.volumes]
-    cid = secrets.token_hex(16)
+    cid = os.urandom(16).hex()
     name = opts.name or f"flex-{cid[:12]}"
     if store.db.query_one("SELECT id FROM containers WHERE name = ?", (name,)) is not None:
         raise AlreadyExists(f"a container named {name!r} already exists", hint=f"flex runtime rm {name}")

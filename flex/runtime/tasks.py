@@ -18,14 +18,16 @@ import select
 import signal
 import subprocess
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flex.errors import FlexError, NotFound
 from flex.runtime import cgroups
-from flex.runtime.console import ConsoleSocket, raw_terminal, resize_on_sigwinch
 from flex.runtime.containers import Container, Containers
 from flex.runtime.home import Home
 from flex.runtime.metadata import MetadataDB
+
+if TYPE_CHECKING:  # console (socket, termios) is imported only for -t
+    from flex.runtime.console import ConsoleSocket
 
 __all__ = ["exec_process", "start_attached", "start_detached"]
 
@@ -108,32 +110,41 @@ def _reap_until(pid: int, block: bool) -> int | None:
 
 
 def _pump(pid: int, routes: dict[int, list[int]], stdin_to: int | None) -> int:
-    """Copy data between fds until PID 1 exits; returns its exit code."""
+    """Copy data between fds until PID 1 exits; returns its exit code. A pidfd wakes us the moment it
+    exits (no polling delay on the start path)."""
     src = dict(routes)
     if stdin_to is not None:
         src[0] = [stdin_to]
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        pidfd = -1
     code: int | None = None
-    while code is None:
-        readable: list[int] = []
-        if src:
+    try:
+        while code is None:
+            readable: list[int] = []
+            watch = list(src) + ([pidfd] if pidfd >= 0 else [])
             with contextlib.suppress(InterruptedError):
-                readable, _, _ = select.select(list(src), [], [], 0.05)
-        else:
-            time.sleep(0.05)
-        for fd in readable:
-            try:
-                data = os.read(fd, 65536)
-            except OSError:
-                data = b""
-            if not data:
-                del src[fd]
-                if fd == 0 and stdin_to is not None and stdin_to not in routes:
-                    os.close(stdin_to)  # EOF on our stdin → EOF on the container's
-                continue
-            for out in src[fd]:
-                with contextlib.suppress(OSError):
-                    os.write(out, data)
-        code = _reap_until(pid, block=False)
+                readable, _, _ = select.select(watch, [], [], 0.5 if pidfd >= 0 else 0.05)
+            for fd in readable:
+                if fd == pidfd:
+                    continue
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    del src[fd]
+                    if fd == 0 and stdin_to is not None and stdin_to not in routes:
+                        os.close(stdin_to)  # EOF on our stdin → EOF on the container's
+                    continue
+                for out in src[fd]:
+                    with contextlib.suppress(OSError):
+                        os.write(out, data)
+            code = _reap_until(pid, block=False)
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
     for fd in list(routes):  # whatever is still buffered
         with contextlib.suppress(OSError):
             while select.select([fd], [], [], 0)[0]:
@@ -150,6 +161,10 @@ def start_attached(store: Containers, c: Container, *, interactive: bool, tty: b
     _subreaper()
     bundle = store.bundle(c.id)
     log = os.open(bundle / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    if not tty and not c.options.get("docker") and c.options.get("net", "none") == "none":
+        return _run_attached_plain(store, c, interactive=interactive)
+    from flex.runtime.console import ConsoleSocket, raw_terminal, resize_on_sigwinch
+
     console = ConsoleSocket() if tty else None
     out_r = out_w = err_r = err_w = -1
     try:
@@ -187,6 +202,51 @@ def start_attached(store: Containers, c: Container, *, interactive: bool, tty: b
             console.close()
 
 
+def _run_attached_plain(store: Containers, c: Container, *, interactive: bool) -> int:
+    """The common case (no terminal, no Docker, no network to attach): one `crun run`, which creates,
+    starts and waits, and exits with the container's status. One process fewer on the start path."""
+    bundle = store.bundle(c.id)
+    log = os.open(bundle / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        store.set_state(c.id, state="running", pid=None, monitor_pid=os.getpid(), started_at=time.time(),
+                        exit_code=None, finished_at=None)
+        proc = subprocess.Popen(store.runtime.argv(f"--log=file:{bundle / 'crun.log'}", "run", "--bundle",
+                                                   str(bundle), "--pid-file", str(bundle / "pid"), c.id)
+                                if store.runtime.binary.endswith("crun") else
+                                store.runtime.argv("run", "--bundle", str(bundle), c.id),
+                                stdin=None if interactive else subprocess.DEVNULL, stdout=out_w, stderr=err_w)
+        os.close(out_w)
+        os.close(err_w)
+
+        def forward(sig: int, _frame: object) -> None:
+            with contextlib.suppress(FlexError):
+                store.runtime.kill(c.id, str(sig))
+
+        forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+        old = {s: signal.signal(s, forward) for s in forwarded}
+        try:
+            code = _pump(proc.pid, {out_r: [1, log], err_r: [2, log]}, None)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        proc.returncode = code
+        crun_log = bundle / "crun.log"
+        if code != 0 and crun_log.exists() and crun_log.stat().st_size:
+            # crun itself failed (not the command): say why, as create would have
+            text = crun_log.read_text(errors="replace").strip().splitlines()
+            if text and not (bundle / "pid").exists():
+                store.record_exit(c.id, code)
+                raise FlexError(f"creating container {c.name} failed: {text[-1]}")
+        store.record_exit(c.id, code)
+        return code
+    finally:
+        for fd in (out_r, err_r, log):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 def start_detached(store: Containers, c: Container) -> None:
     """Start ``c`` in the background; a forked monitor waits for it, records the exit, honours --rm."""
     bundle = store.bundle(c.id)
@@ -203,6 +263,8 @@ def start_detached(store: Containers, c: Container) -> None:
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
             log = os.open(bundle / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            if tty:
+                from flex.runtime.console import ConsoleSocket
             console = ConsoleSocket() if tty else None
             try:
                 pid, master = _create(store, c, stdin=subprocess.DEVNULL, stdout=log, stderr=log, console=console)
@@ -259,6 +321,8 @@ def exec_process(store: Containers, c: Container, args: list[str], *, tty: bool,
     token = os.urandom(6).hex()
     pfile = bundle / f"exec-{token}.json"
     pfile.write_text(json.dumps(proc))
+    if tty:
+        from flex.runtime.console import ConsoleSocket, raw_terminal, resize_on_sigwinch
     console = ConsoleSocket() if tty else None
     try:
         argv = store.runtime.exec_argv(c.id, pfile, tty=tty, console_socket=console.path if console else None)

@@ -1,0 +1,123 @@
+"""Container start benchmark (issue 5), both comparisons side by side in one run:
+
+  (a) flex's own start path, in-process as the runner calls it: create (record, id range, overlay with
+      idmapped layers, config.json) + start + wait for a container running `true`
+      vs. raw `crun run` of a prepared bundle of the same image.            target: <= crun + 30 ms
+  (b) the whole CLI process `flex runtime run --rm IMG true`
+      vs. `podman run --rm --network none IMG true` of the same image.      target: <= 0.8 x podman
+
+Run as root: .venv/bin/python bench/containers.py [--runs N]. Medians of interleaved runs.
+Images: the Debian minbase rootfs that the tests cache (mmdebstrap), as a directory image for flex and
+imported into podman's storage (removed again at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=30)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("run as root (the comparison is root crun/podman vs the root runner)", file=sys.stderr)
+        return 2
+    from tests.conftest import debian_rootfs_tar
+
+    tar = debian_rootfs_tar()
+    work = Path(tempfile.mkdtemp(prefix="flex-bench-", dir="/var/tmp"))
+    work.chmod(0o755)
+    os.environ["FLEX_HOME"] = str(work / "home")
+    image = work / "image"
+    (image / "rootfs").mkdir(parents=True)
+    subprocess.run(["tar", "-C", str(image / "rootfs"), "--exclude=./dev/*", "-xf", str(tar)], check=True)
+    podman_tag = "localhost/flex-bench-minbase:latest"
+    have_podman = shutil.which("podman") is not None
+    try:
+        if have_podman:
+            subprocess.run(["podman", "import", "-q", str(tar), podman_tag], check=True, capture_output=True)
+        from flex.runtime import tasks
+        from flex.runtime.containers import Containers
+        from flex.runtime.containers_create import CreateOptions, create_container
+        from flex.runtime.home import Home
+        from flex.runtime.rootfs import DirectoryImages
+
+        store = Containers(Home.open())
+        images = DirectoryImages()
+        # a prepared bundle for raw crun: flex's own (same rootfs, same config), without the init wrapper
+        prepared = create_container(store, images, CreateOptions(image=str(image), command=["true"], init=False))
+        bundle = store.bundle(prepared.id)
+        crun_root = work / "crun-root"
+
+        def flex_in_process() -> float:
+            t = time.perf_counter()
+            c = create_container(store, images, CreateOptions(image=str(image), command=["true"]))
+            code = tasks.start_attached(store, c, interactive=False, tty=False)
+            elapsed = time.perf_counter() - t
+            assert code == 0
+            store.remove(c.id)
+            return elapsed
+
+        def crun_run() -> float:
+            return timed(lambda: subprocess.run(["crun", "--root", str(crun_root), "run", "--bundle", str(bundle),
+                                                 "bench"], check=True))
+
+        flex_cli = [sys.executable, "-m", "flex", "runtime", "run", "--rm", str(image), "true"]
+        podman = ["podman", "run", "--rm", "--network", "none", podman_tag, "true"]
+
+        a_flex: list[float] = []
+        a_crun: list[float] = []
+        b_flex: list[float] = []
+        b_podman: list[float] = []
+        for i in range(args.runs + 2):
+            fa, ca = flex_in_process(), crun_run()
+            fb = timed(lambda: subprocess.run(flex_cli, check=True, stdout=subprocess.DEVNULL))
+            pb = timed(lambda: subprocess.run(podman, check=True)) if have_podman else float("nan")
+            if i >= 2:  # warm-up
+                a_flex.append(fa)
+                a_crun.append(ca)
+                b_flex.append(fb)
+                b_podman.append(pb)
+        store.remove(prepared.id, force=True)
+        fa_m, ca_m, fb_m, pb_m = map(median_ms, (a_flex, a_crun, b_flex, b_podman))
+        print(f"container start benchmark, {args.runs} interleaved runs each, medians ({os.cpu_count()} cpus, "
+              f"load {os.getloadavg()[0]:.1f})")
+        print(f"{'':48} {'flex':>9} {'anchor':>9}  result")
+        print(f"(a) in-process create+start+wait `true`         {fa_m:8.1f}ms {ca_m:8.1f}ms  "
+              f"flex - crun = {fa_m - ca_m:+.1f} ms (target <= +30 ms) anchor: crun run")
+        ratio = fb_m / pb_m if have_podman else float("nan")
+        print(f"(b) CLI `flex runtime run --rm IMG true`        {fb_m:8.1f}ms {pb_m:8.1f}ms  "
+              f"flex / podman = {ratio:.2f} (target <= 0.80) anchor: podman run --rm --network none")
+        return 0
+    finally:
+        if have_podman:
+            subprocess.run(["podman", "rmi", "-f", podman_tag], capture_output=True)
+        subprocess.run([sys.executable, "-m", "flex", "runtime", "gc"], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
