@@ -11,9 +11,17 @@ PKG = Path(__file__).resolve().parent.parent / "flex"
 ALL_MODULES = sorted(p for p in PKG.rglob("*.py") if "migrations" not in p.parts)
 
 
+def _registered(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """A function registered by a method-call decorator (``@router.get(...)``, ``@app.command()``) is
+    reached through what registered it, not imported by name."""
+    return any(isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute) for d in node.decorator_list)
+
+
 def _public_definitions(tree: ast.Module) -> set[str]:
     names: set[str] = set()
     for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and _registered(node):
+            continue
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             names.add(node.name)
     return {n for n in names if not n.startswith("_")}
