@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flex.controlplane import errors
-from flex.controlplane.auth import FailureLimiter, ensure_admin
+from flex.controlplane.auth import CredentialCache, FailureLimiter, ensure_admin
 from flex.controlplane.config import Settings
 from flex.controlplane.db import Database, libpq_url
 from flex.controlplane.errors import TooLarge, problem_response
@@ -107,7 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
               queue_size=settings.watch_queue, keepalive=settings.watch_keepalive)
     holder["hub"] = hub
     cp = ControlPlane(settings, db, store, Runners(db, settings.heartbeat_timeout, on_commit), hub,
-                      FailureLimiter(settings.auth_failures_per_minute))
+                      FailureLimiter(settings.auth_failures_per_minute),
+                      CredentialCache(settings.credential_cache_ttl))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -29,9 +29,9 @@ from flex.controlplane.errors import RateLimited
 from flex.controlplane.models import JoinTokenRow, RunnerRow, TokenRow, UserRow
 from flex.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 
-__all__ = ["FailureLimiter", "Principal", "authenticate", "create_join_token", "create_token", "create_user",
-           "delete_token", "ensure_admin", "hash_secret", "list_tokens", "list_users",
-           "new_secret", "write_secret_file"]
+__all__ = ["CredentialCache", "FailureLimiter", "Principal", "authenticate", "create_join_token", "create_token",
+           "create_user", "delete_token", "ensure_admin", "hash_secret", "list_tokens", "list_users", "new_secret",
+           "write_secret_file"]
 
 USER_PREFIX, RUNNER_PREFIX, JOIN_PREFIX = "flexu_", "flexr_", "flexj_"
 
@@ -90,10 +90,45 @@ class FailureLimiter:
                     del self._failures[k]
 
 
-def authenticate(db: Database, secret: str) -> Principal:
+class CredentialCache:
+    """Recently verified credentials, for ``ttl`` seconds: most requests then skip a database read.
+
+    A token deleted through this process is forgotten at once (clear()); through another replica, within
+    ``ttl``. Expiry is still checked on every hit."""
+
+    def __init__(self, ttl: float = 2.0) -> None:
+        self.ttl = ttl
+        self._hits: dict[str, tuple[Principal, datetime | None, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> tuple[Principal, datetime | None] | None:
+        with self._lock:
+            hit = self._hits.get(digest)
+        if hit is None or time.monotonic() - hit[2] > self.ttl:
+            return None
+        return hit[0], hit[1]
+
+    def put(self, digest: str, principal: Principal, expires: datetime | None) -> None:
+        with self._lock:
+            if len(self._hits) > 50_000:
+                self._hits.clear()
+            self._hits[digest] = (principal, expires, time.monotonic())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._hits.clear()
+
+
+def authenticate(db: Database, secret: str, cache: CredentialCache | None = None) -> Principal:
     """The principal a bearer secret stands for; Unauthenticated if it stands for none."""
     digest = hash_secret(secret)
     now = datetime.now(UTC)
+    hit = cache.get(digest) if cache is not None else None
+    if hit is not None:
+        if hit[1] is not None and hit[1] <= now:
+            raise Unauthenticated("this token has expired", hint="create a new token")
+        return hit[0]
+    expires: datetime | None = None
     with db.read() as s:
         if secret.startswith(USER_PREFIX):
             row = s.execute(select(TokenRow, UserRow).join(UserRow, TokenRow.user_id == UserRow.id)  # type: ignore[arg-type]
@@ -117,6 +152,8 @@ def authenticate(db: Database, secret: str) -> Principal:
             principal, stale = None, False
     if principal is None:
         raise Unauthenticated("invalid credentials", hint="pass a valid token as 'Authorization: Bearer <token>'")
+    if cache is not None:
+        cache.put(digest, principal, expires)
     if stale:  # last-used is informative; write it at most once a minute per token
         with db.write() as s:
             tok_row = s.scalars(select(TokenRow).where(TokenRow.hash == digest)).first()

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     watch_queue: int = 10_000  # events buffered per watcher before it is told to re-list (410)
     join_token_ttl: float = 3600.0
     pool_size: int = 20
+    credential_cache_ttl: float = 2.0  # a token revoked on another replica stops working within this
 
     @property
     def database_url(self) -> str:

@@ -162,7 +162,7 @@ class Runners:
         with self.db.write() as s:
             lock(s)
             now = datetime.now(UTC)
-            loads = scheduler.loads(s)
+            loads = scheduler.loads(s, ready_only=True)
             rows = s.scalars(select(EnvironmentRow).where(
                 EnvironmentRow.runner_id.is_(None), EnvironmentRow.deletion_timestamp.is_(None))  # type: ignore[union-attr]
                 .order_by(col(EnvironmentRow.created_at)))

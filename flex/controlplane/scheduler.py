@@ -8,6 +8,7 @@ environments, then name, so ties are stable).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -72,15 +73,23 @@ def pick(cpus: float, memory: int, disk: int, selector: dict[str, str], runners:
     return Placement(best, "Scheduled", f"bound to runner {best.name}")
 
 
-def loads(s: Session) -> list[RunnerLoad]:
-    """Every runner with the requests of the environments bound to it."""
+def loads(s: Session, *, ready_only: bool = False) -> list[RunnerLoad]:
+    """Every runner (or every ready one) with the requests of the environments bound to it.
+
+    Plain column reads, not ORM objects: this runs inside the write lock on every create."""
+    t = RunnerRow.__table__.c  # type: ignore[attr-defined]
+    q = select(t.id, t.name, t.labels, t.kind, t.state, t.cpus, t.memory, t.disk)  # type: ignore[call-overload]
+    if ready_only:
+        q = q.where(t.state == "ready")
     out: dict[str, RunnerLoad] = {}
-    for r in s.scalars(select(RunnerRow)):
-        out[r.id] = RunnerLoad(r.id, r.name, {**r.labels, KIND_LABEL: r.kind}, r.state == "ready",
-                               r.cpus, r.memory, r.disk)
+    for rid, name, labels, kind, state, cpus, memory, disk in s.execute(q):
+        if isinstance(labels, str):
+            labels = json.loads(labels)
+        out[rid] = RunnerLoad(rid, name, {**(labels or {}), KIND_LABEL: kind}, state == "ready",
+                              float(cpus), int(memory), int(disk))
     used = s.execute(select(col(EnvironmentRow.runner_id), func.sum(EnvironmentRow.req_cpus),  # type: ignore[call-overload]
                             func.sum(EnvironmentRow.req_memory), func.sum(EnvironmentRow.req_disk), func.count())
-                     .where(EnvironmentRow.runner_id.is_not(None))  # type: ignore[union-attr]
+                     .where(col(EnvironmentRow.runner_id).is_not(None))
                      .group_by(EnvironmentRow.runner_id))
     for rid, c, m, d, n in used:
         if rid in out:

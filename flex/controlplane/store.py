@@ -235,7 +235,7 @@ class Store:
                                  labels=body.labels, spec=body.spec.to_wire(), status=EnvironmentStatus().to_wire(),
                                  generation=1, created_at=now, updated_at=now)
             _requests(row, body.spec)
-            scheduler.bind(row, scheduler.loads(s), now)
+            scheduler.bind(row, scheduler.loads(s, ready_only=True), now)
             s.add(row)
             emit(s, row, "ADDED", now)
             audit.record(s, who.actor, "environment.create", f"environment:{who.name}/{body.name}",

@@ -152,7 +152,7 @@ def test_migrations_match_the_models(tmp_path: Path, backend: str | None) -> Non
             assert compare_metadata(MigrationContext.configure(conn), metadata) == []
         from sqlalchemy import text
 
-        with pytest.raises(Exception, match="append-only"), db.write() as s:  # noqa: PT012
+        with pytest.raises(Exception, match="append-only"), db.write() as s:
             s.execute(text("INSERT INTO audit (time, actor, action, resource, details) "
                            "VALUES (CURRENT_TIMESTAMP, 'a', 'b', 'c', '{}')"))
             s.execute(text("DELETE FROM audit"))

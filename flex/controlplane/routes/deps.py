@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from flex.api.errors import Gone
-from flex.controlplane.auth import FailureLimiter, Principal, authenticate
+from flex.controlplane.auth import CredentialCache, FailureLimiter, Principal, authenticate
 from flex.controlplane.config import Settings
 from flex.controlplane.db import Database
 from flex.controlplane.errors import problem_body
@@ -33,6 +33,7 @@ class ControlPlane:
     runners: Runners
     hub: Hub
     limiter: FailureLimiter
+    credentials: CredentialCache
 
 
 def get_cp(request: Request) -> ControlPlane:
@@ -55,7 +56,7 @@ def _principal(request: Request, cp: Cp,
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise Unauthenticated("no credentials", hint="pass 'Authorization: Bearer <token>'")
     try:
-        return authenticate(cp.db, creds.credentials)
+        return authenticate(cp.db, creds.credentials, cp.credentials)
     except Unauthenticated:
         cp.limiter.failed(addr)
         raise

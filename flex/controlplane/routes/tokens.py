@@ -27,4 +27,5 @@ def list_tokens_route(cp: Cp, who: User) -> TokenList:
 @router.delete("/{token_id}", status_code=204)
 def delete_token_route(cp: Cp, who: User, token_id: str) -> Response:
     delete_token(cp.db, who, token_id)
+    cp.credentials.clear()
     return Response(status_code=204)
