@@ -253,10 +253,11 @@ class Containers:
             conn.execute("DELETE FROM containers WHERE id = ?", (cid,))
 
     def _rmtree(self, path: Path) -> None:
-        if self.keeper is not None:
-            # files in the upper dir belong to subordinate ids: only root in the namespace may delete them
-            self.keeper.run("rm", "-rf", "--one-file-system", str(path), check=False)
         shutil.rmtree(path, ignore_errors=True)
+        if path.exists() and self.keeper is not None:
+            # files in the upper dir belong to subordinate ids: only root in the namespace may delete them
+            with contextlib.suppress(FailedPrecondition):
+                self.keeper.call(lambda: shutil.rmtree(path), "removing the container's files")
 
     def networks(self) -> Any:
         try:

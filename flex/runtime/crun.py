@@ -35,8 +35,9 @@ class OCIRuntime:
         self.prefix = list(prefix)
         self.cgroup_manager = cgroup_manager if self.binary.endswith("crun") else None
 
-    def argv(self, *args: str) -> list[str]:
-        base = [*self.prefix, self.binary, "--root", str(self.state_root)]
+    def argv(self, *args: str, direct: bool = False) -> list[str]:
+        """The command line; ``direct`` leaves out the prefix (the caller enters the namespaces itself)."""
+        base = [*([] if direct else self.prefix), self.binary, "--root", str(self.state_root)]
         if self.cgroup_manager:
             base.append(f"--cgroup-manager={self.cgroup_manager}")
         return [*base, *args]
@@ -87,6 +88,8 @@ class OCIRuntime:
             raise NotFound(f"container {cid} is not known to the OCI runtime")
 
     def delete(self, cid: str, *, force: bool = False) -> None:
+        if not (self.state_root / cid).exists():
+            return  # never created, or `run` already deleted it: spare a process
         self._run("delete", *(["--force"] if force else []), cid, check=False)
 
     def update(self, cid: str, resources_file: Path) -> None:

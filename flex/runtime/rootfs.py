@@ -100,7 +100,7 @@ def mount_rootfs(cdir: Path, lowers: Sequence[Path], idmap: IdMap, keeper: Keepe
         d.mkdir(exist_ok=True)
     if keeper is not None:
         opts = f"lowerdir={':'.join(str(p) for p in lowers)},upperdir={upper},workdir={work},userxattr"
-        keeper.run("mount", "-t", "overlay", "overlay", "-o", opts, str(target))
+        keeper.call(lambda: _mount("overlay", target, "overlay", opts), "mounting the overlay")
         return target
     os.chown(upper, idmap.host_uid(0), idmap.host_gid(0))
     os.chmod(upper, 0o755)
@@ -123,7 +123,8 @@ def unmount_rootfs(cdir: Path, keeper: Keeper | None) -> None:
     """Undo mount_rootfs; safe to repeat, and after a crash at any point."""
     if keeper is not None:
         if keeper.running_pid() is not None:
-            keeper.run("umount", "-l", str(cdir / "rootfs"), check=False)
+            with contextlib.suppress(FailedPrecondition):
+                keeper.call(lambda: _umount(cdir / "rootfs"), "unmounting the overlay")
         return
     _umount(cdir / "rootfs")
     for m in sorted(cdir.glob("lower*")):

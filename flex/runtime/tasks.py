@@ -212,10 +212,11 @@ def _run_attached_plain(store: Containers, c: Container, *, interactive: bool) -
     try:
         store.set_state(c.id, state="running", pid=None, monitor_pid=os.getpid(), started_at=time.time(),
                         exit_code=None, finished_at=None)
-        proc = subprocess.Popen(store.runtime.argv(f"--log=file:{bundle / 'crun.log'}", "run", "--bundle",
-                                                   str(bundle), "--pid-file", str(bundle / "pid"), c.id)
-                                if store.runtime.binary.endswith("crun") else
-                                store.runtime.argv("run", "--bundle", str(bundle), c.id),
+        enter = store.keeper.enter_fn() if store.keeper is not None else None
+        args = ["run", "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), c.id]
+        if store.runtime.binary.endswith("crun"):
+            args.insert(0, f"--log=file:{bundle / 'crun.log'}")
+        proc = subprocess.Popen(store.runtime.argv(*args, direct=enter is not None), preexec_fn=enter,
                                 stdin=None if interactive else subprocess.DEVNULL, stdout=out_w, stderr=err_w)
         os.close(out_w)
         os.close(err_w)
