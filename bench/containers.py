@@ -3,7 +3,7 @@
   (a) flex's own start path, in-process as the runner calls it: create (record, id range, overlay with
       idmapped layers, config.json) + start + wait for a container running `true`
       vs. raw `crun run` of a prepared bundle of the same image.            target: <= crun + 30 ms
-  (b) the whole CLI process `flex runtime run --rm IMG true`
+  (b) the whole CLI process `flex runtime run --rm --net none IMG true`
       vs. `podman run --rm --network none IMG true` of the same image.      target: <= 0.8 x podman
       Rootless (as the user flextest, podman with its overlay driver), and as root when root podman
       works on this host (here it cannot: it asks for rlimits above the VM's hard limits).
@@ -118,9 +118,11 @@ def main() -> int:
             return timed(lambda: subprocess.run(["crun", "--root", str(crun_root), "run", "--bundle", str(bundle),
                                                  "bench"], check=True))
 
-        flex_cli = [sys.executable, "-m", "flex", "runtime", "run", "--rm", str(image), "true"]
+        # no network on either side (podman --network none): the network has its own benchmark
+        flex_cli = [sys.executable, "-m", "flex", "runtime", "run", "--rm", "--net", "none", str(image), "true"]
         podman = ["podman", "run", "--rm", "--network", "none", podman_tag, "true"]
-        flex_cli_rl = [*as_user, user_python, "-m", "flex", "runtime", "run", "--rm", str(rl_image), "true"]
+        flex_cli_rl = [*as_user, user_python, "-m", "flex", "runtime", "run", "--rm", "--net", "none", str(rl_image),
+                       "true"]
         podman_rl = [*as_user, *podman]
 
         def proc(argv: list[str]) -> float:

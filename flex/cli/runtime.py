@@ -58,7 +58,7 @@ def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool 
         raise InvalidArgument(f"--pids {pids}: must be at least 1")
     opts = CreateOptions(
         image=image, command=list(command), name=name, env=list(env), workdir=workdir, user=user,
-        volumes=list(volumes), net=net or "none", publish=list(publish),
+        volumes=list(volumes), net=net or _default_net(), publish=list(publish),
         cpus=cgroups.parse_cpus(cpus) if cpus is not None else None,
         memory=cgroups.parse_memory(memory) if memory is not None else None, pids=pids, docker=docker,
         tty=tty, interactive=interactive, auto_remove=rm)
@@ -79,6 +79,13 @@ def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool 
         if rm:
             store.remove(c.id, force=True)
     return code
+
+
+def _default_net() -> str:
+    """`private` once the network module is part of this build, else `none` (loopback only)."""
+    import importlib.util
+
+    return "private" if importlib.util.find_spec("flex.runtime.network") is not None else "none"
 
 
 def _run_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,54 @@
+"""Containers and the network module (flex/runtime/network.py), root and rootless: `--net none` is loopback
+only, `--net private` (the default when the module is in the build) gives an interface, resolv.conf and
+hostname, `-p` mappings are recorded and listed by `port`, and `rm` releases everything."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.runtime.containers.conftest import Mode, image_for
+
+pytestmark = pytest.mark.userns
+
+
+@pytest.fixture
+def image(mode: Mode, images: dict[str, Path], workdir: Path) -> str:
+    return image_for(images, workdir, mode.name)
+
+
+def _interfaces(out: str) -> list[str]:
+    return sorted(line.split(":")[0].strip() for line in out.splitlines()[2:] if ":" in line)
+
+
+def test_net_none_is_loopback_only(mode: Mode, image: str) -> None:
+    out = mode.ok("run", "--rm", "--net", "none", image, "cat", "/proc/net/dev")
+    assert _interfaces(out) == ["lo"]
+
+
+def test_net_private_and_published_ports(mode: Mode, image: str) -> None:
+    if importlib.util.find_spec("flex.runtime.network") is None:
+        r = mode.run("run", "--rm", "--net", "private", image, "true")
+        assert r.code != 0 and "--net private" in r.stderr
+        return
+    out = mode.ok("run", "--rm", "--net=private", "--name", "netbox", image, "sh", "-c",
+                  "cat /proc/net/dev; echo --; cat /etc/hostname; grep -c nameserver /etc/resolv.conf")
+    devs, rest = out.split("--")
+    assert len(_interfaces(devs)) == 2 and "lo" in _interfaces(devs)
+    hostname, nameservers = rest.split()
+    assert hostname == "netbox" and int(nameservers) >= 1
+    mode.ok("run", "-d", "--net=private", "--name", "web", "-p", "127.0.0.1:0:8080", image, "sleep", "300")
+    ports = mode.ok("port", "web").split()
+    assert ports[0] == "8080/tcp" and ports[1] == "->" and ports[2].startswith("127.0.0.1:")
+    assert int(ports[2].split(":")[1]) > 0, "a free host port was chosen"
+    assert json.loads(mode.ok("inspect", "web"))["ports"][0]["container_port"] == 8080
+    mode.ok("rm", "-f", "web")
+    assert "net:" not in mode.ok("gc"), "rm released the network"
+
+
+def test_publish_without_network_is_refused(mode: Mode, image: str) -> None:
+    r = mode.run("run", "--rm", "--net", "none", "-p", "8080:80", image, "true")
+    assert r.code == 7 and "-p" in r.stderr
