@@ -39,9 +39,10 @@ def _images(ref: str) -> ImageSource:
 
     if ref.startswith("/"):
         return DirectoryImages()
+    from flex.runtime.home import Home
     from flex.runtime.images_adapter import StoreImages
 
-    return StoreImages()
+    return StoreImages(Home.open())
 
 
 def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool = False, detach: bool = False,
