@@ -241,3 +241,30 @@ def _all_subids() -> list[tuple[int, int]]:
             if len(parts) == 3:
                 out.append((int(parts[1]), int(parts[2])))
     return out
+
+
+def test_create_start_kill_wait(mode: Mode, image: str) -> None:
+    cid = mode.ok("create", "--name", "later", image, "sh", "-c", "echo up; sleep 300").strip()
+    assert _inspect(mode, "later")["state"] == "created" and cid.startswith(_inspect(mode, "later")["id"][:12])
+    mode.ok("start", "later")
+    _wait_for_log(mode, "later", "up")
+    assert mode.run("start", "later").code == 4, "already running"
+    mode.ok("kill", "-s", "TERM", "later")  # tini forwards it; sh dies of it
+    assert mode.ok("wait", "later").strip() == "143"
+    assert mode.run("kill", "later").code == 4, "not running any more"
+
+
+def test_usage_errors_are_one_line_with_exit_codes(mode: Mode, image: str) -> None:
+    r = mode.run("run", "--rm", "/no/such/image", "true")
+    assert r.code == 3 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+    r = mode.run("run", "--rm", "--no-such-flag", image, "true")
+    assert r.code == 2 and "--no-such-flag" in r.stderr
+    r = mode.run("run", "--rm", "-u", "nosuchuser", image, "true")
+    assert r.code == 7 and "nosuchuser" in r.stderr
+    r = mode.run("run", "--rm", "-v", "relative:/x:zz", image, "true")
+    assert r.code == 7
+    mode.ok("run", "-d", "--name", "dup", image, "sleep", "300")
+    r = mode.run("run", "--rm", "--name", "dup", image, "true")
+    assert r.code == 4 and "dup" in r.stderr
+    assert "Usage" in mode.ok("run", "--help") or "usage" in mode.ok("run", "--help")
+    assert mode.ok("ps", "-a", "-q").split() == [_inspect(mode, "dup")["id"][:12]], "failed runs left nothing"
