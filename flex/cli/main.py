@@ -25,7 +25,9 @@ __all__ = ["COMMANDS", "main", "report"]
 # top-level name -> module holding register(app)
 COMMANDS: dict[str, str] = {
     "config": "flex.cli.config",
+    "env": "flex.cli.env",
     "image": "flex.cli.image",
+    "login": "flex.cli.login",
     "runtime": "flex.cli.runtime",
     "server": "flex.cli.server",
 }

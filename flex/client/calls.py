@@ -29,6 +29,7 @@ from flex.api import (
     TokenCreate,
     TokenCreated,
     TokenList,
+    User,
     UserCreated,
     WatchEvent,
 )
@@ -207,6 +208,10 @@ class Calls:
         return Call("DELETE", f"/api/v1/runners/{_p(runner_id)}/environments/{_p(env_id)}", _none)
 
     # users, tokens, audit ----------------------------------------------------------------------------
+    @staticmethod
+    def whoami() -> Call[User]:
+        return Call("GET", "/api/v1/users/me", _model(User))
+
     @staticmethod
     def create_user(name: str, admin: bool = False) -> Call[UserCreated]:
         return Call("POST", "/api/v1/users", _model(UserCreated), json={"name": name, "admin": admin})

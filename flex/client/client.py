@@ -29,6 +29,7 @@ from flex.api import (
     TokenCreate,
     TokenCreated,
     TokenList,
+    User,
     UserCreated,
     WatchEvent,
 )
@@ -165,6 +166,9 @@ class FlexClient:
         self._run(Calls.confirm_teardown(runner_id, env_id))
 
     # users, tokens, audit
+    def whoami(self) -> User:
+        return self._run(Calls.whoami())
+
     def create_user(self, name: str, admin: bool = False) -> UserCreated:
         return self._run(Calls.create_user(name, admin))
 
@@ -294,6 +298,9 @@ class AsyncFlexClient:
         await self._run(Calls.confirm_teardown(runner_id, env_id))
 
     # users, tokens, audit
+    async def whoami(self) -> User:
+        return await self._run(Calls.whoami())
+
     async def create_user(self, name: str, admin: bool = False) -> UserCreated:
         return await self._run(Calls.create_user(name, admin))
 

@@ -107,8 +107,7 @@ class Runners:
             row = s.get(RunnerRow, runner_id)
             if row is None:
                 raise NotFound(f"runner {runner_id!r} not found")
-            load = next((r for r in scheduler.loads(s) if r.id == runner_id), None)
-            return _wire(row, load)
+            return _wire(row, scheduler.load_of(s, row))
 
     def list_runners(self) -> list[Runner]:
         with self.db.read() as s:

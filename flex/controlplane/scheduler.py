@@ -19,7 +19,7 @@ from sqlmodel import col, select
 from flex.api import EnvironmentStatus, set_condition
 from flex.controlplane.models import EnvironmentRow, RunnerRow
 
-__all__ = ["Placement", "RunnerLoad", "bind", "loads", "pick"]
+__all__ = ["Placement", "RunnerLoad", "bind", "bind_hinted", "load_of", "loads", "pick"]
 
 KIND_LABEL = "flex.dev/kind"
 
@@ -98,6 +98,15 @@ def loads(s: Session, *, ready_only: bool = False) -> list[RunnerLoad]:
     return list(out.values())
 
 
+def load_of(s: Session, row: RunnerRow) -> RunnerLoad:
+    """One runner's load (a heartbeat's answer must not scan every runner)."""
+    c, m, d, n = s.execute(select(func.sum(EnvironmentRow.req_cpus), func.sum(EnvironmentRow.req_memory),
+                                  func.sum(EnvironmentRow.req_disk), func.count())
+                           .where(col(EnvironmentRow.runner_id) == row.id)).one()
+    return RunnerLoad(row.id, row.name, {**row.labels, KIND_LABEL: row.kind}, row.state == "ready", row.cpus,
+                      row.memory, row.disk, float(c or 0), int(m or 0), int(d or 0), int(n))
+
+
 def bind(row: EnvironmentRow, runners: list[RunnerLoad], now: datetime) -> bool:
     """Try to bind an unbound environment; record the outcome as its ``Scheduled`` condition. True if changed."""
     status = EnvironmentStatus.model_validate(row.status)
@@ -118,3 +127,17 @@ def bind(row: EnvironmentRow, runners: list[RunnerLoad], now: datetime) -> bool:
     if changed:
         row.status = status.to_wire()
     return changed
+
+
+def bind_hinted(s: Session, row: EnvironmentRow, hint: list[RunnerLoad] | None, now: datetime) -> bool:
+    """bind(), but choose from ``hint`` (loads read before the write lock) and re-check only the chosen
+    runner under the lock; the full scan runs under the lock only when the hint turns out stale."""
+    if hint is not None:
+        placed = pick(row.req_cpus, row.req_memory, row.req_disk, dict(row.spec.get("runnerSelector") or {}), hint)
+        if placed.runner is not None:
+            fresh = s.get(RunnerRow, placed.runner.id)
+            if fresh is not None and fresh.state == "ready":
+                load = load_of(s, fresh)
+                if load.fits(row.req_cpus, row.req_memory, row.req_disk):
+                    return bind(row, [load], now)
+    return bind(row, loads(s, ready_only=True), now)

@@ -225,6 +225,9 @@ class Store:
         return env
 
     def create(self, who: Principal, body: EnvironmentCreate) -> Environment:
+        with self.db.read() as s:  # placement is chosen before the write lock, re-checked under it
+            hint = scheduler.loads(s, ready_only=True)
+
         def op(s: Session, now: datetime) -> Environment:
             exists = s.scalars(select(EnvironmentRow.id).where(EnvironmentRow.owner == who.name,
                                                                EnvironmentRow.name == body.name)).first()
@@ -235,7 +238,7 @@ class Store:
                                  labels=body.labels, spec=body.spec.to_wire(), status=EnvironmentStatus().to_wire(),
                                  generation=1, created_at=now, updated_at=now)
             _requests(row, body.spec)
-            scheduler.bind(row, scheduler.loads(s, ready_only=True), now)
+            scheduler.bind_hinted(s, row, hint, now)
             s.add(row)
             emit(s, row, "ADDED", now)
             audit.record(s, who.actor, "environment.create", f"environment:{who.name}/{body.name}",
@@ -283,7 +286,8 @@ class Store:
             row.labels = labels
             emit(s, row, "MODIFIED", now)
             audit.record(s, who.actor, "environment.update", f"environment:{row.owner}/{row.name}",
-                         generation=row.generation, fields=sorted(k for k in ("spec", "metadata") if k in patch))
+                         generation=row.generation, desired_phase=spec.desired_phase,
+                         fields=sorted(k for k in ("spec", "metadata") if k in patch))
             return to_environment(row)
 
         return self._write(op)

@@ -1,0 +1,29 @@
+"""`flex login`: remember which control plane the CLI talks to, and with which token (checked first)."""
+
+from __future__ import annotations
+
+import typer
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("login")
+    def login(
+        server: str = typer.Option(..., "--server", help="Control plane URL, e.g. http://127.0.0.1:8080."),
+        token: str = typer.Option(None, "--token", help="API token (default: read from stdin).",
+                                  envvar="FLEX_TOKEN"),
+        debug: bool = typer.Option(False, "--debug", hidden=True),
+    ) -> None:
+        """Check a token against a control plane and save both for later commands."""
+        import sys
+
+        from flex.client import FlexClient
+        from flex.client.config import ClientConfig, save_config
+
+        if not token:
+            token = sys.stdin.readline().strip()
+        with FlexClient(server.rstrip("/"), token) as client:
+            me = client.whoami()
+        path = save_config(ClientConfig(server.rstrip("/"), token))
+        typer.echo(f"logged in to {server} as {me.name}{' (admin)' if me.admin else ''}; saved to {path}")
