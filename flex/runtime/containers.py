@@ -302,7 +302,15 @@ class Containers:
         if networks is not None:
             with contextlib.suppress(Exception):
                 removed += [f"net:{x}" for x in networks.gc(known)]
+        if self.rootless and not known and self._keeper_pid() is not None:
+            # nothing mounted in it any more: let the user's namespace keeper go too
+            assert self.keeper is not None
+            self.keeper.stop()
+            removed.append("userns-keeper")
         return sorted(set(removed))
+
+    def _keeper_pid(self) -> int | None:
+        return Keeper(self.home.run, self.rootless_idmap()).running_pid() if self.rootless else None
 
     def _cgroup_parents(self) -> list[str]:
         parent = self.cgroup_parent()

@@ -126,6 +126,11 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
             s = spec.with_resources(s, limits.to_oci())
         if opts.docker:
             s = spec.with_docker(s)
+        if not store.runtime.binary.endswith("crun"):
+            if opts.docker:
+                raise FailedPrecondition("--docker needs crun (runc cannot give the container a fresh sysfs here)",
+                                         hint="apt-get install crun")
+            s = spec.with_runc_compat(s)
         s = _with_network(store, cid, name, opts, s)
         tmp = bundle / "config.json.tmp"
         tmp.write_text(json.dumps(s))

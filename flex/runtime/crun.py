@@ -20,6 +20,15 @@ __all__ = ["OCIRuntime", "find_runtime"]
 
 
 def find_runtime() -> str:
+    """crun, else runc; FLEX_OCI_RUNTIME names another (a name on PATH or a path)."""
+    import os
+
+    wanted = os.environ.get("FLEX_OCI_RUNTIME")
+    if wanted:
+        path = shutil.which(wanted)
+        if path is None:
+            raise FailedPrecondition(f"FLEX_OCI_RUNTIME={wanted}: not found")
+        return path
     for name in ("crun", "runc"):
         path = shutil.which(name)
         if path:

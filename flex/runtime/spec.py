@@ -30,6 +30,7 @@ __all__ = [
     "with_netns",
     "with_resources",
     "with_rootless",
+    "with_runc_compat",
 ]
 
 Spec = dict[str, Any]
@@ -174,6 +175,16 @@ def with_cgroup(spec: Spec, path: str) -> Spec:
 def with_resources(spec: Spec, resources: dict[str, Any]) -> Spec:
     s = copy.deepcopy(spec)
     s["linux"].setdefault("resources", {}).update(resources)
+    return s
+
+
+def with_runc_compat(spec: Spec) -> Spec:
+    """runc (the fallback runtime) cannot mount a fresh sysfs in a new user namespace here (EPERM):
+    give it the host's /sys read-only instead, as podman does with runc rootless. Masked paths apply."""
+    s = copy.deepcopy(spec)
+    for m in s["mounts"]:
+        if m["destination"] == "/sys" and m["type"] == "sysfs":
+            m.update({"type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
     return s
 
 
