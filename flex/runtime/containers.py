@@ -164,6 +164,10 @@ class Containers:
 
     def refresh(self, c: Container) -> Container:
         """Reconcile a record whose process died without anyone recording it (monitor killed, reboot)."""
+        if c.state == "running" and c.pid is None:
+            # started by `crun run`, which wrote PID 1 to the pid file rather than to us
+            with contextlib.suppress(OSError, ValueError):
+                c.pid = int((self.bundle(c.id) / "pid").read_text())
         if c.state == "running" and not _pid_alive(c.pid) and not _pid_alive(c.monitor_pid):
             code = self._exit_file_code(c.id)
             self.set_state(c.id, state="stopped", exit_code=code, finished_at=time.time())

@@ -279,3 +279,10 @@ def test_runc_fallback_runs_containers(mode: Mode, image: str) -> None:
                           env={**mode.env(), "FLEX_OCI_RUNTIME": "runc"}, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 4, proc.stderr
     assert int(proc.stdout.split()[1]) >= 1 << 30
+
+
+def test_logs_follow_streams_until_the_container_stops(mode: Mode, image: str) -> None:
+    mode.ok("run", "-d", "--name", "talker", image, "sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.5; done")
+    r = mode.run("logs", "-f", "talker", timeout=60)
+    assert r.code == 0 and r.stdout.split() == ["line1", "line2", "line3"]
+    assert _inspect(mode, "talker")["state"] == "stopped"
