@@ -1,0 +1,184 @@
+"""The content store: blobs addressed by digest under FLEX_HOME/content/blobs/<algorithm>/<hex>.
+
+Every write streams into a temp file in FLEX_HOME/tmp, hashing and counting as it goes; only when the
+size and digest match what was expected is the file fsynced and renamed into place. A crash at any
+point leaves at most a stray temp file (removed by GC), never a blob that looks complete. Blobs are
+read-only once written. Imports nothing from flex but flex.errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from flex.errors import InvalidArgument, NotFound
+
+__all__ = ["DIGEST_RE", "BlobWriter", "ContentStore", "DigestMismatch", "check_digest", "sha256_digest"]
+
+DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$|^sha512:[a-f0-9]{128}$")
+
+
+class DigestMismatch(InvalidArgument):
+    """A blob's bytes do not match the digest or size it was announced with."""
+
+
+def check_digest(digest: str) -> str:
+    if not DIGEST_RE.match(digest):
+        raise InvalidArgument(f"invalid digest {digest!r}", hint="expected sha256:<64 hex digits>")
+    return digest
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class BlobWriter:
+    """Streams one blob into a temp file; ``commit()`` verifies and renames it into place."""
+
+    def __init__(self, store: ContentStore, expected: str | None, size: int | None):
+        self.store = store
+        self.expected = check_digest(expected) if expected else None
+        self.expected_size = size
+        algo = (expected or "sha256:").split(":", 1)[0]
+        self._hash = hashlib.new(algo)
+        self._algo = algo
+        self.written = 0
+        fd, name = _mkstemp(store.tmp, "ingest-")
+        self.path = Path(name)
+        self._file: BinaryIO = os.fdopen(fd, "wb")
+        self.digest: str | None = None
+
+    def write(self, chunk: bytes) -> None:
+        self.written += len(chunk)
+        if self.expected_size is not None and self.written > self.expected_size:
+            raise DigestMismatch(f"blob {self.expected or ''} is larger than its announced size {self.expected_size}")
+        self._hash.update(chunk)
+        self._file.write(chunk)
+
+    def commit(self) -> str:
+        digest = f"{self._algo}:{self._hash.hexdigest()}"
+        if self.expected_size is not None and self.written != self.expected_size:
+            raise DigestMismatch(f"blob {self.expected or digest}: got {self.written} bytes, expected "
+                                 f"{self.expected_size}")
+        if self.expected is not None and digest != self.expected:
+            raise DigestMismatch(f"digest mismatch: expected {self.expected}, got {digest}",
+                                 hint="the registry or the network corrupted the data; pull again")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.chmod(self.path, 0o444)
+        final = self.store.path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path, final)
+        _fsync_dir(final.parent)
+        self.digest = digest
+        return digest
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class ContentStore:
+    def __init__(self, root: Path, tmp: Path):
+        self.root = root
+        self.tmp = tmp
+        root.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        algo, _, hexpart = check_digest(digest).partition(":")
+        return self.root / "blobs" / algo / hexpart
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError as err:
+            raise NotFound(f"blob {digest} is not in the content store") from err
+
+    def read(self, digest: str, *, max_size: int | None = None) -> bytes:
+        path = self.path(digest)
+        try:
+            with open(path, "rb") as f:
+                if max_size is not None and os.fstat(f.fileno()).st_size > max_size:
+                    raise InvalidArgument(f"blob {digest} is larger than {max_size} bytes")
+                return f.read()
+        except FileNotFoundError as err:
+            raise NotFound(f"blob {digest} is not in the content store") from err
+
+    def open(self, digest: str) -> BinaryIO:
+        try:
+            return open(self.path(digest), "rb")
+        except FileNotFoundError as err:
+            raise NotFound(f"blob {digest} is not in the content store") from err
+
+    @contextlib.contextmanager
+    def writer(self, expected: str | None = None, size: int | None = None) -> Iterator[BlobWriter]:
+        """``with store.writer(digest, size) as w: w.write(...)``; committed on a clean exit."""
+        w = BlobWriter(self, expected, size)
+        try:
+            yield w
+            if w.digest is None:
+                w.commit()
+        finally:
+            if w.digest is None:
+                w.abort()
+
+    def ingest(self, chunks: Iterable[bytes], expected: str | None = None, size: int | None = None) -> str:
+        with self.writer(expected, size) as w:
+            for chunk in chunks:
+                w.write(chunk)
+            return w.commit()
+
+    def put(self, data: bytes, expected: str | None = None) -> str:
+        if expected is not None and self.exists(expected):
+            return expected
+        return self.ingest([data], expected, len(data))
+
+    def walk(self) -> Iterator[str]:
+        base = self.root / "blobs"
+        if not base.is_dir():
+            return
+        for algo in sorted(base.iterdir()):
+            for blob in sorted(algo.iterdir()):
+                yield f"{algo.name}:{blob.name}"
+
+    def delete(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(digest).unlink()
+
+    def clean_tmp(self, older_than: float = 3600.0) -> int:
+        """Remove ingest temp files left by crashed writers (older than ``older_than`` seconds)."""
+        n = 0
+        now = time.time()
+        for p in self.tmp.glob("ingest-*"):
+            with contextlib.suppress(FileNotFoundError):
+                if now - p.stat().st_mtime > older_than:
+                    p.unlink()
+                    n += 1
+        return n
+
+
+def _mkstemp(directory: Path, prefix: str) -> tuple[int, str]:
+    import tempfile
+
+    return tempfile.mkstemp(prefix=prefix, dir=directory)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

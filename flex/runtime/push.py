@@ -1,0 +1,40 @@
+"""Push a local image to a registry: blobs first (skipping those the registry has), then the manifest.
+
+The exact bytes of the stored manifest are sent, so the digest a later pull resolves is the digest
+the image has here. Imports nothing from flex but flex.errors.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flex.runtime.images import ImageStore
+from flex.runtime.progress import NullProgress, Progress
+from flex.runtime.reference import parse_reference
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["push"]
+
+
+def push(store: ImageStore, name: str, ref_text: str, *, progress: Progress | None = None,
+         transport: httpx.BaseTransport | None = None) -> str:
+    """Push image ``name`` as ``ref_text``; returns the manifest digest."""
+    from flex.runtime.registry import Registry, RegistryClient
+
+    progress = progress or NullProgress()
+    image = store.get(name)
+    ref = parse_reference(ref_text)
+    with Registry(ref.registry, transport=transport) as reg:
+        client = RegistryClient(reg, ref.repository)
+        for desc in [*image.manifest.layers, image.manifest.config]:
+            progress.start(desc.digest, desc.size, "uploading")
+            uploaded = client.push_blob(desc.digest, desc.size,
+                                        lambda d=desc.digest: store.content.open(d),  # type: ignore[misc]
+                                        lambda n, d=desc.digest: progress.advance(d, n))  # type: ignore[misc]
+            progress.done(desc.digest, "pushed" if uploaded else "already exists")
+        data = store.content.read(image.manifest_digest)
+        digest = client.put_manifest(ref.tag or ref.digest or "latest", data, image.manifest.media_type)
+    progress.step(f"pushed {ref} ({digest})")
+    return digest

@@ -1,0 +1,184 @@
+"""Pull images built by umoci and pushed by skopeo from a real docker-registry; the unpacked rootfs must
+equal `umoci unpack` of the same image, byte for byte, with owners, modes, xattrs and mtimes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flex.runtime.home import Home
+from flex.runtime.images import Image, ImageStore
+from flex.runtime.pull import pull
+
+from .conftest import RegistryServer, run, skopeo_push, umoci_image_from_dirs
+from .treecmp import describe, diff
+
+pytestmark = [pytest.mark.registry, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mount, chown)")]
+
+# security.capability v2: cap_net_raw (13) permitted + effective
+CAP_NET_RAW = (0x02000001).to_bytes(4, "little") + (1 << 13).to_bytes(4, "little") + bytes(12)
+T0 = 1_600_000_000
+
+
+def _file(path: Path, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0, mtime: int = T0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.chown(path, uid, gid)
+    os.chmod(path, mode)
+    os.utime(path, (mtime, mtime))
+
+
+def state_one(root: Path) -> None:
+    root.mkdir()
+    _file(root / "etc/passwd", b"root:x:0:0::/root:/bin/bash\nuser:x:1000:1000::/home/user:/bin/sh\n")
+    _file(root / "etc/shadow", b"root:*:1::::::\n", 0o640, 0, 42)
+    _file(root / "usr/bin/su", b"\x7fELF setuid", 0o4755)
+    _file(root / "usr/bin/wall", b"\x7fELF setgid", 0o2755, 0, 5)
+    _file(root / "usr/bin/ping", b"\x7fELF ping", 0o755)
+    os.setxattr(root / "usr/bin/ping", "security.capability", CAP_NET_RAW)
+    _file(root / "usr/share/doc/a.txt", b"A" * 100_000, 0o644, 1000, 1000, T0 + 5)
+    os.setxattr(root / "usr/share/doc/a.txt", "user.comment", b"hello")
+    os.link(root / "usr/share/doc/a.txt", root / "usr/share/doc/hardlink.txt")
+    _file(root / "home/user/.profile", b"export X=1\n", 0o600, 1000, 1000)
+    os.chown(root / "home/user", 1000, 1000)
+    os.chmod(root / "home/user", 0o750)
+    _file(root / "home/user/dir/nested/deep.txt", b"deep", 0o644, 1000, 1000)
+    _file(root / "opt/tool/old.txt", b"old", 0o644)
+    _file(root / "opt/file-then-dir", b"file", 0o644)
+    _file(root / "srv/name with spaces ü.txt", b"unicode", 0o644)
+    os.symlink("usr/lib", root / "lib")
+    (root / "usr/lib").mkdir()
+    os.symlink("/usr/share/zoneinfo/UTC", root / "etc/localtime")
+    os.mkfifo(root / "etc/fifo", 0o600)
+    (root / "dev").mkdir()
+    os.mknod(root / "dev/null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    (root / "var/empty").mkdir(parents=True)
+    os.chmod(root / "var/empty", 0o700)
+    (root / "tmp").mkdir()
+    os.chmod(root / "tmp", 0o1777)
+
+
+def state_two(one: Path, root: Path) -> None:
+    run("cp", "-a", str(one), str(root))
+    (root / "etc/shadow").unlink()  # → whiteout
+    shutil.rmtree(root / "home/user/dir")  # → whiteouts of a whole tree
+    shutil.rmtree(root / "opt/tool")
+    _file(root / "opt/tool/new.txt", b"new", 0o644)  # dir recreated with other content
+    (root / "opt/file-then-dir").unlink()
+    _file(root / "opt/file-then-dir/inside", b"now a dir", 0o644)
+    os.chmod(root / "usr/bin/ping", 0o750)
+    os.setxattr(root / "usr/bin/ping", "security.capability", CAP_NET_RAW)
+    (root / "lib").unlink()
+    _file(root / "lib", b"symlink became a file", 0o644)
+    _file(root / "usr/share/doc/b.txt", b"B", 0o644, 33, 33, T0 + 9)
+
+
+@contextlib.contextmanager
+def mounted(store: ImageStore, image: Image, where: Path) -> Iterator[Path]:
+    """Mount the image's layers read-only through a view snapshot, as a container would."""
+    key = f"test-view-{uuid.uuid4().hex[:8]}"
+    top = image.top_snapshot
+    assert top is not None
+    mounts = store.snapshots.view(key, top)
+    where.mkdir(parents=True, exist_ok=True)
+    try:
+        m = mounts[0]
+        if m.type == "bind":
+            run("mount", "--bind", "-o", "ro", m.source, str(where))
+        else:
+            run("mount", "-t", m.type, "-o", ",".join(m.options), m.source, str(where))
+        try:
+            yield where
+        finally:
+            subprocess.run(["umount", str(where)], check=False)
+    finally:
+        store.snapshots.remove(key)
+
+
+@pytest.fixture(scope="module")
+def two_layer_image(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    work = tmp_path_factory.mktemp("img")
+    state_one(work / "s1")
+    state_two(work / "s1", work / "s2")
+    layout = umoci_image_from_dirs(work, [work / "s1", work / "s2"])
+    skopeo_push(layout, "test", registry, "flex/two:1")
+    run("skopeo", "copy", "--quiet", "--dest-compress", "--dest-compress-format=zstd", f"oci:{layout}:test",
+        f"oci:{work / 'zstd'}:test")
+    skopeo_push(work / "zstd", "test", registry, "flex/two:zstd")
+    run("umoci", "unpack", "--image", f"{layout}:test", str(work / "expected"))
+    return work / "expected" / "rootfs", f"{registry.host}/flex/two"
+
+
+def test_pull_matches_umoci_unpack(flex_home: Path, two_layer_image: tuple[Path, str], tmp_path: Path) -> None:
+    expected, repo = two_layer_image
+    store = ImageStore(Home.open())
+    image = pull(store, f"{repo}:1")
+    assert image.name == f"{repo}:1"
+    assert len(image.manifest.layers) == 2
+    with mounted(store, image, tmp_path / "mnt") as root:
+        problems = diff(describe(expected), describe(root))
+    assert problems == []
+    # whiteouts are overlay char devices in the layer directory
+    top = store.snapshots.lowers(image.top_snapshot or "")[0]
+    assert stat.S_ISCHR(os.lstat(top / "etc/shadow").st_mode)
+
+
+def test_pull_zstd_layers_and_shared_snapshots(flex_home: Path, two_layer_image: tuple[Path, str],
+                                               tmp_path: Path) -> None:
+    expected, repo = two_layer_image
+    store = ImageStore(Home.open())
+    gz = pull(store, f"{repo}:1")
+    zst = pull(store, f"{repo}:zstd")
+    assert {lay.media_type for lay in zst.manifest.layers} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    assert gz.manifest_digest != zst.manifest_digest
+    assert gz.chain_ids == zst.chain_ids  # same diff_ids → the same snapshots, unpacked once
+    assert len([i for i in store.snapshots.walk() if i.kind.value == "committed"]) == 2
+    with mounted(store, zst, tmp_path / "mnt") as root:
+        assert diff(describe(expected), describe(root)) == []
+
+
+def test_cli_pull_ls_inspect_rm_prune(flex_home: Path, two_layer_image: tuple[Path, str], flex: object) -> None:
+    from tests.conftest import run_flex
+
+    _, repo = two_layer_image
+    res = run_flex("image", "pull", f"{repo}:1")
+    assert res.code == 0, res.stderr
+    assert "pulled" in res.stderr  # one line per step without a terminal
+    ls = json.loads(run_flex("image", "ls", "--json").stdout)
+    assert [i["name"] for i in ls] == [f"{repo}:1"]
+    info = json.loads(run_flex("image", "inspect", f"{repo}:1", "--json").stdout)
+    assert info["digest"] == ls[0]["digest"] and len(info["layers"]) == 2
+    assert run_flex("image", "rm", f"{repo}:1").code == 0
+    assert json.loads(run_flex("image", "ls", "--json").stdout) == []
+    res = run_flex("image", "prune")
+    assert res.code == 0 and "removed 4 blob(s), 2 snapshot(s)" in res.stdout, res.stdout
+    assert list(Path(flex_home, "content", "blobs", "sha256").iterdir()) == []
+    missing = run_flex("image", "inspect", f"{repo}:1")
+    assert missing.code == 3 and missing.stderr.startswith("error: image"), missing.stderr
+
+
+def test_pull_errors_are_clear(flex_home: Path, registry: RegistryServer) -> None:
+    from tests.conftest import run_flex
+
+    res = run_flex("image", "pull", f"{registry.host}/flex/nope:1")
+    assert res.code == 3
+    assert "not found" in res.stderr and "Traceback" not in res.stderr
+    res = run_flex("image", "pull", "Bad Ref")
+    assert res.code == 7 and "invalid" in res.stderr
+    res = run_flex("image", "pull", f"127.0.0.1:{_closed_port()}/x:1")
+    assert res.code == 6 and "hint:" in res.stderr
+
+
+def _closed_port() -> int:
+    from .conftest import free_port
+
+    return free_port()
