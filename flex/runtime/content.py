@@ -49,7 +49,7 @@ class BlobWriter:
         self._hash = hashlib.new(algo)
         self._algo = algo
         self.written = 0
-        fd, name = _mkstemp(store.tmp, "ingest-")
+        fd, name = _mkstemp(store.tmp, f"ingest-{os.getpid()}-")
         self.path = Path(name)
         self._file: BinaryIO = os.fdopen(fd, "wb")
         self.digest: str | None = None
@@ -159,12 +159,15 @@ class ContentStore:
             self.path(digest).unlink()
 
     def clean_tmp(self, older_than: float = 3600.0) -> int:
-        """Remove ingest temp files left by crashed writers (older than ``older_than`` seconds)."""
+        """Remove ingest temp files left by crashed writers: their writer process is gone, or they are
+        older than ``older_than`` seconds. The name carries the writer's pid."""
         n = 0
         now = time.time()
         for p in self.tmp.glob("ingest-*"):
+            pid = p.name.split("-")[1]
+            dead = pid.isdigit() and not os.path.exists(f"/proc/{pid}")
             with contextlib.suppress(FileNotFoundError):
-                if now - p.stat().st_mtime > older_than:
+                if dead or now - p.stat().st_mtime > older_than:
                     p.unlink()
                     n += 1
         return n
