@@ -31,12 +31,6 @@ def _store() -> ImageStore:
     return ImageStore(Home.open(), ownership=store_ownership())
 
 
-def _applier() -> Any:
-    from flex.runtime.unpack_userns import applier_for_host
-
-    return applier_for_host()
-
-
 def _size(n: int) -> str:
     value = float(n)
     for unit in ("B", "kB", "MB", "GB", "TB"):
@@ -65,6 +59,10 @@ def _summary(img: Image) -> dict[str, Any]:
     }
 
 
+def _lowerdirs(store: ImageStore, img: Image) -> list[str]:
+    return [str(p) for p in store.snapshots.lowers(img.top_snapshot)] if img.top_snapshot else []
+
+
 def register(app: typer.Typer) -> None:
     group = typer.Typer(name="image", help="Manage OCI images: pull, push, list, bootstrap Debian bases.",
                         no_args_is_help=True)
@@ -78,7 +76,7 @@ def register(app: typer.Typer) -> None:
 
         progress = for_terminal(quiet)
         try:
-            img = pull(_store(), ref, progress=progress, applier=_applier())
+            img = pull(_store(), ref, progress=progress)
         finally:
             progress.close()
         print(f"{img.name}@{img.manifest_digest}" if not quiet else img.manifest_digest)
@@ -118,7 +116,11 @@ def register(app: typer.Typer) -> None:
                     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                     debug: bool = _DEBUG) -> None:
         """Show an image's manifest digest, config, layers and size."""
-        data = _summary(_store().get(ref))
+        store = _store()
+        img = store.get(ref)
+        data = _summary(img)
+        data["lowerdirs"] = _lowerdirs(store, img)
+        data["ownership"] = store.snapshots.stat(img.top_snapshot).ownership if img.top_snapshot else None
         if as_json:
             print(json.dumps(data, indent=2))
             return

@@ -31,7 +31,16 @@ _FETCHERS = 4
 def unpack_image(store: ImageStore, image_layers: list[tuple[str, str]], held: Lease | None,
                  progress: Progress, wait_blob: Callable[[int], None] | None = None,
                  applier: Applier | None = None) -> str | None:
-    """Unpack (blob digest, diff_id) pairs in order; returns the top chain id."""
+    """Unpack (blob digest, diff_id) pairs in order; returns the top chain id. A store whose ownership is
+    shifted (rootless) unpacks in a user-namespace helper unless ``applier`` says otherwise."""
+    if applier is None and store.snapshots.ownership != "unshifted":
+        from flex.runtime.unpack_userns import UsernsApplier
+
+        helper = UsernsApplier()
+        try:
+            return unpack_image(store, image_layers, held, progress, wait_blob, helper)
+        finally:
+            helper.close()
     diff_ids = [d for _, d in image_layers]
     chains = chain_ids(diff_ids)
     parent: str | None = None
