@@ -42,8 +42,14 @@ class Keeper:
             lines = Path(f"/proc/{pid}/uid_map").read_text().strip().splitlines()
         except OSError:
             return False
-        return len(lines) == len(self.idmap.uids) and os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat(
-            "/proc/self/ns/user").st_ino
+        try:  # a killed keeper may linger as a zombie: no namespaces left to enter
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+            os.stat(f"/proc/{pid}/ns/mnt")
+            user_ns = os.stat(f"/proc/{pid}/ns/user").st_ino
+        except (OSError, IndexError):
+            return False
+        return len(lines) == len(self.idmap.uids) and user_ns != os.stat("/proc/self/ns/user").st_ino
 
     def running_pid(self) -> int | None:
         try:

@@ -9,6 +9,7 @@ even when it fails.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import shutil
@@ -129,17 +130,55 @@ def _subid_start() -> int:
 
 
 @pytest.fixture(scope="session")
-def images(workdir: Path) -> dict[str, Path]:
-    """name -> image directory, built lazily per mode."""
+def images(workdir: Path) -> dict[str, str]:
+    """(mode, kind, packages) -> image (a name in the mode's image store, or a directory)."""
     return {}
 
 
-def image_for(images: dict[str, Path], workdir: Path, mode: str, include: tuple[str, ...] = ()) -> str:
-    key = f"{mode}:{','.join(include)}"
+def dir_image_for(images: dict[str, str], workdir: Path, mode: str, include: tuple[str, ...] = ()) -> str:
+    """A root filesystem directory image (for tests that build derived images from its files)."""
+    key = f"dir:{mode}:{','.join(include)}"
     if key not in images:
         tar = debian_rootfs_tar(include=include)
-        images[key] = _extract(tar, workdir / "images" / key.replace(":", "-").replace(",", "_"), mode == "rootless")
-    return str(images[key])
+        dest = workdir / "images" / key.replace(":", "-").replace(",", "_")
+        images[key] = str(_extract(tar, dest, mode == "rootless"))
+    return images[key]
+
+
+def image_for(images: dict[str, str], workdir: Path, mode: Mode, include: tuple[str, ...] = ()) -> str:
+    """An image made the way `flex image bootstrap` makes it (its image_from_rootfs_tar, on the cached
+    mmdebstrap tar rather than a fresh mmdebstrap run), in the mode's image store.
+
+    Rootless, `flex image bootstrap` does not shift the layer into the user's range yet (its unpack
+    refuses root-owned entries), so rootless tests use a directory image shifted the same way."""
+    key = f"store:{mode.name}:{','.join(include)}"
+    if key in images:
+        return images[key]
+    if mode.rootless or importlib.util.find_spec("flex.runtime.bootstrap") is None:
+        images[key] = dir_image_for(images, workdir, mode.name, include)
+        return images[key]
+    tar = debian_rootfs_tar(include=include)
+    name = "flextest/" + ("-".join(p.split(".")[0] for p in include) or "minbase") + ":1"
+    code = ("import sys; from pathlib import Path; from flex.runtime.home import Home; "
+            "from flex.runtime.images import ImageStore; from flex.runtime.unpack_userns import store_ownership; "
+            "from flex.runtime.bootstrap import image_from_rootfs_tar; "
+            "img = image_from_rootfs_tar(ImageStore(Home.open(), ownership=store_ownership()), Path(sys.argv[1]), "
+            "sys.argv[2]); print(img.name)")
+    proc = subprocess.run([*mode.python, "-c", code, str(tar), name], env=mode.env(), capture_output=True,
+                          text=True, timeout=900, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    images[key] = proc.stdout.strip()
+    return images[key]
+
+
+@pytest.fixture
+def image(mode: Mode, images: dict[str, str], workdir: Path) -> str:
+    return image_for(images, workdir, mode)
+
+
+@pytest.fixture
+def image_dir(mode: Mode, images: dict[str, str], workdir: Path) -> str:
+    return dir_image_for(images, workdir, mode.name)
 
 
 @pytest.fixture(scope="session")
@@ -151,21 +190,34 @@ def delegated() -> None:
     assert r.returncode == 0, r.stderr
 
 
+@pytest.fixture(scope="session")
+def homes(workdir: Path) -> Iterator[dict[str, Mode]]:
+    """One FLEX_HOME per mode for the session (its image store is shared by the tests); every test
+    leaves it without containers (``cleanup``)."""
+    made: dict[str, Mode] = {}
+    yield made
+    for m in made.values():
+        cleanup(m)
+        shutil.rmtree(m.home, ignore_errors=True)
+
+
 @pytest.fixture(params=["root", "rootless"])
-def mode(request: pytest.FixtureRequest, workdir: Path, delegated: None) -> Iterator[Mode]:
+def mode(request: pytest.FixtureRequest, workdir: Path, delegated: None, homes: dict[str, Mode]) -> Iterator[Mode]:
     name = request.param
-    if name == "rootless":
-        try:
-            pwd.getpwnam(USER)
-        except KeyError:
-            pytest.skip("test user flextest missing: run installer/install.sh --dev as root")
-        python = _python_for_user()
-    else:
-        python = [sys.executable]
-    home = Path(tempfile.mkdtemp(prefix=f"home-{name}-", dir=workdir))
-    if name == "rootless":
-        subprocess.run(["chown", USER, str(home)], check=True)
-    m = Mode(name=name, home=home, python=python)
+    if name not in homes:
+        if name == "rootless":
+            try:
+                pwd.getpwnam(USER)
+            except KeyError:
+                pytest.skip("test user flextest missing: run installer/install.sh --dev as root")
+            python = _python_for_user()
+        else:
+            python = [sys.executable]
+        home = Path(tempfile.mkdtemp(prefix=f"home-{name}-", dir=workdir))
+        if name == "rootless":
+            subprocess.run(["chown", USER, str(home)], check=True)
+        homes[name] = Mode(name=name, home=home, python=python)
+    m = homes[name]
     try:
         yield m
     finally:
@@ -173,7 +225,7 @@ def mode(request: pytest.FixtureRequest, workdir: Path, delegated: None) -> Iter
 
 
 def cleanup(m: Mode) -> None:
-    """Remove every container of the test, then check nothing is left: mounts, dirs, OCI state."""
+    """Remove every container of the test, then check nothing is left: mounts, bundles, OCI state."""
     r = m.run("ps", "-a", "-q")
     for cid in r.stdout.split():
         m.run("rm", "-f", cid)
@@ -182,11 +234,15 @@ def cleanup(m: Mode) -> None:
         pid_file = m.home / "run" / "userns.pid"
         if pid_file.exists():
             subprocess.run(["kill", "-9", pid_file.read_text().strip()], check=False)
-    leftovers = [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(m.home) in line]
+    leftovers = [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                 if str(m.home / "containers") in line]
     for line in leftovers:
         subprocess.run(["umount", "-l", line.split()[4]], check=False)
-    shutil.rmtree(m.home, ignore_errors=True)
+    bundles = list((m.home / "containers").iterdir()) if (m.home / "containers").exists() else []
+    for b in bundles:
+        shutil.rmtree(b, ignore_errors=True)
     assert not leftovers, f"mounts left behind: {leftovers}"
+    assert not bundles, f"container directories left behind: {bundles}"
 
 
 def cgroup_dirs_of(rel: str) -> list[Path]:

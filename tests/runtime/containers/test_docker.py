@@ -15,16 +15,17 @@ pytestmark = [pytest.mark.userns, pytest.mark.slow]
 
 
 @pytest.fixture
-def docker_image(mode: Mode, images: dict[str, Path], workdir: Path) -> str:
-    return image_for(images, workdir, mode.name, include=("docker.io", "iptables"))
+def docker_image(mode: Mode, images: dict[str, str], workdir: Path) -> str:
+    """Debian with docker.io and iptables, the way `flex image bootstrap --include docker.io,iptables` makes it."""
+    return image_for(images, workdir, mode, include=("docker.io", "iptables"))
 
 
 @pytest.fixture
-def tiny_rootfs_tar(mode: Mode, docker_image: str, workdir: Path) -> Path:
-    """A few-file rootfs (echo + libc) for `docker import`, taken from the image itself."""
+def tiny_rootfs_tar(mode: Mode, image_dir: str, workdir: Path) -> Path:
+    """A few-file rootfs (echo + libc) for `docker import`, taken from the Debian image."""
     out = workdir / f"tiny-{mode.name}.tar"
     if not out.exists():
-        root = Path(docker_image) / "rootfs"
+        root = Path(image_dir) / "rootfs"
         members = ["./bin", "./lib", "./lib64", "./usr/lib64", "./usr/bin/echo",
                    "./usr/lib/x86_64-linux-gnu/libc.so.6", "./usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"]
         members = [m for m in members if (root / m).exists() or (root / m).is_symlink()]

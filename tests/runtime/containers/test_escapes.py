@@ -12,14 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.containers.conftest import USER, Mode, image_for
+from tests.runtime.containers.conftest import USER, Mode
 
 pytestmark = pytest.mark.userns
 
-
-@pytest.fixture
-def image(mode: Mode, images: dict[str, Path], workdir: Path) -> str:
-    return image_for(images, workdir, mode.name)
 
 
 def test_proc_sys_and_sys_are_not_writable(mode: Mode, image: str) -> None:
@@ -117,8 +113,8 @@ def _evil_image(mode: Mode, image: str, workdir: Path, proc_link: bool) -> Path:
     return evil
 
 
-def test_symlinked_dev_in_the_image_does_not_help(mode: Mode, image: str, workdir: Path) -> None:
-    evil = _evil_image(mode, image, workdir, proc_link=False)
+def test_symlinked_dev_in_the_image_does_not_help(mode: Mode, image_dir: str, workdir: Path) -> None:
+    evil = _evil_image(mode, image_dir, workdir, proc_link=False)
     host_dev = sorted(os.listdir("/dev"))
     r = mode.run("run", "--rm", str(evil), "sh", "-c",
                  "ls /dev; wc -c < /proc/kallsyms; head -c 1 /dev/vda >/dev/null 2>&1 && echo READ; true")
@@ -129,8 +125,8 @@ def test_symlinked_dev_in_the_image_does_not_help(mode: Mode, image: str, workdi
     assert sorted(os.listdir("/dev")) == host_dev, "nothing was mounted or created on the host's /dev"
 
 
-def test_symlinked_proc_in_the_image_is_refused(mode: Mode, image: str, workdir: Path) -> None:
-    evil = _evil_image(mode, image, workdir, proc_link=True)
+def test_symlinked_proc_in_the_image_is_refused(mode: Mode, image_dir: str, workdir: Path) -> None:
+    evil = _evil_image(mode, image_dir, workdir, proc_link=True)
     r = mode.run("run", "--rm", str(evil), "sh", "-c", "wc -c < /proc/kallsyms")
     assert r.code != 0 or r.stdout.strip() == "0"
     assert "Traceback" not in r.stderr

@@ -18,14 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.containers.conftest import Mode, cgroup_dirs_of, image_for
+from tests.runtime.containers.conftest import Mode, cgroup_dirs_of
 
 pytestmark = pytest.mark.userns
 
-
-@pytest.fixture
-def image(mode: Mode, images: dict[str, Path], workdir: Path) -> str:
-    return image_for(images, workdir, mode.name)
 
 
 def _inspect(mode: Mode, ref: str) -> dict:  # type: ignore[type-arg]
@@ -75,11 +71,11 @@ def test_exit_codes_and_signals_pass_through(mode: Mode, image: str) -> None:
     assert mode.ok("ps", "-a", "-q") == ""
 
 
-def test_image_config_env_cmd_workdir_user(mode: Mode, image: str, workdir: Path) -> None:
+def test_image_config_env_cmd_workdir_user(mode: Mode, image_dir: str, workdir: Path) -> None:
     img = workdir / f"cfg-{mode.name}"
     if not img.exists():
         img.mkdir()
-        (img / "rootfs").symlink_to(Path(image) / "rootfs")
+        (img / "rootfs").symlink_to(Path(image_dir) / "rootfs")
         cfg = {"config": {"Env": ["PATH=/usr/bin:/bin", "GREETING=from-image"], "Entrypoint": ["sh", "-c"],
                           "Cmd": ["echo $GREETING $(pwd) $(id -un) $EXTRA"], "WorkingDir": "/var", "User": "nobody"}}
         (img / "config.json").write_text(json.dumps(cfg))

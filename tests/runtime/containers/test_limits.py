@@ -9,16 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.containers.conftest import Mode, cgroup_dirs_of, image_for
+from tests.runtime.containers.conftest import Mode, cgroup_dirs_of
 
 pytestmark = pytest.mark.userns
 
 V2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
 
-
-@pytest.fixture
-def image(mode: Mode, images: dict[str, Path], workdir: Path) -> str:
-    return image_for(images, workdir, mode.name)
 
 
 def _cg(mode: Mode, ref: str) -> str:

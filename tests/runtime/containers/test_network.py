@@ -6,18 +6,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-from tests.runtime.containers.conftest import Mode, image_for
+from tests.runtime.containers.conftest import Mode
 
 pytestmark = pytest.mark.userns
 
-
-@pytest.fixture
-def image(mode: Mode, images: dict[str, Path], workdir: Path) -> str:
-    return image_for(images, workdir, mode.name)
 
 
 def _interfaces(out: str) -> list[str]:
