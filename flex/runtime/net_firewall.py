@@ -1,0 +1,146 @@
+"""The root runner's packet filter: two nftables tables flex owns, named after the bridge.
+
+``table inet <bridge>`` keeps containers away from the runner itself (input), from each other when
+routed, from link-local metadata (169.254.0.0/16) and from being reached from outside (forward), and
+masquerades their outbound traffic (postrouting). ``table bridge <bridge>`` drops every frame the bridge
+would forward from one port to another, so containers cannot talk even at layer 2 (with or without
+br_netfilter), and pins each port to its leased source address (no spoofing a neighbour).
+
+The whole ruleset is rendered from the current leases and replaced in ONE ``nft -f`` transaction
+(``table X {}`` + ``delete table X`` + the new table), so there is never a moment with half the rules,
+and removing flex's rules never touches anyone else's. Published ports do not need rules here: they are
+served by a userspace forwarder on the host (see net_forward.py). Imports nothing from flex but flex.errors.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from flex.errors import FailedPrecondition
+
+__all__ = ["BLOCKED", "Port", "apply_rules", "remove_rules", "render", "rule_counters", "table_exists"]
+
+# Never reachable from a container: link-local, where cloud metadata services live (169.254.169.254).
+BLOCKED = ("169.254.0.0/16",)
+
+
+@dataclass(frozen=True)
+class Port:
+    """One bridge port (host side of a veth) and the only source address it may use."""
+
+    ifname: str
+    address: str
+
+
+def _q(name: str) -> str:
+    return json.dumps(name)  # nft accepts double-quoted interface names
+
+
+def render(bridge: str, subnet: str, ports: Sequence[Port], *, allow: Sequence[str] = ()) -> str:
+    """The ``nft -f`` script that atomically (re)creates flex's tables for ``bridge``.
+
+    ``allow`` lists extra destinations (CIDRs) containers may reach although they would be blocked."""
+    br = _q(bridge)
+    addrs = ", ".join(p.address for p in ports)
+    containers = f"elements = {{ {addrs} }}" if ports else ""
+    blocked = ", ".join(BLOCKED)
+    allowed = "".join(f'        iifname {br} ip daddr {a} accept comment "allowed by configuration"\n'
+                      for a in allow)
+    # `meta ibrname` would say "any port of this bridge" but needs nft_meta_bridge, which some kernels lack
+    # (this machine's); naming the ports works everywhere. A port is added here before it joins the bridge.
+    names = ", ".join(_q(p.ifname) for p in ports)
+    isolate = (f'        iifname {{ {names} }} counter drop comment "bridge ports never talk to each other"\n'
+               if ports else "")
+    pins = "".join(
+        f"        iifname {_q(p.ifname)} ether type ip ip saddr != {p.address} counter drop "
+        f'comment "spoofed source"\n'
+        f"        iifname {_q(p.ifname)} ether type arp arp saddr ip != {p.address} counter drop "
+        f'comment "spoofed arp"\n'
+        for p in ports)
+    return f"""table inet {bridge} {{}}
+delete table inet {bridge}
+table bridge {bridge} {{}}
+delete table bridge {bridge}
+table inet {bridge} {{
+    set containers {{ type ipv4_addr; {containers} }}
+    chain input {{
+        type filter hook input priority filter - 10; policy accept;
+        iifname {br} ct state established,related accept
+        iifname {br} counter drop comment "containers never reach the runner itself"
+    }}
+    chain forward {{
+        type filter hook forward priority filter - 10; policy accept;
+        iifname {br} oifname {br} counter drop comment "container to container"
+        oifname {br} ct state established,related accept
+        oifname {br} counter drop comment "nothing outside opens connections to containers"
+{allowed}        iifname {br} ip daddr {{ {blocked} }} counter drop comment "link-local metadata"
+        iifname {br} ip saddr != @containers counter drop comment "not a leased address"
+        iifname {br} meta nfproto ipv6 counter drop comment "containers are IPv4 only"
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr {subnet} oifname != {br} masquerade
+    }}
+}}
+table bridge {bridge} {{
+    chain forward {{
+        type filter hook forward priority filter; policy accept;
+{isolate}    }}
+    chain input {{
+        type filter hook input priority filter; policy accept;
+{pins}    }}
+}}
+"""
+
+
+def _nft() -> str:
+    # /usr/sbin is not on an ordinary user's PATH on Debian.
+    path = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+    if path is None:
+        raise FailedPrecondition("nft is not installed; flex isolates containers with nftables",
+                                 hint="apt-get install nftables (installer/install.sh does)")
+    return path
+
+
+def _run(script: str) -> None:
+    proc = subprocess.run([_nft(), "-f", "-"], input=script, capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        first = (proc.stderr.strip().splitlines() or ["(no message)"])[0]
+        raise FailedPrecondition(f"nftables refused flex's rules: {first}",
+                                 hint="is the nf_tables kernel module available? (`nft list ruleset` as root)")
+
+
+def apply_rules(bridge: str, subnet: str, ports: Sequence[Port], *, allow: Sequence[str] = ()) -> None:
+    _run(render(bridge, subnet, ports, allow=allow))
+
+
+def remove_rules(bridge: str) -> None:
+    """Delete flex's tables for ``bridge``; missing tables are fine."""
+    _run(f"table inet {bridge} {{}}\ndelete table inet {bridge}\n"
+         f"table bridge {bridge} {{}}\ndelete table bridge {bridge}\n")
+
+
+def table_exists(family: str, name: str) -> bool:
+    proc = subprocess.run([_nft(), "list", "table", family, name], capture_output=True, text=True, timeout=30)
+    return proc.returncode == 0
+
+
+def rule_counters(family: str, table: str) -> dict[str, int]:
+    """Packets counted per rule comment (rules without a comment are left out)."""
+    proc = subprocess.run([_nft(), "-j", "list", "table", family, table], capture_output=True, text=True,
+                          timeout=30)
+    if proc.returncode != 0:
+        return {}
+    out: dict[str, int] = {}
+    for item in json.loads(proc.stdout).get("nftables", []):
+        rule = item.get("rule")
+        if not rule or "comment" not in rule:
+            continue
+        for expr in rule.get("expr", []):
+            if "counter" in expr:
+                out[rule["comment"]] = out.get(rule["comment"], 0) + int(expr["counter"]["packets"])
+    return out

@@ -1,0 +1,189 @@
+"""Rootless networking: slirp4netns for a container's namespace, its port-forward API, and guard rules.
+
+Owns starting slirp4netns on a container's pid (``--configure --mtu=65520 --disable-host-loopback``,
+sandboxed and with seccomp), waiting for ``--ready-fd``, the JSON API on its unix socket (add_hostfwd;
+a client must shut down its write side after the request or no reply comes) and the guard table that
+drops 169.254.0.0/16 and the runner's own addresses inside the container's namespace. Also the
+process helpers both modes use to find and stop flex's helper processes (by a marker in their command
+line, so a recycled pid is never killed). Imports nothing from flex but flex.errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from flex.errors import Conflict, FailedPrecondition, Unavailable
+
+__all__ = ["GUEST_ADDRESS", "GUEST_DNS", "add_hostfwd", "find_processes", "host_addresses", "install_guard",
+           "start_slirp", "stop_process"]
+
+GUEST_ADDRESS = "10.0.2.100"   # slirp4netns's fixed guest address with the default --cidr
+GUEST_DNS = "10.0.2.3"         # its DNS forwarder (uses the host's resolv.conf)
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin")
+    if path is None:
+        raise FailedPrecondition(f"{name} is not installed; rootless containers need it for networking",
+                                 hint=f"apt-get install {name} (installer/install.sh does), or use --net none")
+    return path
+
+
+def start_slirp(pid: int, api_socket: Path, log_path: Path, *, timeout: float = 10.0) -> int:
+    """Start slirp4netns for the network namespace of ``pid``; returns once the tap is configured."""
+    api_socket.unlink(missing_ok=True)
+    rfd, wfd = os.pipe()
+    cmd = [_tool("slirp4netns"), "--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox",
+           "--enable-seccomp", f"--api-socket={api_socket}", f"--ready-fd={wfd}", str(pid), "tap0"]
+    try:
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=[wfd],
+                                    start_new_session=True, close_fds=True)
+        os.close(wfd)
+        wfd = -1
+        ready, _, _ = select.select([rfd], [], [], timeout)
+        if not ready or os.read(rfd, 1) != b"1":
+            proc.kill()
+            proc.wait()
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] if log_path.exists() else []
+            raise Unavailable(f"slirp4netns did not come up for pid {pid}: {(tail or ['no output'])[0]}",
+                              hint=f"see {log_path}")
+    finally:
+        os.close(rfd)
+        if wfd >= 0:
+            os.close(wfd)
+    # The API socket appears right after the ready byte; wait for it briefly.
+    deadline = time.monotonic() + timeout
+    while not api_socket.exists():
+        if time.monotonic() > deadline:
+            raise Unavailable(f"slirp4netns API socket {api_socket} did not appear")
+        time.sleep(0.001)
+    return proc.pid
+
+
+def _api(api_socket: Path, request: dict[str, Any]) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(api_socket))
+        s.sendall(json.dumps(request).encode())
+        s.shutdown(socket.SHUT_WR)  # slirp4netns replies only after EOF on the request
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    reply: dict[str, Any] = json.loads(b"".join(chunks) or b"{}")
+    return reply
+
+
+def _free_port(host_ip: str, protocol: str) -> int:
+    family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM) as s:
+        s.bind((host_ip, 0))
+        return int(s.getsockname()[1])
+
+
+def add_hostfwd(api_socket: Path, host_ip: str, host_port: int, guest_port: int, protocol: str) -> int:
+    """Forward ``host_ip:host_port`` to the container's ``guest_port``; returns the host port used.
+    Port 0 asks the kernel for a free port first (retried if someone takes it in between)."""
+    attempts = 5 if host_port == 0 else 1
+    last = ""
+    for _ in range(attempts):
+        port = _free_port(host_ip, protocol) if host_port == 0 else host_port
+        reply = _api(api_socket, {"execute": "add_hostfwd", "arguments": {
+            "proto": protocol, "host_addr": host_ip, "host_port": port, "guest_port": guest_port}})
+        if "error" not in reply:
+            return port
+        last = str(reply["error"].get("desc", reply["error"]))
+    raise Conflict(f"cannot publish {host_ip}:{host_port} -> {guest_port}/{protocol}: {last}",
+                   hint="is the host port already in use? (`ss -lntu`)")
+
+
+def host_addresses() -> list[str]:
+    """The runner's own IPv4 addresses other than loopback (slirp4netns already hides 127.0.0.0/8)."""
+    proc = subprocess.run([_tool("ip"), "-j", "-4", "addr", "show"], capture_output=True, text=True, timeout=30)
+    out: list[str] = []
+    for link in json.loads(proc.stdout or "[]"):
+        for a in link.get("addr_info", []):
+            local = a.get("local")
+            if local and not local.startswith("127."):
+                out.append(local)
+    return out
+
+
+def install_guard(pid: int, blocked: list[str]) -> None:
+    """Drop traffic to ``blocked`` inside the container's namespace, entered through its user namespace
+    (the runner's user owns it). A container holding CAP_NET_ADMIN in its namespace could remove this
+    table: rootless mode cannot put a filter where the container has no power (see docs/networking.md)."""
+    elements = ", ".join(blocked)
+    script = ("table inet flexguard {}\ndelete table inet flexguard\n"
+              "table inet flexguard {\n  chain output {\n    type filter hook output priority filter - 10;"
+              f" policy accept;\n    ip daddr {{ {elements} }} counter reject with icmp type admin-prohibited\n"
+              "  }\n}\n")
+    proc = subprocess.run([_tool("nsenter"), f"--target={pid}", "--user", "--net", "--preserve-credentials",
+                           _tool("nft"), "-f", "-"], input=script, capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        first = (proc.stderr.strip().splitlines() or ["(no message)"])[0]
+        raise FailedPrecondition(f"cannot install the network guard in pid {pid}'s namespace: {first}")
+
+
+def find_processes(marker: str) -> Iterator[int]:
+    """Pids of this user's processes whose command line contains ``marker`` as one argument."""
+    uid = os.getuid()
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            if uid != 0 and entry.stat().st_uid != uid:
+                continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if marker.encode() in args:
+            yield int(entry.name)
+
+
+def stop_process(pid: int, marker: str, *, timeout: float = 5.0) -> None:
+    """SIGTERM (then SIGKILL) ``pid`` if its command line still carries ``marker``; gone is fine."""
+    if not _matches(pid, marker):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.002)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _matches(pid: int, marker: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return marker.encode() in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    # Our children are reaped here; a zombie counts as gone.
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -1,0 +1,484 @@
+"""Container networking: the interface the containers code calls, and the endpoint records behind it.
+
+Owns the ``net_endpoints`` table (one row per container that asked for a network: its mode, namespace
+file, veth, address, requested and bound ports, helper pids) and the per-container files under
+FLEX_HOME/run/net/<id>/ (hosts, hostname, resolv.conf, slirp4netns API socket, logs). Modes:
+
+- ``none``: loopback only (crun makes the namespace); flex writes /etc/hosts, hostname, an empty resolv.conf.
+- ``private`` on a root runner: a namespace file, a veth pair on the bridge ``flex0``, an address leased
+  from net_ipam, NAT out, nftables isolation (net_firewall), published ports by a forwarder (net_forward).
+- ``private`` rootless: crun makes the namespace; ``attach`` runs slirp4netns on the container's pid with
+  the host's loopback hidden, installs a guard table and adds port forwards through its API (net_slirp).
+- ``host``: the runner's own network; refused on a root runner unless ``allow_host_network``.
+
+Lifecycle: prepare (before ``crun create``) -> attach(pid) (before ``crun start``) -> release. The row is
+written BEFORE anything is created and every name is derived from the container id, so ``release`` and
+``gc`` can always find and remove what a process killed mid-set-up left behind. pyroute2 is imported only
+inside net_bridge's functions. Imports nothing from flex but flex.errors and the runtime's own modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flex.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, UsageError
+from flex.runtime import net_slirp
+from flex.runtime.home import Home
+from flex.runtime.metadata import MetadataDB
+from flex.runtime.net_ipam import IPAM
+from flex.runtime.net_ipam import SCHEMA as IPAM_SCHEMA
+
+__all__ = ["AttachedNetwork", "NetworkRequest", "Networks", "PortMapping", "PreparedNetwork", "parse_publish"]
+
+DEFAULT_BRIDGE = "flex0"
+DEFAULT_SUBNET = "10.90.0.0/16"
+MODES = ("none", "private", "host")
+
+_SCHEMA = [*IPAM_SCHEMA, """CREATE TABLE IF NOT EXISTS net_endpoints (
+    container_id TEXT PRIMARY KEY,
+    mode TEXT NOT NULL,
+    rootless INTEGER NOT NULL,
+    bridge TEXT,
+    netns_path TEXT,
+    host_if TEXT,
+    address TEXT,
+    hostname TEXT NOT NULL,
+    requested TEXT NOT NULL,
+    bound TEXT NOT NULL DEFAULT '[]',
+    helper_pid INTEGER,
+    created_at REAL NOT NULL
+)"""]
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    host_ip: str
+    host_port: int
+    container_port: int
+    protocol: str  # "tcp" | "udp"
+
+    def __str__(self) -> str:
+        ip = f"[{self.host_ip}]" if ":" in self.host_ip else self.host_ip
+        return f"{ip}:{self.host_port}->{self.container_port}/{self.protocol}"
+
+
+_PUBLISH = re.compile(r"^(?:(?P<ip>\[[0-9a-fA-F:.]+\]|\d{1,3}(?:\.\d{1,3}){3}):)?"
+                      r"(?:(?P<host>\d+):)?(?P<port>\d+)(?:/(?P<proto>\w+))?$")
+
+
+def parse_publish(value: str) -> PortMapping:
+    """``[HOSTIP:]HOSTPORT:PORT[/tcp|/udp]`` (or just ``PORT``, meaning ``0:PORT``); HOSTIP defaults to
+    127.0.0.1, HOSTPORT 0 picks a free port when the container starts."""
+    hint = "expected [HOSTIP:]HOSTPORT:PORT[/tcp|/udp], e.g. 8080:80 or 127.0.0.1:0:53/udp"
+    m = _PUBLISH.match(value.strip())
+    if m is None:
+        raise UsageError(f"invalid --publish value {value!r}", hint=hint)
+    ip = (m["ip"] or "127.0.0.1").strip("[]")
+    try:
+        ip = str(ipaddress.ip_address(ip))
+    except ValueError:
+        raise UsageError(f"invalid --publish value {value!r}: {ip!r} is not an IP address", hint=hint) from None
+    proto = (m["proto"] or "tcp").lower()
+    if proto not in ("tcp", "udp"):
+        raise UsageError(f"invalid --publish value {value!r}: protocol must be tcp or udp", hint=hint)
+    host_port = int(m["host"] or 0)
+    port = int(m["port"])
+    if not 0 <= host_port <= 65535 or not 1 <= port <= 65535:
+        raise UsageError(f"invalid --publish value {value!r}: ports are 1-65535 (host port 0 = pick one)",
+                         hint=hint)
+    return PortMapping(ip, host_port, port, proto)
+
+
+@dataclass
+class NetworkRequest:
+    mode: str  # "none" | "private" | "host"
+    ports: list[PortMapping] = field(default_factory=list)
+    hostname: str = "flex"
+    allow_host_network: bool = False
+
+
+@dataclass
+class PreparedNetwork:
+    netns_path: str | None              # join this netns (root, private); None = crun creates a new one
+    etc_files: dict[str, Path]          # "/etc/resolv.conf", "/etc/hosts", "/etc/hostname" -> host files
+    host_network: bool = False          # mode host: put no network namespace in the spec at all
+
+
+@dataclass
+class AttachedNetwork:
+    ports: list[PortMapping]            # with the real host ports chosen
+    address: str | None
+
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _host_resolv(rootless: bool) -> str:
+    """The host's resolver config for a container: nameservers it can reach, search and options kept."""
+    lines: list[str] = []
+    servers: list[str] = []
+    for candidate in (Path("/etc/resolv.conf"), Path("/run/systemd/resolve/resolv.conf")):
+        try:
+            text = candidate.read_text()
+        except OSError:
+            continue
+        lines = [ln for ln in text.splitlines() if ln.split()[:1] in (["search"], ["options"], ["domain"])]
+        servers = [ln.split()[1] for ln in text.splitlines() if ln.split()[:1] == ["nameserver"] and
+                   len(ln.split()) > 1]
+        # A loopback resolver (systemd-resolved's 127.0.0.53) is useless inside a namespace; its upstream
+        # list is in /run/systemd/resolve/resolv.conf.
+        if rootless or any(not ipaddress.ip_address(s.split("%")[0]).is_loopback for s in servers
+                           if _is_ip(s)):
+            break
+    if rootless:
+        # slirp4netns answers DNS on 10.0.2.3 with the host's own resolver, loopback ones included.
+        servers = [net_slirp.GUEST_DNS] if servers else []
+    else:
+        servers = [s for s in servers if _is_ip(s) and not ipaddress.ip_address(s.split("%")[0]).is_loopback]
+    out = [f"nameserver {s}" for s in servers] + lines
+    return "".join(f"{ln}\n" for ln in out)
+
+
+def _is_ip(s: str) -> bool:
+    try:
+        ipaddress.ip_address(s.split("%")[0])
+        return True
+    except ValueError:
+        return False
+
+
+class Networks:
+    """Networks of containers on this runner. One instance per process; safe across processes."""
+
+    def __init__(self, home: Home, db: MetadataDB, *, rootless: bool, bridge: str | None = None,
+                 subnet: str | None = None):
+        self.home = home
+        self.db = db
+        self.rootless = rootless
+        self.bridge = bridge or os.environ.get("FLEX_NET_BRIDGE") or DEFAULT_BRIDGE
+        self.ipam = IPAM(db, subnet or os.environ.get("FLEX_NET_SUBNET") or DEFAULT_SUBNET)
+        db.ensure_schema("network", 1, _SCHEMA)
+
+    # ----- paths and records ------------------------------------------------------------------------
+
+    def _dir(self, container_id: str) -> Path:
+        return self.home.run / "net" / container_id
+
+    def _netns_path(self, container_id: str) -> Path:
+        return self.home.run / "netns" / container_id
+
+    def _api_socket(self, container_id: str) -> Path:
+        path = self._dir(container_id) / "slirp.sock"
+        if len(str(path)) < 100:  # sun_path holds 108 bytes
+            return path
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:20]
+        return Path(tempfile.gettempdir()) / f"flexnet-{os.getuid()}-{digest}.sock"
+
+    def _tag(self, container_id: str) -> str:
+        """The argument that marks this container's helper processes (forwarder or slirp4netns)."""
+        if self.rootless:
+            return f"--api-socket={self._api_socket(container_id)}"
+        return f"flexnet:{self.home.root}:{container_id}"
+
+    def _row(self, container_id: str) -> dict[str, Any] | None:
+        row = self.db.query_one("SELECT * FROM net_endpoints WHERE container_id = ?", (container_id,))
+        return dict(row) if row is not None else None
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Serialises changes to the shared bridge and ruleset across processes."""
+        with open(self.home.run / "net.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
+    # ----- the interface ----------------------------------------------------------------------------
+
+    def prepare(self, container_id: str, req: NetworkRequest) -> PreparedNetwork:
+        if not _ID.match(container_id):
+            raise InvalidArgument(f"invalid container id {container_id!r} for networking")
+        if req.mode not in MODES:
+            raise UsageError(f"unknown network mode {req.mode!r}", hint="use --net none, private or host")
+        if not _HOSTNAME.match(req.hostname):
+            raise InvalidArgument(f"invalid hostname {req.hostname!r}",
+                                  hint="letters, digits and '-', dot-separated labels of at most 63 characters")
+        if req.ports and req.mode != "private":
+            raise UsageError(f"--publish needs --net private (this container has --net {req.mode})",
+                             hint="with --net host the container's ports are the host's ports already")
+        if self.rootless and any(p.protocol == "udp" for p in req.ports):
+            # libslirp drops the replies of a UDP port forward to 127.0.0.1 once --disable-host-loopback is
+            # set (measured with slirp4netns 1.2.0), and dropping that flag would open the host's loopback.
+            raise FailedPrecondition("publishing UDP ports is not supported on a rootless runner",
+                                     hint="publish TCP ports only, or run the container on a root runner")
+        if req.mode == "host" and not self.rootless and not req.allow_host_network:
+            raise PermissionDenied("host networking is refused on a root runner: the container would see "
+                                   "every host interface and loopback service",
+                                   hint="pass --allow-host-network if this container really needs it")
+        if self._row(container_id) is not None:
+            raise Conflict(f"container {container_id!r} already has a network", hint="release it first")
+        d = self._dir(container_id)
+        d.mkdir(parents=True, exist_ok=True, mode=0o755)
+        bridged = req.mode == "private" and not self.rootless
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO net_endpoints (container_id, mode, rootless, bridge, netns_path, host_if, address,"
+                " hostname, requested, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (container_id, req.mode, int(self.rootless), self.bridge if bridged else None,
+                 str(self._netns_path(container_id)) if bridged else None,
+                 self._veth(container_id) if bridged else None, None, req.hostname,
+                 json.dumps([asdict(p) for p in req.ports]), time.time()))
+        try:
+            address = self._prepare_bridged(container_id) if bridged else None
+            return PreparedNetwork(
+                netns_path=str(self._netns_path(container_id)) if bridged else None,
+                etc_files=self._write_etc(container_id, req, address),
+                host_network=req.mode == "host")
+        except BaseException:
+            self.release(container_id)
+            raise
+
+    def attach(self, container_id: str, pid: int) -> AttachedNetwork:
+        row = self._row(container_id)
+        if row is None:
+            raise NotFound(f"container {container_id!r} has no prepared network")
+        if row["mode"] != "private":
+            return AttachedNetwork(ports=[], address=None)
+        requested = [PortMapping(**p) for p in json.loads(row["requested"])]
+        helper: int | None
+        try:
+            if self.rootless:
+                bound, helper = self._attach_slirp(container_id, pid, requested)
+                address: str | None = net_slirp.GUEST_ADDRESS
+            else:
+                bound, helper = self._attach_forwarder(container_id, row["address"], requested)
+                address = row["address"]
+        except BaseException:
+            self._stop_helpers(container_id)
+            raise
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE net_endpoints SET bound = ?, helper_pid = ? WHERE container_id = ?",
+                         (json.dumps([asdict(p) for p in bound]), helper, container_id))
+        return AttachedNetwork(ports=bound, address=address)
+
+    def ports(self, container_id: str) -> list[PortMapping]:
+        row = self._row(container_id)
+        if row is None:
+            return []
+        return [PortMapping(**p) for p in json.loads(row["bound"])]
+
+    def release(self, container_id: str) -> None:
+        """Remove everything prepare/attach made for the container; safe to repeat and after a crash."""
+        row = self._row(container_id)
+        self._stop_helpers(container_id)
+        if not self.rootless:
+            from flex.runtime import net_bridge, net_ns
+
+            with self._lock():
+                net_bridge.remove_link(self._veth(container_id))
+                net_ns.remove_netns(self._netns_path(container_id))
+                self.ipam.release(container_id)
+                with self.db.transaction() as conn:
+                    conn.execute("DELETE FROM net_endpoints WHERE container_id = ?", (container_id,))
+                if row is None or row["bridge"] is not None:
+                    self._sync_rules()
+        else:
+            with self.db.transaction() as conn:
+                conn.execute("DELETE FROM net_endpoints WHERE container_id = ?", (container_id,))
+        api = self._api_socket(container_id)
+        api.unlink(missing_ok=True)
+        d = self._dir(container_id)
+        if d.exists():
+            for child in d.iterdir():
+                child.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+    def gc(self, live_ids: set[str]) -> list[str]:
+        """Release every network that belongs to no live container: records, namespace files, helper
+        processes, leases and file directories, including what a crash left without a record."""
+        seen = {str(r["container_id"]) for r in self.db.query("SELECT container_id FROM net_endpoints")}
+        seen |= set(self.ipam.leases())
+        for sub in (self.home.run / "net", self.home.run / "netns"):
+            if sub.is_dir():
+                seen |= {p.name for p in sub.iterdir() if _ID.match(p.name)}
+        prefix = f"flexnet:{self.home.root}:"
+        for pid in _helper_pids(prefix):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
+                for arg in f.read().split(b"\0"):
+                    if arg.startswith(prefix.encode()):
+                        seen.add(arg.decode()[len(prefix):])
+        dead = sorted(seen - live_ids)
+        for container_id in dead:
+            self.release(container_id)
+        if not self.rootless:
+            self._sweep_orphan_links()
+        return dead
+
+    # ----- root: bridge, namespace, firewall, forwarder ---------------------------------------------
+
+    @staticmethod
+    def _veth(container_id: str) -> str:
+        from flex.runtime.net_bridge import veth_name
+
+        return veth_name(container_id)
+
+    def _prepare_bridged(self, container_id: str) -> str:
+        from flex.runtime import net_bridge, net_ns
+
+        address = self.ipam.lease(container_id)
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE net_endpoints SET address = ? WHERE container_id = ?", (address, container_id))
+        netns = self._netns_path(container_id)
+        net_ns.create_netns(netns)
+        with self._lock():
+            self._check_subnet()
+            net_bridge.ensure_bridge(self.bridge, str(self.ipam.gateway), self.ipam.network.prefixlen)
+            self._sync_rules()  # the new port is filtered before it joins the bridge
+            net_bridge.add_endpoint(self.bridge, self._veth(container_id), netns, address,
+                                    self.ipam.network.prefixlen, str(self.ipam.gateway))
+        return address
+
+    def _check_subnet(self) -> None:
+        """Refuse a subnet another interface already routes (a VPN, docker0, a second flex install)."""
+        from flex.runtime import net_bridge
+
+        if net_bridge.link_exists(self.bridge):
+            return
+        for route in net_bridge.routes_overlapping(self.ipam.subnet):
+            raise FailedPrecondition(f"subnet {self.ipam.subnet} for bridge {self.bridge} overlaps {route}",
+                                     hint="set FLEX_NET_SUBNET to a free private range")
+
+    def _sync_rules(self) -> None:
+        """Render the ruleset from the records of this bridge; with none left, remove rules and bridge.
+        Called with the lock held."""
+        from flex.runtime import net_bridge, net_firewall
+
+        rows = self.db.query("SELECT host_if, address FROM net_endpoints WHERE bridge = ? AND rootless = 0",
+                             (self.bridge,))
+        ports = [net_firewall.Port(str(r["host_if"]), str(r["address"])) for r in rows if r["address"]]
+        if rows:
+            net_firewall.apply_rules(self.bridge, self.ipam.subnet, ports)
+        else:
+            net_bridge.remove_bridge(self.bridge)
+            net_firewall.remove_rules(self.bridge)
+
+    def _attach_forwarder(self, container_id: str, address: str,
+                          requested: list[PortMapping]) -> tuple[list[PortMapping], int | None]:
+        from flex.runtime import net_forward
+
+        if not requested:
+            return [], None
+        listeners = []
+        try:
+            for p in requested:
+                try:
+                    listeners.append(net_forward.bind_listener(p.host_ip, p.host_port, p.protocol, address,
+                                                               p.container_port))
+                except OSError as err:
+                    raise Conflict(f"cannot publish {p}: {err.strerror or err}",
+                                   hint="pick another host port, or 0 for a free one") from err
+            pid = net_forward.spawn_forwarder(self._tag(container_id), listeners,
+                                              str(self._dir(container_id) / "forwarder.log"))
+            bound = [PortMapping(p.host_ip, ls.host_port, p.container_port, p.protocol)
+                     for p, ls in zip(requested, listeners, strict=True)]
+            return bound, pid
+        finally:
+            for ls in listeners:
+                ls.sock.close()
+
+    def _sweep_orphan_links(self) -> None:
+        from flex.runtime import net_bridge
+
+        rows = self.db.query("SELECT host_if FROM net_endpoints WHERE host_if IS NOT NULL")
+        known = {str(r["host_if"]) for r in rows}
+        with self._lock():
+            for name in net_bridge.bridge_ports(self.bridge):
+                if name.startswith(net_bridge.VETH_PREFIX) and name not in known:
+                    net_bridge.remove_link(name)
+
+    # ----- rootless: slirp4netns ----------------------------------------------------------------------
+
+    def _attach_slirp(self, container_id: str, pid: int,
+                      requested: list[PortMapping]) -> tuple[list[PortMapping], int]:
+        api = self._api_socket(container_id)
+        helper = net_slirp.start_slirp(pid, api, self._dir(container_id) / "slirp4netns.log")
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE net_endpoints SET helper_pid = ? WHERE container_id = ?", (helper, container_id))
+        net_slirp.install_guard(pid, ["169.254.0.0/16", *net_slirp.host_addresses()])
+        bound = [PortMapping(p.host_ip, net_slirp.add_hostfwd(api, p.host_ip, p.host_port, p.container_port,
+                                                              p.protocol), p.container_port, p.protocol)
+                 for p in requested]
+        return bound, helper
+
+    # ----- both -----------------------------------------------------------------------------------------
+
+    def _stop_helpers(self, container_id: str) -> None:
+        tag = self._tag(container_id)
+        for pid in list(net_slirp.find_processes(tag)):
+            net_slirp.stop_process(pid, tag)
+
+    def _write_etc(self, container_id: str, req: NetworkRequest, address: str | None) -> dict[str, Path]:
+        d = self._dir(container_id)
+        files = {"/etc/hostname": d / "hostname", "/etc/hosts": d / "hosts", "/etc/resolv.conf": d / "resolv.conf"}
+        if req.mode == "host":
+            hostname = socket.gethostname()
+            try:
+                hosts = Path("/etc/hosts").read_text()
+            except OSError:
+                hosts = "127.0.0.1\tlocalhost\n"
+            resolv = Path("/etc/resolv.conf").read_text() if Path("/etc/resolv.conf").exists() else ""
+        else:
+            hostname = req.hostname
+            own = address or (net_slirp.GUEST_ADDRESS if req.mode == "private" else "127.0.1.1")
+            hosts = (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                     f"{own}\t{hostname}\n")
+            resolv = _host_resolv(self.rootless) if req.mode == "private" else ""
+        _atomic_write(files["/etc/hostname"], f"{hostname}\n")
+        _atomic_write(files["/etc/hosts"], hosts)
+        _atomic_write(files["/etc/resolv.conf"], resolv)
+        return files
+
+
+def _helper_pids(prefix: str) -> Iterator[int]:
+    """Forwarder processes of this FLEX_HOME (any container), found by their tag argument."""
+    uid = os.getuid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if uid != 0 and entry.stat().st_uid != uid:
+                continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                if prefix.encode() in f.read():
+                    yield int(entry.name)
+        except OSError:
+            continue

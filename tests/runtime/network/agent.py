@@ -1,0 +1,54 @@
+"""Drives flex.runtime.network in its own process, the way the containers code will (one command each).
+
+    agent.py HOME up CID ROOTLESS(0|1) [PUBLISH...]   prepare, start workload.py as the container, attach
+    agent.py HOME release CID ROOTLESS
+    agent.py HOME gc ROOTLESS [LIVE_ID...]
+Prints one JSON line. The "container" (workload.py) is started in its own session and outlives the agent.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from flex.runtime.home import Home
+from flex.runtime.metadata import MetadataDB
+from flex.runtime.network import NetworkRequest, Networks, parse_publish
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    home = Home.open(Path(sys.argv[1]))
+    cmd = sys.argv[2]
+    db = MetadataDB(home.db_path)
+    if cmd == "up":
+        cid, rootless = sys.argv[3], sys.argv[4] == "1"
+        nets = Networks(home, db, rootless=rootless)
+        prepared = nets.prepare(cid, NetworkRequest("private", [parse_publish(v) for v in sys.argv[5:]], cid))
+        workload = [sys.executable, str(HERE / "workload.py"), cid]
+        if rootless:
+            argv = ["unshare", "--user", "--map-root-user", "--net", *workload]
+        else:
+            argv = ["nsenter", f"--net={prepared.netns_path}", *workload]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                start_new_session=True)
+        assert proc.stdout is not None
+        line = proc.stdout.readline().split()
+        pid = int(line[1])
+        attached = nets.attach(cid, pid)
+        print(json.dumps({"pid": pid, "address": attached.address, "netns": prepared.netns_path,
+                          "ports": [asdict(p) for p in attached.ports],
+                          "etc": {k: str(v) for k, v in prepared.etc_files.items()}}), flush=True)
+        os._exit(0)
+    elif cmd == "release":
+        Networks(home, db, rootless=sys.argv[4] == "1").release(sys.argv[3])
+        print(json.dumps({"released": sys.argv[3]}))
+    elif cmd == "gc":
+        nets = Networks(home, db, rootless=sys.argv[3] == "1")
+        print(json.dumps({"released": nets.gc(set(sys.argv[4:]))}))
+
+
+main()
