@@ -9,8 +9,9 @@
       works on this host (here it cannot: it asks for rlimits above the VM's hard limits).
 
 Run as root: .venv/bin/python bench/containers.py [--runs N]. Medians of interleaved runs.
-Images: the Debian minbase rootfs that the tests cache (mmdebstrap), as a directory image for flex and
-imported into podman's storage (removed again at the end).
+Images: the Debian minbase rootfs that the tests cache (mmdebstrap): as root stored in flex's image store
+the way `flex image bootstrap` stores it (rootless: a directory image shifted into the user's range, as
+rootless bootstrap does not shift yet), and imported into podman's storage (removed again at the end).
 """
 
 from __future__ import annotations
@@ -58,9 +59,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="flex-bench-", dir="/var/tmp"))
     work.chmod(0o755)
     os.environ["FLEX_HOME"] = str(work / "home")
-    image = work / "image"
-    (image / "rootfs").mkdir(parents=True)
-    subprocess.run(["tar", "-C", str(image / "rootfs"), "--exclude=./dev/*", "-xf", str(tar)], check=True)
+    # root: an image in flex's image store, made by `flex image bootstrap`'s path from the cached tar
+    from flex.runtime.bootstrap import image_from_rootfs_tar
+    from flex.runtime.home import Home
+    from flex.runtime.images import ImageStore
+
+    image = image_from_rootfs_tar(ImageStore(Home.open()), tar, "bench/minbase:1").name
     podman_tag = "localhost/flex-bench-minbase:latest"
     have_podman = shutil.which("podman") is not None
     user = "flextest"
@@ -95,19 +99,19 @@ def main() -> int:
         from flex.runtime import tasks
         from flex.runtime.containers import Containers
         from flex.runtime.containers_create import CreateOptions, create_container
-        from flex.runtime.home import Home
-        from flex.runtime.rootfs import DirectoryImages
 
         store = Containers(Home.open())
-        images = DirectoryImages()
+        from flex.runtime.images_adapter import StoreImages
+
+        images = StoreImages(Home.open())
         # a prepared bundle for raw crun: flex's own (same rootfs, same config), without the init wrapper
-        prepared = create_container(store, images, CreateOptions(image=str(image), command=["true"], init=False))
+        prepared = create_container(store, images, CreateOptions(image=image, command=["true"], init=False))
         bundle = store.bundle(prepared.id)
         crun_root = work / "crun-root"
 
         def flex_in_process() -> float:
             t = time.perf_counter()
-            c = create_container(store, images, CreateOptions(image=str(image), command=["true"]))
+            c = create_container(store, images, CreateOptions(image=image, command=["true"]))
             code = tasks.start_attached(store, c, interactive=False, tty=False)
             elapsed = time.perf_counter() - t
             assert code == 0
@@ -119,7 +123,7 @@ def main() -> int:
                                                  "bench"], check=True))
 
         # no network on either side (podman --network none): the network has its own benchmark
-        flex_cli = [sys.executable, "-m", "flex", "runtime", "run", "--rm", "--net", "none", str(image), "true"]
+        flex_cli = [sys.executable, "-m", "flex", "runtime", "run", "--rm", "--net", "none", image, "true"]
         podman = ["podman", "run", "--rm", "--network", "none", podman_tag, "true"]
         flex_cli_rl = [*as_user, user_python, "-m", "flex", "runtime", "run", "--rm", "--net", "none", str(rl_image),
                        "true"]
