@@ -24,11 +24,8 @@ from sqlmodel import col, select
 from flex.api import (
     Environment,
     EnvironmentCreate,
-    EnvironmentList,
-    EnvironmentMetadata,
     EnvironmentSpec,
     EnvironmentStatus,
-    ListMeta,
 )
 from flex.api.environments import _check_labels
 from flex.controlplane import audit, scheduler
@@ -38,7 +35,7 @@ from flex.controlplane.errors import Unprocessable
 from flex.controlplane.models import EnvironmentRow, Revision, WatchEventRow
 from flex.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 
-__all__ = ["SERVER_CONDITIONS", "Store", "StoredEvent", "emit", "lock", "merge_patch", "to_environment"]
+__all__ = ["SERVER_CONDITIONS", "Store", "StoredEvent", "Wire", "emit", "lock", "merge_patch", "row_wire"]
 
 NOTIFY_CHANNEL = "flex_events"
 SERVER_CONDITIONS = ("Scheduled", "RunnerReady")  # owned by the control plane, not by runners
@@ -61,15 +58,39 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def to_environment(row: EnvironmentRow) -> Environment:
-    return Environment(
-        metadata=EnvironmentMetadata(
-            id=row.id, name=row.name, owner=row.owner, labels=row.labels, generation=row.generation,
-            resource_version=row.resource_version, created_at=utc(row.created_at),
-            updated_at=utc(row.updated_at), deletion_timestamp=utc(row.deletion_timestamp)),
-        spec=EnvironmentSpec.model_validate(row.spec),
-        status=EnvironmentStatus.model_validate(row.status),
-    )
+def _ts(dt: datetime | None) -> str | None:
+    """A timestamp exactly as pydantic writes one (UTC, ``Z``)."""
+    at = utc(dt)
+    return None if at is None else at.isoformat().replace("+00:00", "Z")
+
+
+def row_wire(row: EnvironmentRow) -> dict[str, Any]:
+    """The wire form of a stored environment without a pydantic round trip: spec and status are stored in
+    their wire form already (always written through the models), so only metadata is assembled here."""
+    return {
+        "metadata": {"id": row.id, "name": row.name, "owner": row.owner, "labels": row.labels,
+                     "generation": row.generation, "resourceVersion": row.resource_version,
+                     "createdAt": _ts(row.created_at), "updatedAt": _ts(row.updated_at),
+                     "deletionTimestamp": _ts(row.deletion_timestamp)},
+        "spec": row.spec,
+        "status": row.status,
+    }
+
+
+@dataclass(frozen=True)
+class Wire:
+    """An environment as the JSON the API answers with, and its resourceVersion (for ETag)."""
+
+    json: str
+    rv: int
+
+    @classmethod
+    def of(cls, row: EnvironmentRow) -> Wire:
+        return cls(json.dumps(row_wire(row), separators=(",", ":")), row.resource_version)
+
+    @property
+    def env(self) -> Environment:
+        return Environment.model_validate_json(self.json)
 
 
 @dataclass(frozen=True)
@@ -84,16 +105,18 @@ def lock(s: Session) -> int:
     return int(s.execute(select(Revision.rv).where(Revision.id == 1).with_for_update()).scalar_one())
 
 
-def emit(s: Session, row: EnvironmentRow, type_: str, now: datetime) -> None:
+def emit(s: Session, row: EnvironmentRow, type_: str, now: datetime) -> Wire:
     """Give ``row`` the next resource version and log it for watchers (after lock())."""
     rv = int(s.execute(update(Revision).where(col(Revision.id) == 1).values(rv=col(Revision.rv) + 1)
                        .returning(col(Revision.rv))).scalar_one())
     row.resource_version = rv
     row.updated_at = now
-    obj = to_environment(row).model_dump_json(by_alias=True)
-    s.add(WatchEventRow(rv=rv, type=type_, env_id=row.id, owner=row.owner, runner_id=row.runner_id, object=obj))
+    obj = Wire.of(row)
+    s.add(WatchEventRow(rv=rv, type=type_, env_id=row.id, owner=row.owner, runner_id=row.runner_id,
+                        object=obj.json))
     if s.get_bind().dialect.name == "postgresql":
         s.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": str(rv)})
+    return obj
 
 
 def _requests(row: EnvironmentRow, spec: EnvironmentSpec) -> None:
@@ -117,8 +140,8 @@ def _invalid(err: ValidationError, prefix: str) -> Unprocessable:
 
 
 class _Unchanged(Exception):
-    def __init__(self, env: Environment) -> None:
-        self.env = env
+    def __init__(self, wire: Wire) -> None:
+        self.wire = wire
 
 
 class Store:
@@ -158,13 +181,13 @@ class Store:
             assert rev is not None
             return rev.rv, rev.compacted
 
-    def get(self, who: Principal, ref: str, owner: str | None = None) -> Environment:
+    def get(self, who: Principal, ref: str, owner: str | None = None) -> Wire:
         with self.db.read() as s:
-            return to_environment(self.find(s, who, ref, owner))
+            return Wire.of(self.find(s, who, ref, owner))
 
     def list_environments(self, who: Principal, *, limit: int, cont: str | None, owner: str | None = None,
              labels: dict[str, str] | None = None, phase: str | None = None,
-             runner_id: str | None = None) -> EnvironmentList:
+             runner_id: str | None = None) -> dict[str, Any]:
         """One page, ordered by (owner, name); filters apply before paging, so pages are full."""
         after: tuple[str, str] | None = None
         if cont:
@@ -174,7 +197,7 @@ class Store:
             except Exception as err:
                 raise InvalidArgument(f"continue: {cont!r} is not a token this server gave out",
                                       hint="start again without continue") from err
-        items: list[Environment] = []
+        items: list[dict[str, Any]] = []
         more = False
         with self.db.read() as s:
             if self.db.is_postgres:  # the list and its resourceVersion from one snapshot
@@ -203,32 +226,32 @@ class Store:
                         continue
                     if phase and row.status.get("phase", "pending") != phase:
                         continue
-                    items.append(to_environment(row))
+                    items.append(row_wire(row))
                 if more or len(rows) <= limit:
                     break
         token = None
         if more and items:
-            last = items[-1].metadata
-            token = base64.urlsafe_b64encode(json.dumps([last.owner, last.name]).encode()).decode()
-        return EnvironmentList(items=items, metadata=ListMeta(resource_version=rev.rv, continue_=token))
+            last = items[-1]["metadata"]
+            token = base64.urlsafe_b64encode(json.dumps([last["owner"], last["name"]]).encode()).decode()
+        return {"items": items, "metadata": {"resourceVersion": rev.rv, "continue": token}}
 
     # -- writes ----------------------------------------------------------------------------------------
 
-    def _write(self, fn: Callable[[Session, datetime], Environment]) -> Environment:
+    def _write(self, fn: Callable[[Session, datetime], Wire]) -> Wire:
         try:
             with self.db.write() as s:
                 lock(s)
-                env = fn(s, datetime.now(UTC))
+                wire = fn(s, datetime.now(UTC))
         except _Unchanged as same:
-            return same.env
+            return same.wire
         self.on_commit()
-        return env
+        return wire
 
-    def create(self, who: Principal, body: EnvironmentCreate) -> Environment:
+    def create(self, who: Principal, body: EnvironmentCreate) -> Wire:
         with self.db.read() as s:  # placement is chosen before the write lock, re-checked under it
             hint = scheduler.loads(s, ready_only=True)
 
-        def op(s: Session, now: datetime) -> Environment:
+        def op(s: Session, now: datetime) -> Wire:
             exists = s.scalars(select(EnvironmentRow.id).where(EnvironmentRow.owner == who.name,
                                                                EnvironmentRow.name == body.name)).first()
             if exists is not None:
@@ -240,23 +263,23 @@ class Store:
             _requests(row, body.spec)
             scheduler.bind_hinted(s, row, hint, now)
             s.add(row)
-            emit(s, row, "ADDED", now)
+            wire = emit(s, row, "ADDED", now)
             audit.record(s, who.actor, "environment.create", f"environment:{who.name}/{body.name}",
                          generation=1, runner=row.runner_id)
-            return to_environment(row)
+            return wire
 
         return self._write(op)
 
     def patch(self, who: Principal, ref: str, patch: Any, *, owner: str | None = None,
-              if_match: str | None = None) -> Environment:
+              if_match: str | None = None) -> Wire:
         if not isinstance(patch, dict):
             raise InvalidArgument("a merge patch must be a JSON object",
                                   hint='e.g. {"spec": {"desiredPhase": "stopped"}}')
 
-        def op(s: Session, now: datetime) -> Environment:
+        def op(s: Session, now: datetime) -> Wire:
             row = self.find(s, who, ref, owner)
             _check_version(row, if_match)
-            current = to_environment(row).to_wire()
+            current = row_wire(row)
             patched = merge_patch(current, patch)
             rest_now = {**current, "metadata": {**current["metadata"], "labels": None}, "spec": None}
             rest_new = {**patched, "metadata": {**(patched.get("metadata") or {}), "labels": None}, "spec": None}
@@ -278,44 +301,42 @@ class Store:
             if row.deletion_timestamp is not None:
                 raise Conflict(f"environment {row.name!r} is being deleted", hint="create a new one once it is gone")
             if not spec_changed and labels == row.labels:
-                raise _Unchanged(to_environment(row))
+                raise _Unchanged(Wire.of(row))
             if spec_changed:
                 row.spec = spec.to_wire()
                 row.generation += 1
                 _requests(row, spec)
             row.labels = labels
-            emit(s, row, "MODIFIED", now)
+            wire = emit(s, row, "MODIFIED", now)
             audit.record(s, who.actor, "environment.update", f"environment:{row.owner}/{row.name}",
                          generation=row.generation, desired_phase=spec.desired_phase,
                          fields=sorted(k for k in ("spec", "metadata") if k in patch))
-            return to_environment(row)
+            return wire
 
         return self._write(op)
 
     def set_desired_phase(self, who: Principal, ref: str, phase: str, *, owner: str | None = None,
-                          if_match: str | None = None) -> Environment:
+                          if_match: str | None = None) -> Wire:
         return self.patch(who, ref, {"spec": {"desiredPhase": phase}}, owner=owner, if_match=if_match)
 
     def delete(self, who: Principal, ref: str, *, owner: str | None = None,
-               if_match: str | None = None) -> tuple[Environment, bool]:
+               if_match: str | None = None) -> tuple[Wire, bool]:
         """Mark deleting (the bound runner tears down, then confirms); gone at once if never bound."""
         gone = False
 
-        def op(s: Session, now: datetime) -> Environment:
+        def op(s: Session, now: datetime) -> Wire:
             nonlocal gone
             row = self.find(s, who, ref, owner)
             _check_version(row, if_match)
             if row.deletion_timestamp is not None:
-                raise _Unchanged(to_environment(row))
+                raise _Unchanged(Wire.of(row))
             row.deletion_timestamp = now
             if row.runner_id is None:
-                emit(s, row, "DELETED", now)
-                env = to_environment(row)
+                env = emit(s, row, "DELETED", now)
                 s.delete(row)
                 gone = True
             else:
-                emit(s, row, "MODIFIED", now)
-                env = to_environment(row)
+                env = emit(s, row, "MODIFIED", now)
             audit.record(s, who.actor, "environment.delete", f"environment:{row.owner}/{row.name}", immediate=gone)
             return env
 
@@ -323,13 +344,13 @@ class Store:
         return env, gone
 
     def put_status(self, who: Principal, ref: str, status: EnvironmentStatus, *,
-                   if_match: str | None = None) -> Environment:
+                   if_match: str | None = None) -> Wire:
         """A runner reports what it observed; only the runner the environment is bound to may."""
         if who.kind != "runner":
             raise PermissionDenied("only the runner an environment is bound to may write its status",
                                    hint="change spec with PATCH instead")
 
-        def op(s: Session, now: datetime) -> Environment:
+        def op(s: Session, now: datetime) -> Wire:
             row = self.find(s, who, ref)
             _check_version(row, if_match)
             if status.observed_generation > row.generation:
@@ -341,22 +362,20 @@ class Store:
             new.conditions = [c for c in new.conditions if c.type not in SERVER_CONDITIONS]
             new.conditions[:0] = [c for c in old.conditions if c.type in SERVER_CONDITIONS]
             if new.to_wire() == old.to_wire():
-                raise _Unchanged(to_environment(row))
+                raise _Unchanged(Wire.of(row))
             row.status = new.to_wire()
-            emit(s, row, "MODIFIED", now)
-            return to_environment(row)
+            return emit(s, row, "MODIFIED", now)
 
         return self._write(op)
 
-    def confirm_teardown(self, who: Principal, ref: str) -> Environment:
+    def confirm_teardown(self, who: Principal, ref: str) -> Wire:
         """The bound runner has removed everything of a deleting environment: the row goes."""
 
-        def op(s: Session, now: datetime) -> Environment:
+        def op(s: Session, now: datetime) -> Wire:
             row = self.find(s, who, ref)
             if row.deletion_timestamp is None:
                 raise FailedPrecondition(f"environment {row.name!r} is not being deleted")
-            emit(s, row, "DELETED", now)
-            env = to_environment(row)
+            env = emit(s, row, "DELETED", now)
             s.delete(row)
             audit.record(s, who.actor, "environment.teardown", f"environment:{row.owner}/{row.name}")
             return env

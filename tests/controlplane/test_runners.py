@@ -173,8 +173,13 @@ async def test_silent_runner_goes_offline_and_comes_back(make_settings: Callable
     async with running_app(make_settings(heartbeat_timeout=1.0, sweep_interval=0.2)) as api:
         c = api.admin
         rid, runner = await api.runner("r1")
-        env = await c.create_environment("e1", _spec())
-        assert env.status.runner_id == rid
+        await c.create_environment("e1", _spec())
+
+        async def bound_while_alive() -> Any:  # a slow machine may let the runner lapse: keep it alive
+            await runner.heartbeat(rid)
+            return await _bound(c, "e1")
+
+        assert (await _eventually(bound_while_alive)).status.runner_id == rid
 
         async def offline() -> Any:
             e = await c.get_environment("e1")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
-from fastapi.responses import JSONResponse
 
 from flex.api import Environment, EnvironmentCreate, EnvironmentList, EnvironmentStatus
 from flex.controlplane.errors import PROBLEM_RESPONSES
 from flex.controlplane.routes.deps import Cp, RunnerCaller, User, watch_response
+from flex.controlplane.store import Wire
 from flex.errors import InvalidArgument
 
 __all__ = ["parse_selector", "router"]
@@ -36,16 +37,16 @@ def parse_selector(text: str | None) -> dict[str, str]:
     return out
 
 
-def _etag(response: Response, env: Environment) -> Environment:
-    response.headers["ETag"] = f'"{env.metadata.resource_version}"'
-    return env
+def answer(wire: Wire, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """The stored JSON as it is, with its version as ETag (the model is declared on the route for the schema;
+    returning a Response skips validating and re-encoding an object the store wrote through the models)."""
+    return Response(wire.json, status_code=status_code, media_type="application/json",
+                    headers={"ETag": f'"{wire.rv}"', **(headers or {})})
 
 
 @router.post("", status_code=201, response_model=Environment)
-def create_environment(cp: Cp, who: User, body: EnvironmentCreate, response: Response) -> Environment:
-    env = cp.store.create(who, body)
-    response.headers["Location"] = f"/api/v1/environments/{env.metadata.name}"
-    return _etag(response, env)
+def create_environment(cp: Cp, who: User, body: EnvironmentCreate) -> Response:
+    return answer(cp.store.create(who, body), 201, {"Location": f"/api/v1/environments/{body.name}"})
 
 
 @router.get("", response_model=EnvironmentList, responses=_WATCH_DOC)  # type: ignore[arg-type]
@@ -67,48 +68,45 @@ async def list_environments(
         return await watch_response(cp, request, since=resource_version, owner=scope, runner_id=None,
                                     timeout=timeout_seconds)
     labels = parse_selector(label_selector)
-    return await asyncio.to_thread(cp.store.list_environments, who, limit=limit, cont=continue_, owner=owner,
-                                   labels=labels,
-                                   phase=phase)
+    page = await asyncio.to_thread(cp.store.list_environments, who, limit=limit, cont=continue_, owner=owner,
+                                   labels=labels, phase=phase)
+    return Response(json.dumps(page, separators=(",", ":")), media_type="application/json")
 
 
 @router.get("/{name}", response_model=Environment)
-def get_environment(cp: Cp, who: User, name: str, response: Response, owner: OwnerQ = None) -> Environment:
-    return _etag(response, cp.store.get(who, name, owner))
+def get_environment(cp: Cp, who: User, name: str, owner: OwnerQ = None) -> Response:
+    return answer(cp.store.get(who, name, owner))
 
 
 @router.patch("/{name}", response_model=Environment, openapi_extra={"requestBody": {"content": {
     "application/merge-patch+json": {"schema": {"type": "object"}},
     "application/json": {"schema": {"type": "object"}}}}})
-def patch_environment(cp: Cp, who: User, name: str, response: Response, if_match: IfMatch = None,
+def patch_environment(cp: Cp, who: User, name: str, if_match: IfMatch = None,
                       owner: OwnerQ = None,
                       patch: Annotated[dict[str, Any], Body(description="RFC 7396 JSON merge patch")] = ...,  # type: ignore[assignment]
-                      ) -> Environment:
-    return _etag(response, cp.store.patch(who, name, patch, owner=owner, if_match=if_match))
+                      ) -> Response:
+    return answer(cp.store.patch(who, name, patch, owner=owner, if_match=if_match))
 
 
 @router.post("/{name}:start", response_model=Environment)
-def start_environment(cp: Cp, who: User, name: str, response: Response, if_match: IfMatch = None,
-                      owner: OwnerQ = None) -> Environment:
-    return _etag(response, cp.store.set_desired_phase(who, name, "running", owner=owner, if_match=if_match))
+def start_environment(cp: Cp, who: User, name: str, if_match: IfMatch = None, owner: OwnerQ = None) -> Response:
+    return answer(cp.store.set_desired_phase(who, name, "running", owner=owner, if_match=if_match))
 
 
 @router.post("/{name}:stop", response_model=Environment)
-def stop_environment(cp: Cp, who: User, name: str, response: Response, if_match: IfMatch = None,
-                     owner: OwnerQ = None) -> Environment:
-    return _etag(response, cp.store.set_desired_phase(who, name, "stopped", owner=owner, if_match=if_match))
+def stop_environment(cp: Cp, who: User, name: str, if_match: IfMatch = None, owner: OwnerQ = None) -> Response:
+    return answer(cp.store.set_desired_phase(who, name, "stopped", owner=owner, if_match=if_match))
 
 
 @router.delete("/{name}", response_model=Environment,
                responses={202: {"model": Environment,
                                 "description": "marked deleting; gone once its runner tears down"}})
-def delete_environment(cp: Cp, who: User, name: str, if_match: IfMatch = None, owner: OwnerQ = None) -> JSONResponse:
-    env, gone = cp.store.delete(who, name, owner=owner, if_match=if_match)
-    return JSONResponse(env.to_wire(), status_code=200 if gone else 202)
+def delete_environment(cp: Cp, who: User, name: str, if_match: IfMatch = None, owner: OwnerQ = None) -> Response:
+    wire, gone = cp.store.delete(who, name, owner=owner, if_match=if_match)
+    return answer(wire, 200 if gone else 202)
 
 
 @router.put("/{name}/status", response_model=Environment)
-def put_status(cp: Cp, who: RunnerCaller, name: str, body: EnvironmentStatus, response: Response,
-               if_match: IfMatch = None) -> Environment:
+def put_status(cp: Cp, who: RunnerCaller, name: str, body: EnvironmentStatus, if_match: IfMatch = None) -> Response:
     """Runner only: report the observed status of an environment bound to this runner (address it by id)."""
-    return _etag(response, cp.store.put_status(who, name, body, if_match=if_match))
+    return answer(cp.store.put_status(who, name, body, if_match=if_match))

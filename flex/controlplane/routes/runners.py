@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -20,7 +21,7 @@ from flex.api import (
 from flex.controlplane.auth import Principal, create_join_token
 from flex.controlplane.errors import PROBLEM_RESPONSES
 from flex.controlplane.routes.deps import Admin, Caller, Cp, RunnerCaller, client_address, watch_response
-from flex.controlplane.routes.environments import _WATCH_DOC
+from flex.controlplane.routes.environments import _WATCH_DOC, answer
 from flex.errors import PermissionDenied, Unauthenticated
 
 __all__ = ["router"]
@@ -88,15 +89,14 @@ async def runner_environments(
     if watch:
         return await watch_response(cp, request, since=resource_version, owner=None, runner_id=runner_id,
                                     timeout=timeout_seconds)
-    return await asyncio.to_thread(cp.store.list_environments, who, limit=limit, cont=continue_)
+    page = await asyncio.to_thread(cp.store.list_environments, who, limit=limit, cont=continue_)
+    return Response(json.dumps(page, separators=(",", ":")), media_type="application/json")
 
 
 @router.get("/{runner_id}/environments/{env_id}", response_model=Environment)
-def runner_environment(cp: Cp, who: RunnerCaller, runner_id: str, env_id: str, response: Response) -> Environment:
+def runner_environment(cp: Cp, who: RunnerCaller, runner_id: str, env_id: str) -> Response:
     _self(who, runner_id)
-    env = cp.store.get(who, env_id)
-    response.headers["ETag"] = f'"{env.metadata.resource_version}"'
-    return env
+    return answer(cp.store.get(who, env_id))
 
 
 @router.delete("/{runner_id}/environments/{env_id}", status_code=204)
