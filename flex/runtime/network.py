@@ -185,8 +185,9 @@ class Networks:
         self.home = home
         self.db = db
         self.rootless = rootless
-        self.bridge = bridge or os.environ.get("FLEX_NET_BRIDGE") or DEFAULT_BRIDGE
-        self.ipam = IPAM(db, subnet or os.environ.get("FLEX_NET_SUBNET") or DEFAULT_SUBNET)
+        own_bridge, own_subnet = _bridge_for(home)
+        self.bridge = bridge or os.environ.get("FLEX_NET_BRIDGE") or own_bridge
+        self.ipam = IPAM(db, subnet or os.environ.get("FLEX_NET_SUBNET") or own_subnet)
         db.ensure_schema("network", 1, _SCHEMA)
 
     # ----- paths and records ------------------------------------------------------------------------
@@ -387,7 +388,7 @@ class Networks:
         ports = [net_firewall.Port(str(r["host_if"]), str(r["address"])) for r in rows if r["address"]]
         if rows:
             net_firewall.apply_rules(self.bridge, self.ipam.subnet, ports)
-        else:
+        elif not net_bridge.bridge_ports(self.bridge):
             net_bridge.remove_bridge(self.bridge)
             net_firewall.remove_rules(self.bridge)
 
@@ -466,6 +467,16 @@ class Networks:
         _atomic_write(files["/etc/hosts"], hosts)
         _atomic_write(files["/etc/resolv.conf"], resolv)
         return files
+
+
+def _bridge_for(home: Home) -> tuple[str, str]:
+    """The bridge and subnet of a FLEX_HOME. The system install gets flex0 and 10.90.0.0/16; any other
+    FLEX_HOME (a test, a second install) gets its own bridge and /24, because the ruleset is rendered from
+    one database and must never be shared with containers another database knows nothing about."""
+    if home.root == Path("/var/lib/flex"):
+        return DEFAULT_BRIDGE, DEFAULT_SUBNET
+    h = hashlib.sha256(str(home.root).encode()).digest()
+    return f"flex{h.hex()[:8]}", f"10.{91 + h[0] % 32}.{h[1]}.0/24"
 
 
 def _helper_pids(prefix: str) -> Iterator[int]:

@@ -189,7 +189,7 @@ class Lab:
         return {
             "netns files": sorted(p.name for p in (run / "netns").glob("*")) if (run / "netns").exists() else [],
             "container dirs": sorted(p.name for p in (run / "net").glob("*")) if (run / "net").exists() else [],
-            "links": [n for n in self.links() if n.startswith(("fx", "flex0"))],
+            "links": [n for n in self.links() if n.startswith(("fx", "flex"))],
             "nft tables": [t for t in self.nft_tables() if "flex" in t],
             "processes": self.helper_processes(),
             "leases": leases,

@@ -49,7 +49,7 @@ def test_two_containers_reach_the_world_and_publish_ports_but_not_each_other_or_
         assert _ok(lab.from_container(a, "icmp", "10.250.0.2"))
 
     # Not the runner: neither its loopback services nor its own addresses.
-    gateway = "10.0.2.2" if lab.rootless else "10.90.0.1"
+    gateway = "10.0.2.2" if lab.rootless else a["address"].rsplit(".", 1)[0] + ".1"  # the bridge
     probes = [("tcp", gateway, "7001"), ("tcp", gateway, "7002"), ("tcp", "10.250.0.1", "7002")]
     for info in (a, b):
         for probe in probes:

@@ -1,0 +1,64 @@
+"""kill -9 in the middle of network set-up, then GC: nothing is left behind and live containers keep theirs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.userns
+
+
+def _workload_pids(cid: str) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(a.endswith(b"workload.py") for a in args) and cid.encode() in args:
+                out.append(int(entry.name))
+    return out
+
+
+def test_kill_9_during_setup_then_gc_leaves_nothing_and_spares_live_containers(lab) -> None:
+    keep = lab.up("keeper", "0:8000")
+    keep_port = keep["ports"][0]["host_port"]
+
+    # How long a whole `up` takes here, so the kills below land at different points inside it.
+    start = time.monotonic()
+    lab.up("timing", "0:8000")
+    full = time.monotonic() - start
+    lab.release("timing")
+
+    victims = []
+    for i, fraction in enumerate((0.15, 0.3, 0.45, 0.6, 0.75, 0.9)):
+        cid = f"victim-{i}"
+        proc = subprocess.Popen(lab.agent_argv("up", cid, "1" if lab.rootless else "0", "0:8000"),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(full * fraction)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        victims.append(cid)
+        lab.pids.update(_workload_pids(cid))
+
+    released = lab.gc("keeper")
+    assert "keeper" not in released
+    assert set(released) <= set(victims)
+    # The survivor still works: its namespace, rules and forwarder were left alone.
+    r = lab.from_host("tcp", "127.0.0.1", str(keep_port))
+    assert r["ok"] and r["reply"].startswith("hello keeper "), r
+    assert lab.from_container(keep, "tcp", "10.250.0.2", "80")["ok"]
+    left = lab.leftovers()
+    assert [e[0] for e in left["endpoints"]] == ["keeper"]
+    assert len(left["processes"]) <= 1 and all("keeper" in p or "slirp" in p for p in left["processes"])
+
+    assert lab.gc() == ["keeper"]
+    assert not lab.from_host("tcp", "127.0.0.1", str(keep_port))["ok"]
+    assert lab.leftovers() == {"netns files": [], "container dirs": [], "links": [], "nft tables": [],
+                               "processes": [], "leases": [], "endpoints": []}
