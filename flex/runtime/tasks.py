@@ -18,6 +18,7 @@ import select
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flex.errors import FlexError, NotFound
@@ -74,7 +75,7 @@ def _create(store: Containers, c: Container, *, stdin: Any, stdout: Any, stderr:
     return int(pid_file.read_text()), master
 
 
-def _before_start(store: Containers, c: Container, pid: int, monitor_pid: int) -> None:
+def _before_start(store: Containers, c: Container, pid: int, monitor_pid: int | None) -> None:
     if c.options.get("docker") and c.cgroup:
         cgroups.delegate(c.cgroup, c.idmap.host_uid(0), c.idmap.host_gid(0))
     ports: list[dict[str, Any]] = []
@@ -259,6 +260,8 @@ def start_detached(store: Containers, c: Container) -> None:
         code = 0
         try:
             os.setsid()
+            if os.fork() != 0:  # double fork: the monitor is nobody's child (no zombie in a runner)
+                os._exit(0)
             _subreaper()
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
@@ -292,13 +295,21 @@ def start_detached(store: Containers, c: Container) -> None:
         chunks.append(data)
     os.close(r)
     msg = b"".join(chunks).decode(errors="replace")
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(child, 0)  # the intermediate process, gone at once
     if not msg.startswith("ok "):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(child, 0)
         raise FlexError(msg.removeprefix("err ") or f"creating container {c.name} failed")
     pid = int(msg.split()[1])
-    _before_start(store, c, pid, child)
+    _before_start(store, c, pid, _monitor_of(pid))
     _start(store, c, pid)
+
+
+def _monitor_of(pid: int) -> int | None:
+    """The monitor waiting for PID 1 ``pid``: its parent (the monitor is a subreaper)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def exec_process(store: Containers, c: Container, args: list[str], *, tty: bool, interactive: bool,

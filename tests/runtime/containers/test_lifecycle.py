@@ -282,3 +282,21 @@ def test_logs_follow_streams_until_the_container_stops(mode: Mode, image: str) -
     r = mode.run("logs", "-f", "talker", timeout=60)
     assert r.code == 0 and r.stdout.split() == ["line1", "line2", "line3"]
     assert _inspect(mode, "talker")["state"] == "stopped"
+
+
+def test_killing_the_monitor_orphans_nothing(mode: Mode, image: str) -> None:
+    """The process waiting for a detached container dies (kill -9, a crashed runner): the container is
+    still listed, still stoppable, and `rm` still cleans everything."""
+    mode.ok("run", "-d", "--name", "lonely", image, "sh", "-c", "echo up; sleep 300")
+    _wait_for_log(mode, "lonely", "up")
+    pid = _inspect(mode, "lonely")["pid"]
+    monitor = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert Path(f"/proc/{monitor}/comm").read_text().strip().startswith("python")
+    os.kill(monitor, signal.SIGKILL)
+    time.sleep(0.3)
+    assert _inspect(mode, "lonely")["state"] == "running"
+    mode.ok("stop", "-t", "2", "lonely")
+    assert _inspect(mode, "lonely")["state"] == "stopped"
+    info = _inspect(mode, "lonely")
+    mode.ok("rm", "lonely")
+    assert not Path(info["bundle"]).exists()
