@@ -126,8 +126,8 @@ def with_rootless(spec: Spec) -> Spec:
     for d in devs:
         s["mounts"].append({"destination": d["path"], "type": "bind", "source": d["path"],
                             "options": ["bind", "nosuid", "noexec"]})
-    # sysfs cannot be mounted by a user namespace that does not own the network namespace it shows...
-    # it can here: crun creates the netns inside our userns. Keep the fresh sysfs.
+    # the fresh sysfs stays: crun creates the network namespace inside our user namespace, which may
+    # therefore mount a sysfs showing it
     return s
 
 
