@@ -20,7 +20,7 @@ from flex.runtime.net_ns import in_netns
 __all__ = ["VETH_PREFIX", "add_endpoint", "bridge_ports", "ensure_bridge", "link_exists", "remove_bridge",
            "remove_link", "routes_overlapping", "veth_name"]
 
-VETH_PREFIX = "fx"
+from flex.runtime.net_firewall import VETH_PREFIX
 
 
 def veth_name(container_id: str) -> str:

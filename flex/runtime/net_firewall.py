@@ -3,10 +3,10 @@
 ``table inet <bridge>`` keeps containers away from the runner itself (input), from each other when
 routed, from link-local metadata (169.254.0.0/16) and from being reached from outside (forward), and
 masquerades their outbound traffic (postrouting). ``table bridge <bridge>`` drops every frame the bridge
-would forward from one port to another, so containers cannot talk even at layer 2 (with or without
-br_netfilter), and pins each port to its leased source address (no spoofing a neighbour).
+would forward from one container's port to another, so containers cannot talk even at layer 2 (with or
+without br_netfilter).
 
-The whole ruleset is rendered from the current leases and replaced in ONE ``nft -f`` transaction
+The ruleset is installed when the bridge is created, replaced in ONE ``nft -f`` transaction
 (``table X {}`` + ``delete table X`` + the new table), so there is never a moment with half the rules,
 and removing flex's rules never touches anyone else's. Published ports do not need rules here: they are
 served by a userspace forwarder on the host (see net_forward.py). Imports nothing from flex but flex.errors.
@@ -18,55 +18,37 @@ import json
 import shutil
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from flex.errors import FailedPrecondition
 
-__all__ = ["BLOCKED", "Port", "apply_rules", "remove_rules", "render", "rule_counters", "table_exists"]
+__all__ = ["BLOCKED", "VETH_PREFIX", "apply_rules", "remove_rules", "render", "rule_counters", "table_exists"]
 
 # Never reachable from a container: link-local, where cloud metadata services live (169.254.169.254).
 BLOCKED = ("169.254.0.0/16",)
-
-
-@dataclass(frozen=True)
-class Port:
-    """One bridge port (host side of a veth) and the only source address it may use."""
-
-    ifname: str
-    address: str
+VETH_PREFIX = "fx"  # host ends of containers' veth pairs (net_bridge names them)
 
 
 def _q(name: str) -> str:
     return json.dumps(name)  # nft accepts double-quoted interface names
 
 
-def render(bridge: str, subnet: str, ports: Sequence[Port], *, allow: Sequence[str] = ()) -> str:
+def render(bridge: str, subnet: str, *, allow: Sequence[str] = ()) -> str:
     """The ``nft -f`` script that atomically (re)creates flex's tables for ``bridge``.
 
+    The rules name no container: they match the bridge, the subnet and the veth prefix ``fx``, so a
+    container's start or removal needs no rule change (an ``nft`` run costs 10-30 ms). Spoofing needs no
+    per-port pin either: a container's namespace belongs to the host's user namespace, where container
+    root holds neither CAP_NET_ADMIN nor CAP_NET_RAW, so it cannot change its address or forge packets.
     ``allow`` lists extra destinations (CIDRs) containers may reach although they would be blocked."""
     br = _q(bridge)
-    addrs = ", ".join(p.address for p in ports)
-    containers = f"elements = {{ {addrs} }}" if ports else ""
     blocked = ", ".join(BLOCKED)
     allowed = "".join(f'        iifname {br} ip daddr {a} accept comment "allowed by configuration"\n'
                       for a in allow)
-    # `meta ibrname` would say "any port of this bridge" but needs nft_meta_bridge, which some kernels lack
-    # (this machine's); naming the ports works everywhere. A port is added here before it joins the bridge.
-    names = ", ".join(_q(p.ifname) for p in ports)
-    isolate = (f'        iifname {{ {names} }} counter drop comment "bridge ports never talk to each other"\n'
-               if ports else "")
-    pins = "".join(
-        f"        iifname {_q(p.ifname)} ether type ip ip saddr != {p.address} counter drop "
-        f'comment "spoofed source"\n'
-        f"        iifname {_q(p.ifname)} ether type arp arp saddr ip != {p.address} counter drop "
-        f'comment "spoofed arp"\n'
-        for p in ports)
     return f"""table inet {bridge} {{}}
 delete table inet {bridge}
 table bridge {bridge} {{}}
 delete table bridge {bridge}
 table inet {bridge} {{
-    set containers {{ type ipv4_addr; {containers} }}
     chain input {{
         type filter hook input priority filter - 10; policy accept;
         iifname {br} ct state established,related accept
@@ -78,7 +60,7 @@ table inet {bridge} {{
         oifname {br} ct state established,related accept
         oifname {br} counter drop comment "nothing outside opens connections to containers"
 {allowed}        iifname {br} ip daddr {{ {blocked} }} counter drop comment "link-local metadata"
-        iifname {br} ip saddr != @containers counter drop comment "not a leased address"
+        iifname {br} ip saddr != {subnet} counter drop comment "not an address of this network"
         iifname {br} meta nfproto ipv6 counter drop comment "containers are IPv4 only"
     }}
     chain postrouting {{
@@ -89,10 +71,10 @@ table inet {bridge} {{
 table bridge {bridge} {{
     chain forward {{
         type filter hook forward priority filter; policy accept;
-{isolate}    }}
-    chain input {{
-        type filter hook input priority filter; policy accept;
-{pins}    }}
+        # `meta ibrname` would say "any port of this bridge" but needs nft_meta_bridge, which some
+        # kernels lack (this machine's); every container port is named fx..., on this bridge or another.
+        iifname "{VETH_PREFIX}*" counter drop comment "bridge ports never talk to each other"
+    }}
 }}
 """
 
@@ -114,8 +96,8 @@ def _run(script: str) -> None:
                                  hint="is the nf_tables kernel module available? (`nft list ruleset` as root)")
 
 
-def apply_rules(bridge: str, subnet: str, ports: Sequence[Port], *, allow: Sequence[str] = ()) -> None:
-    _run(render(bridge, subnet, ports, allow=allow))
+def apply_rules(bridge: str, subnet: str, *, allow: Sequence[str] = ()) -> None:
+    _run(render(bridge, subnet, allow=allow))
 
 
 def remove_rules(bridge: str) -> None:

@@ -310,7 +310,7 @@ class Networks:
                 with self.db.transaction() as conn:
                     conn.execute("DELETE FROM net_endpoints WHERE container_id = ?", (container_id,))
                 if row is None or row["bridge"] is not None:
-                    self._sync_rules()
+                    self._sync_rules(created=False)
         else:
             with self.db.transaction() as conn:
                 conn.execute("DELETE FROM net_endpoints WHERE container_id = ?", (container_id,))
@@ -361,9 +361,12 @@ class Networks:
         netns = self._netns_path(container_id)
         net_ns.create_netns(netns)
         with self._lock():
-            self._check_subnet()
+            created = not net_bridge.link_exists(self.bridge)
+            if created:
+                self._check_subnet()
             net_bridge.ensure_bridge(self.bridge, str(self.ipam.gateway), self.ipam.network.prefixlen)
-            self._sync_rules()  # the new port is filtered before it joins the bridge
+            if created:
+                self._sync_rules(created=True)  # filtered before the first port joins the bridge
             net_bridge.add_endpoint(self.bridge, self._veth(container_id), netns, address,
                                     self.ipam.network.prefixlen, str(self.ipam.gateway))
         return address
@@ -372,23 +375,20 @@ class Networks:
         """Refuse a subnet another interface already routes (a VPN, docker0, a second flex install)."""
         from flex.runtime import net_bridge
 
-        if net_bridge.link_exists(self.bridge):
-            return
         for route in net_bridge.routes_overlapping(self.ipam.subnet):
             raise FailedPrecondition(f"subnet {self.ipam.subnet} for bridge {self.bridge} overlaps {route}",
                                      hint="set FLEX_NET_SUBNET to a free private range")
 
-    def _sync_rules(self) -> None:
-        """Render the ruleset from the records of this bridge; with none left, remove rules and bridge.
-        Called with the lock held."""
+    def _sync_rules(self, *, created: bool) -> None:
+        """Install the bridge's ruleset when the bridge was just made; with no container left on this
+        bridge (in any database: the kernel's port list decides), remove rules and bridge. Lock held."""
         from flex.runtime import net_bridge, net_firewall
 
-        rows = self.db.query("SELECT host_if, address FROM net_endpoints WHERE bridge = ? AND rootless = 0",
-                             (self.bridge,))
-        ports = [net_firewall.Port(str(r["host_if"]), str(r["address"])) for r in rows if r["address"]]
-        if rows:
-            net_firewall.apply_rules(self.bridge, self.ipam.subnet, ports)
-        elif not net_bridge.bridge_ports(self.bridge):
+        if created:
+            net_firewall.apply_rules(self.bridge, self.ipam.subnet)
+            return
+        rows = self.db.query("SELECT 1 FROM net_endpoints WHERE bridge = ? AND rootless = 0", (self.bridge,))
+        if not rows and not net_bridge.bridge_ports(self.bridge):
             net_bridge.remove_bridge(self.bridge)
             net_firewall.remove_rules(self.bridge)
 
@@ -425,6 +425,11 @@ class Networks:
             for name in net_bridge.bridge_ports(self.bridge):
                 if name.startswith(net_bridge.VETH_PREFIX) and name not in known:
                     net_bridge.remove_link(name)
+            if known and net_bridge.link_exists(self.bridge):
+                # Self-heal: a firewall reload (`nft flush ruleset`) may have dropped flex's tables.
+                from flex.runtime import net_firewall
+
+                net_firewall.apply_rules(self.bridge, self.ipam.subnet)
 
     # ----- rootless: slirp4netns ----------------------------------------------------------------------
 
