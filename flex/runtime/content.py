@@ -61,6 +61,9 @@ class BlobWriter:
         self._hash.update(chunk)
         self._file.write(chunk)
 
+    def flush(self) -> None:
+        self._file.flush()
+
     def commit(self) -> str:
         digest = f"{self._algo}:{self._hash.hexdigest()}"
         if self.expected_size is not None and self.written != self.expected_size:

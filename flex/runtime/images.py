@@ -20,20 +20,19 @@ from flex.errors import InvalidArgument, NotFound
 from flex.runtime.content import ContentStore, check_digest
 from flex.runtime.home import Home
 from flex.runtime.mediatypes import (
-    DOCKER_CONFIG,
     INDEX_TYPES,
     LAYER_TYPES,
     MANIFEST_TYPES,
     MAX_LAYERS,
     MAX_MANIFEST_SIZE,
-    OCI_CONFIG,
 )
 from flex.runtime.metadata import MetadataDB
 from flex.runtime.reference import parse_reference
 from flex.runtime.snapshots.overlay import OverlaySnapshotter
 from flex.runtime.unpack import chain_ids
 
-__all__ = ["Descriptor", "Image", "ImageStore", "Manifest", "host_platform", "parse_manifest", "select_platform"]
+__all__ = ["Descriptor", "Image", "ImageStore", "Manifest", "host_platform", "media_type_of", "parse_config",
+           "parse_manifest", "select_platform"]
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS images (
@@ -268,6 +267,3 @@ class ImageStore:
         top = self.get(ref).top_snapshot
         return [str(p) for p in self.snapshots.lowers(top)] if top else []
 
-
-def config_media_types() -> frozenset[str]:
-    return frozenset({OCI_CONFIG, DOCKER_CONFIG})

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from flex.runtime.metadata import MetadataDB
 
-__all__ = ["Lease", "held_resources", "lease"]
+__all__ = ["Lease", "ensure_schema", "held_resources", "lease"]
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS leases (

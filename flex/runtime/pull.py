@@ -9,7 +9,8 @@ content that the next pull reuses or GC removes. Imports nothing from flex but f
 from __future__ import annotations
 
 import concurrent.futures as cf
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flex.errors import FailedPrecondition
@@ -18,7 +19,9 @@ from flex.runtime.leases import Lease, lease
 from flex.runtime.mediatypes import INDEX_TYPES, MAX_MANIFEST_SIZE
 from flex.runtime.progress import NullProgress, Progress
 from flex.runtime.reference import parse_reference
-from flex.runtime.unpack import Applier, chain_ids, unpack_layer
+from flex.runtime.spool import Spool
+from flex.runtime.tarsafe import LayerStats
+from flex.runtime.unpack import Applier, apply_layer_stream, chain_ids, unpack_layer
 
 if TYPE_CHECKING:
     import httpx
@@ -30,7 +33,8 @@ _FETCHERS = 4
 
 def unpack_image(store: ImageStore, image_layers: list[tuple[str, str]], held: Lease | None,
                  progress: Progress, wait_blob: Callable[[int], None] | None = None,
-                 applier: Applier | None = None) -> str | None:
+                 applier: Applier | None = None,
+                 applier_for: Callable[[int], Applier | None] | None = None) -> str | None:
     """Unpack (blob digest, diff_id) pairs in order; returns the top chain id. A store whose ownership is
     shifted (rootless) unpacks in a user-namespace helper unless ``applier`` says otherwise."""
     if applier is None and store.snapshots.ownership != "unshifted":
@@ -38,7 +42,7 @@ def unpack_image(store: ImageStore, image_layers: list[tuple[str, str]], held: L
 
         helper = UsernsApplier()
         try:
-            return unpack_image(store, image_layers, held, progress, wait_blob, helper)
+            return unpack_image(store, image_layers, held, progress, wait_blob, helper, None)
         finally:
             helper.close()
     diff_ids = [d for _, d in image_layers]
@@ -49,7 +53,8 @@ def unpack_image(store: ImageStore, image_layers: list[tuple[str, str]], held: L
             held.add("snapshot", chain)
         if wait_blob is not None:
             wait_blob(i)
-        res = unpack_layer(store.snapshots, store.content.path(blob), diff_id, parent, applier=applier,
+        layer_applier = (applier_for(i) if applier_for is not None else None) or applier
+        res = unpack_layer(store.snapshots, store.content.path(blob), diff_id, parent, applier=layer_applier,
                            on_key=(lambda k: held.add("snapshot", k)) if held is not None else None)
         if res.unpacked:
             progress.done(blob, "unpacked")
@@ -95,7 +100,11 @@ def pull(store: ImageStore, ref_text: str, *, progress: Progress | None = None,
             except Exception:
                 return False
 
+        # Root unpacks in-process, so a layer can be applied while it downloads (a spool); the rootless
+        # helper process reads finished blobs.
+        streaming = applier is None and store.snapshots.ownership == "unshifted"
         futures: dict[int, cf.Future[str]] = {}
+        spools: dict[int, Spool] = {}
         with cf.ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="flex-fetch") as pool:
             for i, (layer, chain) in enumerate(zip(manifest.layers, chains, strict=True)):
                 held.add("snapshot", chain)
@@ -104,20 +113,36 @@ def pull(store: ImageStore, ref_text: str, *, progress: Progress | None = None,
                     progress.done(layer.digest, "already present")
                     continue
                 progress.start(layer.digest, layer.size, "downloading")
+                spool = spools[i] = Spool() if streaming else None  # type: ignore[assignment]
                 futures[i] = pool.submit(client.fetch_blob, store.content, layer.digest, layer.size,
-                                         lambda n, d=layer.digest: progress.advance(d, n))  # type: ignore[misc]
+                                         lambda n, d=layer.digest: progress.advance(d, n),  # type: ignore[misc]
+                                         None, spool)
 
             def wait_blob(i: int) -> None:
                 fut = futures.get(i)
-                if fut is not None:
+                if fut is not None and i not in spools:
                     fut.result()
                     progress.done(manifest.layers[i].digest, "downloaded")
-                elif not store.content.exists(manifest.layers[i].digest) and not have_snapshot(chains[i]):
+                elif fut is None and not store.content.exists(manifest.layers[i].digest) \
+                        and not have_snapshot(chains[i]):
                     raise FailedPrecondition(f"layer {manifest.layers[i].digest} vanished during the pull")
+
+            def applier_for(i: int) -> Applier | None:
+                spool = spools.get(i)
+                if spool is None:
+                    return None
+                final = store.content.path(manifest.layers[i].digest)
+
+                def apply(dest: Path, blob: Path, lowers: Sequence[Path]) -> tuple[str, LayerStats]:
+                    with spool.open(final) as f:
+                        return apply_layer_stream(dest, f, lowers, name=manifest.layers[i].digest)
+                return apply
 
             try:
                 unpack_image(store, [(lay.digest, d) for lay, d in zip(manifest.layers, diff_ids, strict=True)],
-                             held, progress, wait_blob, applier)
+                             held, progress, wait_blob, applier, applier_for)
+                for fut in futures.values():
+                    fut.result()
             except BaseException:
                 for fut in futures.values():
                     fut.cancel()

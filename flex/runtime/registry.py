@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import httpx
 
@@ -22,10 +22,8 @@ from flex.errors import FlexError, InvalidArgument, NotFound, PermissionDenied, 
 from flex.runtime.auth import Credentials, lookup_credentials, parse_challenge
 from flex.runtime.content import ContentStore, DigestMismatch, sha256_digest
 from flex.runtime.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_SIZE
-from flex.runtime.reference import Reference, is_insecure_registry
-
-if TYPE_CHECKING:
-    pass
+from flex.runtime.reference import is_insecure_registry
+from flex.runtime.spool import Spool
 
 __all__ = ["Registry", "RegistryClient"]
 
@@ -194,8 +192,22 @@ class RegistryClient:
         return data, media_type, digest
 
     def fetch_blob(self, store: ContentStore, digest: str, size: int,
-                   progress: Callable[[int], None] | None = None, max_size: int | None = None) -> str:
-        """Stream a blob into the content store, verifying size and digest as it arrives."""
+                   progress: Callable[[int], None] | None = None, max_size: int | None = None,
+                   spool: Spool | None = None) -> str:
+        """Stream a blob into the content store, verifying size and digest as it arrives; a ``spool``
+        lets another thread read it meanwhile (and learns of the outcome)."""
+        try:
+            out = self._fetch_blob(store, digest, size, progress, max_size, spool)
+        except BaseException as err:
+            if spool is not None:
+                spool.finished(err)
+            raise
+        if spool is not None:
+            spool.finished(None)
+        return out
+
+    def _fetch_blob(self, store: ContentStore, digest: str, size: int, progress: Callable[[int], None] | None,
+                    max_size: int | None, spool: Spool | None) -> str:
         if store.exists(digest):
             if progress:
                 progress(size)
@@ -206,8 +218,13 @@ class RegistryClient:
                                 what=f"blob {self.repo}@{digest}")
         try:
             with store.writer(digest, size) as w:
+                if spool is not None:
+                    spool.opened(w.path)
                 for chunk in resp.iter_bytes(_CHUNK):
                     w.write(chunk)
+                    if spool is not None:
+                        w.flush()
+                        spool.wrote(len(chunk))
                     if progress:
                         progress(len(chunk))
                 return w.commit()
@@ -266,10 +283,6 @@ class RegistryClient:
         if got and got != digest:
             raise DigestMismatch(f"registry stored manifest {self.repo}:{tag} as {got}, expected {digest}")
         return digest
-
-
-def open_registry(ref: Reference, transport: httpx.BaseTransport | None = None) -> Registry:
-    return Registry(ref.registry, transport=transport)
 
 
 def _basic(creds: Credentials) -> str:

@@ -24,8 +24,8 @@ from flex.runtime.content import DigestMismatch
 from flex.runtime.snapshots.overlay import OverlaySnapshotter
 from flex.runtime.tarsafe import LayerStats, apply_tar
 
-__all__ = ["DEFAULT_MAX_LAYER_SIZE", "LayerTooLarge", "apply_layer_file", "chain_ids", "max_layer_size",
-           "open_uncompressed", "unpack_layer"]
+__all__ = ["DEFAULT_MAX_LAYER_SIZE", "Applier", "LayerTooLarge", "UnpackResult", "apply_layer_file",
+           "apply_layer_stream", "chain_ids", "max_layer_size", "open_uncompressed", "unpack_layer"]
 
 DEFAULT_MAX_LAYER_SIZE = 64 << 30
 _MAGIC_GZIP = b"\x1f\x8b"
@@ -93,14 +93,20 @@ def apply_layer_file(dest: Path, blob_path: Path, lowers: Sequence[Path], *, use
                      limit: int | None = None) -> tuple[str, LayerStats]:
     """Apply the layer blob at ``blob_path`` to ``dest``; returns (diff_id, stats)."""
     with open(blob_path, "rb", buffering=1 << 20) as f:
-        stream = open_uncompressed(f, max_layer_size() if limit is None else limit)
-        try:
-            stats = apply_tar(dest, stream, lowers=lowers, userns=userns)  # type: ignore[arg-type]
-        except (EOFError, OSError, gzip.BadGzipFile) as err:
-            if isinstance(err, OSError) and err.errno is not None:
-                raise
-            raise InvalidArgument(f"layer {blob_path.name} is corrupt: {err}") from err
-        return stream.digest, stats
+        return apply_layer_stream(dest, f, lowers, name=blob_path.name, userns=userns, limit=limit)
+
+
+def apply_layer_stream(dest: Path, blob: BinaryIO, lowers: Sequence[Path], *, name: str, userns: bool = False,
+                       limit: int | None = None) -> tuple[str, LayerStats]:
+    """Apply a (compressed or not) layer read from ``blob``, which must support ``peek``."""
+    stream = open_uncompressed(blob, max_layer_size() if limit is None else limit)
+    try:
+        stats = apply_tar(dest, stream, lowers=lowers, userns=userns)  # type: ignore[arg-type]
+    except (EOFError, OSError, gzip.BadGzipFile) as err:
+        if isinstance(err, OSError) and err.errno is not None:
+            raise
+        raise InvalidArgument(f"layer {name} is corrupt: {err}") from err
+    return stream.digest, stats
 
 
 Applier = Callable[[Path, Path, Sequence[Path]], tuple[str, LayerStats]]

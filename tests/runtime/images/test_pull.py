@@ -182,3 +182,29 @@ def _closed_port() -> int:
     from .conftest import free_port
 
     return free_port()
+
+
+def test_corrupted_blob_is_refused_and_nothing_is_kept(flex_home: Path, registry: RegistryServer,
+                                                      tmp_path: Path) -> None:
+    """Flip bytes of a layer in the registry's own storage: the pull fails with a digest mismatch,
+    lists nothing and commits no snapshot (the layer was being unpacked while it downloaded)."""
+    from tests.conftest import run_flex
+
+    state = tmp_path / "state"
+    _file(state / "data.bin", os.urandom(300_000), 0o644)
+    layout = umoci_image_from_dirs(tmp_path, [state])
+    skopeo_push(layout, "test", registry, "flex/corrupt:1")
+    manifest = json.loads(run("skopeo", "inspect", "--raw", "--tls-verify=false",
+                              f"docker://{registry.host}/flex/corrupt:1").stdout)
+    digest = manifest["layers"][0]["digest"].split(":")[1]
+    data = registry.root / "storage/docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    res = run_flex("image", "pull", f"{registry.host}/flex/corrupt:1")
+    assert res.code == 7, res.stderr
+    assert "digest mismatch" in res.stderr or "corrupt" in res.stderr, res.stderr
+    assert json.loads(run_flex("image", "ls", "--json").stdout) == []
+    store = ImageStore(Home.open())
+    assert [i.key for i in store.snapshots.walk()] == []
+    assert not store.content.exists("sha256:" + digest)
