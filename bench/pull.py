@@ -1,0 +1,135 @@
+"""Benchmark: pull + unpack of the Debian minbase image from a local docker-registry.
+
+Side by side in one run, against named anchors:
+  flex image pull REF                       vs  skopeo copy docker://REF oci:DIR + umoci unpack   (target <= 0.5x)
+  unpack of the layer alone (flex, in-process) vs  tar -xzf of the same layer blob                 (target <= 1.5x)
+
+The image is mmdebstrap's minbase (the tests' cache, .cache/test, or a fresh mmdebstrap run), stored
+with flex's bootstrap and pushed to a registry started here on 127.0.0.1. Run as root:
+    .venv/bin/python bench/pull.py [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _minbase_tar(work: Path) -> Path:
+    cache = Path(os.environ.get("FLEX_TEST_CACHE", REPO / ".cache" / "test"))
+    tars = sorted(cache.glob("rootfs-bookworm-minbase-*.tar"), key=lambda p: p.stat().st_size)
+    if tars:
+        return tars[0]  # the smallest: plain minbase without extra packages
+    out = work / "minbase.tar"
+    subprocess.run(["mmdebstrap", "--quiet", "--variant=minbase", "--mode=auto", "--format=tar", "bookworm",
+                    str(out)], check=True)
+    return out
+
+
+def _registry(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    import httpx
+
+    port = _port()
+    (work / "storage").mkdir()
+    cfg = work / "registry.yml"
+    cfg.write_text(f"version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n"
+                   f"    rootdirectory: {work / 'storage'}\nhttp:\n  addr: 127.0.0.1:{port}\n")
+    proc = subprocess.Popen(["docker-registry", "serve", str(cfg)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1)
+            return proc, f"127.0.0.1:{port}"
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("docker-registry did not start")
+
+
+def _timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def _clean(path: Path) -> None:
+    subprocess.run(["rm", "-rf", str(path)], check=True)
+    subprocess.run(["sync"], check=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (umoci unpack and flex keep in-image owners)")
+    from flex.runtime.bootstrap import image_from_rootfs_tar
+    from flex.runtime.home import Home
+    from flex.runtime.images import ImageStore
+    from flex.runtime.push import push
+    from flex.runtime.unpack import apply_layer_file
+
+    work = Path(tempfile.mkdtemp(prefix="flex-bench-pull-", dir="/var/tmp"))
+    reg, host = _registry(work)
+    try:
+        tar = _minbase_tar(work)
+        store = ImageStore(Home.open(work / "seed"))
+        img = image_from_rootfs_tar(store, tar, "bench/minbase:1")
+        ref = f"{host}/bench/minbase:1"
+        push(store, img.name, ref)
+        layer = store.content.path(img.manifest.layers[0].digest)
+        print(f"image: {ref} ({img.manifest_digest[:19]}), layer {layer.stat().st_size / 1e6:.1f} MB gzip, "
+              f"{tar.stat().st_size / 1e6:.1f} MB tar")
+        flex_t, anchor_t, unpack_t, tar_t = [], [], [], []
+        for i in range(args.runs):
+            home = work / f"home{i}"
+            flex_t.append(_timed([sys.executable, "-m", "flex", "image", "pull", "-q", ref], {"FLEX_HOME": str(home)}))
+            _clean(home)
+            oci, bundle = work / f"oci{i}", work / f"bundle{i}"
+            anchor_t.append(_timed(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}",
+                                    f"oci:{oci}:x"]) + _timed(["umoci", "unpack", "--image", f"{oci}:x", str(bundle)]))
+            _clean(oci)
+            _clean(bundle)
+            dest = work / f"unpack{i}"
+            dest.mkdir()
+            start = time.perf_counter()
+            apply_layer_file(dest, layer, [])
+            unpack_t.append(time.perf_counter() - start)
+            _clean(dest)
+            dest.mkdir()
+            tar_t.append(_timed(["tar", "-xzf", str(layer), "-C", str(dest)]))
+            _clean(dest)
+        med = statistics.median
+        print(f"{'':34}{'median':>9}  runs")
+        for label, values in (("flex image pull", flex_t), ("skopeo copy + umoci unpack", anchor_t),
+                              ("flex unpack (layer only)", unpack_t), ("tar -xzf (same layer)", tar_t)):
+            print(f"{label:34}{med(values):8.2f}s  {' '.join(f'{v:.2f}' for v in values)}")
+        print(f"pull ratio   flex / (skopeo+umoci) = {med(flex_t) / med(anchor_t):.2f}x   (target <= 0.5x)")
+        print(f"unpack ratio flex / tar -xzf       = {med(unpack_t) / med(tar_t):.2f}x   (target <= 1.5x)")
+    finally:
+        reg.terminate()
+        reg.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
