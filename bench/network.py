@@ -1,7 +1,7 @@
 """Network benchmark (issue 6), figures and their anchors side by side in one run:
 
   (a) set-up + teardown per container, in-process as the runner calls it (prepare + attach with one
-      published port + release), medians:
+      published port + release) while another container keeps the bridge up, medians:
         root:     vs. the same links made by `ip` commands (netns add, veth, addresses, route, bridge;
                   then delete)                                              target: <= 30 ms added
         rootless: vs. bare `slirp4netns` to ready and killed               target: <= 20 ms added
@@ -78,6 +78,12 @@ def worker(rootless: bool, runs: int, mbytes: int) -> dict[str, float]:
 
         out["pyroute2 import"] = (time.perf_counter() - t) * 1000
     req = NetworkRequest("private", [parse_publish("0:8000")], "bench")
+    # The first container of a runner also creates the bridge and installs the ruleset; measured once.
+    if not rootless:
+        t = time.perf_counter()
+        nets.prepare("resident", NetworkRequest("private", [], "resident"))
+        nets.attach("resident", os.getpid())
+        out["first container prepare"] = (time.perf_counter() - t) * 1000
     flex_times, anchor_times = [], []
     for i in range(runs + 1):
         holder = None
@@ -116,6 +122,8 @@ def worker(rootless: bool, runs: int, mbytes: int) -> dict[str, float]:
         out["loopback MB/s"] = mbytes / min(transfer(18000, mbytes) for _ in range(3))
     finally:
         nets.release("tput")
+        if not rootless:
+            nets.release("resident")
         for p in (sink, direct):
             p.kill()
             p.wait()
@@ -207,7 +215,9 @@ def main() -> int:
         print(f"  {mode:9s} flex {added:7.1f} ms   anchor {anchor}: {r['anchor']:6.1f} ms   "
               f"ratio {added / r['anchor']:.2f}   target <= {target} ms: {'met' if added <= target else 'MISSED'}")
     if "root" in results:
-        print(f"  (root, once per process: import pyroute2 {results['root']['pyroute2 import']:.0f} ms)")
+        r = results["root"]
+        print(f"  (root, once: import pyroute2 {r['pyroute2 import']:.0f} ms per process; the runner's first "
+              f"container, which makes the bridge and ruleset, {r['first container prepare']:.0f} ms)")
     print(f"throughput of one {args.mbytes} MiB TCP transfer from 127.0.0.1 (best of 3)")
     for mode, r in results.items():
         print(f"  {mode:9s} published port {r['published MB/s']:8.0f} MB/s   host loopback "

@@ -229,9 +229,12 @@ class Networks:
             raise InvalidArgument(f"invalid container id {container_id!r} for networking")
         if req.mode not in MODES:
             raise UsageError(f"unknown network mode {req.mode!r}", hint="use --net none, private or host")
-        if not _HOSTNAME.match(req.hostname):
+        # Container names may hold characters a hostname may not (my_app): map them, as podman does.
+        hostname = re.sub(r"[^A-Za-z0-9.-]+", "-", req.hostname)[:63].strip("-.") or "flex"
+        if not _HOSTNAME.match(hostname):
             raise InvalidArgument(f"invalid hostname {req.hostname!r}",
                                   hint="letters, digits and '-', dot-separated labels of at most 63 characters")
+        req = NetworkRequest(req.mode, list(req.ports), hostname, req.allow_host_network)
         if req.ports and req.mode != "private":
             raise UsageError(f"--publish needs --net private (this container has --net {req.mode})",
                              hint="with --net host the container's ports are the host's ports already")

@@ -54,7 +54,10 @@ def test_modes_refusals_and_etc_files(home: Home) -> None:
     with pytest.raises(UsageError):
         root.prepare("c1", NetworkRequest("bridge", [], "c1"))
     with pytest.raises(InvalidArgument):
-        root.prepare("c1", NetworkRequest("none", [], "bad_host name"))
+        root.prepare("c1", NetworkRequest("none", [], "a..b"))
+    odd = root.prepare("odd", NetworkRequest("none", [], "my_app 2"))
+    assert odd.etc_files["/etc/hostname"].read_text() == "my-app-2\n"
+    root.release("odd")
     with pytest.raises(InvalidArgument):
         root.prepare("../x", NetworkRequest("none", [], "c1"))
     with pytest.raises(FailedPrecondition):
