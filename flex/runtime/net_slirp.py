@@ -19,7 +19,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,10 @@ def _tool(name: str) -> str:
     return path
 
 
-def start_slirp(pid: int, api_socket: Path, log_path: Path, *, timeout: float = 10.0) -> int:
-    """Start slirp4netns for the network namespace of ``pid``; returns once the tap is configured."""
+def start_slirp(pid: int, api_socket: Path, log_path: Path, *, timeout: float = 10.0,
+                meanwhile: Callable[[], None] | None = None) -> int:
+    """Start slirp4netns for the network namespace of ``pid``; returns once the tap is configured.
+    ``meanwhile`` runs while slirp4netns starts up (the guard rules: they do not depend on it)."""
     api_socket.unlink(missing_ok=True)
     rfd, wfd = os.pipe()
     cmd = [_tool("slirp4netns"), "--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox",
@@ -52,6 +54,13 @@ def start_slirp(pid: int, api_socket: Path, log_path: Path, *, timeout: float = 
                                     start_new_session=True, close_fds=True)
         os.close(wfd)
         wfd = -1
+        if meanwhile is not None:
+            try:
+                meanwhile()
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
         ready, _, _ = select.select([rfd], [], [], timeout)
         if not ready or os.read(rfd, 1) != b"1":
             proc.kill()
@@ -109,14 +118,20 @@ def add_hostfwd(api_socket: Path, host_ip: str, host_port: int, guest_port: int,
 
 
 def host_addresses() -> list[str]:
-    """The runner's own IPv4 addresses other than loopback (slirp4netns already hides 127.0.0.0/8)."""
-    proc = subprocess.run([_tool("ip"), "-j", "-4", "addr", "show"], capture_output=True, text=True, timeout=30)
+    """The runner's own IPv4 addresses other than loopback (slirp4netns already hides 127.0.0.0/8), read
+    from the kernel's local routing table in /proc/net/fib_trie (no `ip` process: this runs per start)."""
     out: list[str] = []
-    for link in json.loads(proc.stdout or "[]"):
-        for a in link.get("addr_info", []):
-            local = a.get("local")
-            if local and not local.startswith("127."):
-                out.append(local)
+    last = ""
+    try:
+        text = Path("/proc/net/fib_trie").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("|--"):
+            last = stripped[3:].strip()
+        elif stripped == "/32 host LOCAL" and last and not last.startswith("127.") and last not in out:
+            out.append(last)
     return out
 
 
@@ -158,32 +173,26 @@ def stop_process(pid: int, marker: str, *, timeout: float = 5.0) -> None:
     """SIGTERM (then SIGKILL) ``pid`` if its command line still carries ``marker``; gone is fine."""
     if not _matches(pid, marker):
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
-        time.sleep(0.002)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    try:
+        pidfd = os.pidfd_open(pid)  # wait for the exit without polling; immune to pid reuse from here on
+    except ProcessLookupError:
+        return
+    try:
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        if not select.select([pidfd], [], [], timeout)[0]:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it was our child
 
 
 def _matches(pid: int, marker: str) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return marker.encode() in f.read().split(b"\0")
-    except OSError:
-        return False
-
-
-def _alive(pid: int) -> bool:
-    # Our children are reaped here; a zombie counts as gone.
-    with contextlib.suppress(ChildProcessError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False

@@ -131,10 +131,10 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9]
 def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        # No fsync: these live under FLEX_HOME/run (tmpfs on an installed runner) and are rewritten by
+        # every prepare; the rename alone keeps readers from ever seeing half a file.
         with os.fdopen(fd, "w") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -302,7 +302,8 @@ class Networks:
     def release(self, container_id: str) -> None:
         """Remove everything prepare/attach made for the container; safe to repeat and after a crash."""
         row = self._row(container_id)
-        self._stop_helpers(container_id)
+        if row is None or (row["mode"] == "private" and (self.rootless or json.loads(row["requested"]))):
+            self._stop_helpers(container_id, row["helper_pid"] if row is not None else None)
         if not self.rootless:
             from flex.runtime import net_bridge, net_ns
 
@@ -439,10 +440,11 @@ class Networks:
     def _attach_slirp(self, container_id: str, pid: int,
                       requested: list[PortMapping]) -> tuple[list[PortMapping], int]:
         api = self._api_socket(container_id)
-        helper = net_slirp.start_slirp(pid, api, self._dir(container_id) / "slirp4netns.log")
+        helper = net_slirp.start_slirp(
+            pid, api, self._dir(container_id) / "slirp4netns.log",
+            meanwhile=lambda: net_slirp.install_guard(pid, ["169.254.0.0/16", *net_slirp.host_addresses()]))
         with self.db.transaction() as conn:
             conn.execute("UPDATE net_endpoints SET helper_pid = ? WHERE container_id = ?", (helper, container_id))
-        net_slirp.install_guard(pid, ["169.254.0.0/16", *net_slirp.host_addresses()])
         bound = [PortMapping(p.host_ip, net_slirp.add_hostfwd(api, p.host_ip, p.host_port, p.container_port,
                                                               p.protocol), p.container_port, p.protocol)
                  for p in requested]
@@ -450,9 +452,12 @@ class Networks:
 
     # ----- both -----------------------------------------------------------------------------------------
 
-    def _stop_helpers(self, container_id: str) -> None:
+    def _stop_helpers(self, container_id: str, known_pid: int | None = None) -> None:
+        """Stop the container's forwarder or slirp4netns. A recorded pid is enough once attach finished;
+        otherwise (a crash between spawn and record) search /proc for the tag."""
         tag = self._tag(container_id)
-        for pid in list(net_slirp.find_processes(tag)):
+        pids = [known_pid] if known_pid else list(net_slirp.find_processes(tag))
+        for pid in pids:
             net_slirp.stop_process(pid, tag)
 
     def _write_etc(self, container_id: str, req: NetworkRequest, address: str | None) -> dict[str, Path]:
