@@ -283,7 +283,7 @@ class Containers:
                 removed.append(c.id)
             else:
                 known.add(c.id)
-        for cid in self.runtime.list_ids():
+        for cid in self._runtime.list_ids():  # (no keeper needed just to look)
             if cid not in known:
                 self.runtime.delete(cid, force=True)
                 removed.append(f"oci:{cid}")

@@ -87,8 +87,11 @@ class OCIRuntime:
         return data
 
     def list_ids(self) -> list[str]:
-        proc = self._run("list", "--quiet", check=False)
-        return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+        """Containers the runtime has state for: one directory each under its root (crun and runc)."""
+        try:
+            return sorted(p.name for p in self.state_root.iterdir() if p.is_dir())
+        except FileNotFoundError:
+            return []
 
     def kill(self, cid: str, signal: str = "TERM", *, all_processes: bool = False) -> None:
         args = ["kill", *(["--all"] if all_processes else []), cid, signal]

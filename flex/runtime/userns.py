@@ -73,8 +73,11 @@ class Keeper:
         (_, su, nu), (_, sg, ng) = self.idmap.uids[1], self.idmap.gids[1]
         argv = ["unshare", "--map-root-user", f"--map-users={su},1,{nu}", f"--map-groups={sg},1,{ng}",
                 "--mount", "--propagation", "private", "--", "sleep", "infinity"]
+        self._kill_unready()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, start_new_session=True, cwd="/")
+        # recorded before it is ready: if we are killed now, the next spawn finds and ends it
+        self._write_pid(proc.pid)
         deadline = time.monotonic() + 10
         while not self._alive(proc.pid):
             if proc.poll() is not None:
@@ -87,10 +90,24 @@ class Keeper:
             time.sleep(0.002)
         if proc.stderr:
             proc.stderr.close()
-        tmp = self.pid_file.with_suffix(".tmp")
-        tmp.write_text(str(proc.pid))
-        os.replace(tmp, self.pid_file)
         return proc.pid
+
+    def _write_pid(self, pid: int) -> None:
+        tmp = self.pid_file.with_suffix(".tmp")
+        tmp.write_text(str(pid))
+        os.replace(tmp, self.pid_file)
+
+    def _kill_unready(self) -> None:
+        """End a keeper whose creator died before it was ready (it is ours: same uid, our pid file)."""
+        try:
+            pid = int(self.pid_file.read_text())
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            owner = os.stat(f"/proc/{pid}").st_uid
+        except (OSError, ValueError):
+            return
+        if comm in ("unshare", "sleep") and owner == os.getuid():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
 
     def prefix(self) -> list[str]:
         """argv prefix that runs a command as root inside the keeper's namespaces."""
