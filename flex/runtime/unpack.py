@@ -13,6 +13,8 @@ import contextlib
 import gzip
 import hashlib
 import os
+import queue
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -75,6 +77,65 @@ class _Uncompressed:
         return "sha256:" + self._hash.hexdigest()
 
 
+class _Prefetch:
+    """Decompresses and hashes in a thread (zlib, zstd and hashlib release the GIL), so a second core
+    works while this one parses tar headers and makes files."""
+
+    def __init__(self, inner: _Uncompressed, chunk: int = 1 << 20, depth: int = 8):
+        self._inner = inner
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        self._thread = threading.Thread(target=self._run, args=(chunk,), daemon=True, name="flex-unpack-read")
+        self._thread.start()
+
+    def _put(self, item: bytes | BaseException) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, chunk: int) -> None:
+        try:
+            while True:
+                data = self._inner.read(chunk)
+                if not self._put(data) or not data:
+                    return
+        except BaseException as err:
+            self._put(err)
+
+    def read(self, n: int = -1) -> bytes:
+        if self._pos >= len(self._buf):
+            if self._eof:
+                return b""
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._eof = True
+                raise item
+            if not item:
+                self._eof = True
+                return b""
+            self._buf, self._pos = item, 0
+        if n is None or n < 0:
+            n = len(self._buf) - self._pos
+        out = self._buf[self._pos:self._pos + n]
+        self._pos += len(out)
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    @property
+    def digest(self) -> str:
+        return self._inner.digest
+
+
 def open_uncompressed(blob: BinaryIO, limit: int) -> _Uncompressed:
     head = blob.peek(4)[:4] if hasattr(blob, "peek") else b""
     inner: BinaryIO
@@ -99,13 +160,15 @@ def apply_layer_file(dest: Path, blob_path: Path, lowers: Sequence[Path], *, use
 def apply_layer_stream(dest: Path, blob: BinaryIO, lowers: Sequence[Path], *, name: str, userns: bool = False,
                        limit: int | None = None) -> tuple[str, LayerStats]:
     """Apply a (compressed or not) layer read from ``blob``, which must support ``peek``."""
-    stream = open_uncompressed(blob, max_layer_size() if limit is None else limit)
+    stream = _Prefetch(open_uncompressed(blob, max_layer_size() if limit is None else limit))
     try:
         stats = apply_tar(dest, stream, lowers=lowers, userns=userns)  # type: ignore[arg-type]
     except (EOFError, OSError, gzip.BadGzipFile) as err:
         if isinstance(err, OSError) and err.errno is not None:
             raise
         raise InvalidArgument(f"layer {name} is corrupt: {err}") from err
+    finally:
+        stream.close()
     return stream.digest, stats
 
 
