@@ -170,7 +170,7 @@ def find_processes(marker: str) -> Iterator[int]:
 
 
 def stop_process(pid: int, marker: str, *, timeout: float = 5.0) -> None:
-    """SIGTERM (then SIGKILL) ``pid`` if its command line still carries ``marker``; gone is fine."""
+    """Kill ``pid`` and wait for it, if its command line still carries ``marker``; gone is fine."""
     if not _matches(pid, marker):
         return
     try:
@@ -178,12 +178,11 @@ def stop_process(pid: int, marker: str, *, timeout: float = 5.0) -> None:
     except ProcessLookupError:
         return
     try:
+        # SIGKILL straight away: slirp4netns and the forwarder hold no state worth a graceful exit, and
+        # waiting for one would add to every container removal.
         with contextlib.suppress(ProcessLookupError):
-            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
-        if not select.select([pidfd], [], [], timeout)[0]:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            select.select([pidfd], [], [], timeout)
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        select.select([pidfd], [], [], timeout)
     finally:
         os.close(pidfd)
     with contextlib.suppress(ChildProcessError):
