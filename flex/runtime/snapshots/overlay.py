@@ -178,6 +178,9 @@ class OverlaySnapshotter:
         n = 0
         for entry in self.root.iterdir():
             if entry.name.isdigit() and entry.name not in ids:
+                # a prepare() may have inserted its row after we read the ids (rows come before dirs)
+                if self.db.query_one("SELECT 1 FROM snapshots WHERE id = ?", (int(entry.name),)):
+                    continue
                 _remove_tree(entry, self.root)
                 n += 1
             elif entry.name.startswith(".removing-"):
