@@ -4,6 +4,7 @@ equal `umoci unpack` of the same image, byte for byte, with owners, modes, xattr
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -208,3 +209,37 @@ def test_corrupted_blob_is_refused_and_nothing_is_kept(flex_home: Path, registry
     store = ImageStore(Home.open())
     assert [i.key for i in store.snapshots.walk()] == []
     assert not store.content.exists("sha256:" + digest)
+
+
+def test_multi_platform_index_resolves_to_the_host(flex_home: Path, registry: RegistryServer,
+                                                   tmp_path: Path) -> None:
+    from flex.runtime.images import host_platform
+    from tests.conftest import run_flex
+
+    host = host_platform()["architecture"]
+    other = "arm64" if host != "arm64" else "amd64"
+    layout = tmp_path / "layout"
+    for arch in (host, other):
+        state = tmp_path / f"state-{arch}"
+        _file(state / "etc/arch", arch.encode())
+        umoci_image_from_dirs(tmp_path / arch, [state], tag=arch)
+        run("skopeo", "copy", "--quiet", f"oci:{tmp_path / arch / 'layout'}:{arch}", f"oci:{layout}:{arch}")
+        run("umoci", "config", "--image", f"{layout}:{arch}", "--architecture", arch)
+    index = json.loads((layout / "index.json").read_text())
+    by_tag = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in index["manifests"]}
+    nested = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": by_tag[a]["mediaType"], "digest": by_tag[a]["digest"], "size": by_tag[a]["size"],
+         "platform": {"os": "linux", "architecture": a}} for a in (other, host)]}
+    data = json.dumps(nested).encode()
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs/sha256" / digest).write_bytes(data)
+    index["manifests"].append({"mediaType": nested["mediaType"], "digest": f"sha256:{digest}", "size": len(data),
+                               "annotations": {"org.opencontainers.image.ref.name": "multi"}})
+    (layout / "index.json").write_text(json.dumps(index))
+    run("skopeo", "copy", "--quiet", "--all", "--dest-tls-verify=false", f"oci:{layout}:multi",
+        f"docker://{registry.host}/flex/multi:1")
+    res = run_flex("image", "pull", f"{registry.host}/flex/multi:1")
+    assert res.code == 0, res.stderr
+    info = json.loads(run_flex("image", "inspect", f"{registry.host}/flex/multi:1", "--json").stdout)
+    assert info["target"] == f"sha256:{digest}" and info["platform"] == f"linux/{host}"
+    assert (Path(info["lowerdirs"][0]) / "etc/arch").read_text() == host
