@@ -365,11 +365,10 @@ class Networks:
         netns = self._netns_path(container_id)
         net_ns.create_netns(netns)
         with self._lock():
-            created = not net_bridge.link_exists(self.bridge)
-            if created:
+            if not net_bridge.link_exists(self.bridge):
+                # Only the first container pays for the bridge and ruleset; gc() re-checks both later.
                 self._check_subnet()
-            net_bridge.ensure_bridge(self.bridge, str(self.ipam.gateway), self.ipam.network.prefixlen)
-            if created:
+                net_bridge.ensure_bridge(self.bridge, str(self.ipam.gateway), self.ipam.network.prefixlen)
                 self._sync_rules(created=True)  # filtered before the first port joins the bridge
             net_bridge.add_endpoint(self.bridge, self._veth(container_id), netns, address,
                                     self.ipam.network.prefixlen, str(self.ipam.gateway))
@@ -430,9 +429,11 @@ class Networks:
                 if name.startswith(net_bridge.VETH_PREFIX) and name not in known:
                     net_bridge.remove_link(name)
             if known and net_bridge.link_exists(self.bridge):
-                # Self-heal: a firewall reload (`nft flush ruleset`) may have dropped flex's tables.
+                # Self-heal: someone took the bridge down, or a firewall reload (`nft flush ruleset`)
+                # dropped flex's tables.
                 from flex.runtime import net_firewall
 
+                net_bridge.ensure_bridge(self.bridge, str(self.ipam.gateway), self.ipam.network.prefixlen)
                 net_firewall.apply_rules(self.bridge, self.ipam.subnet)
 
     # ----- rootless: slirp4netns ----------------------------------------------------------------------
