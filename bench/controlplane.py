@@ -221,8 +221,8 @@ class Stats:
         t = time.perf_counter()
         try:
             r = await c.request(method, path, **kw)
-        except httpx.TransportError:
-            self.errors[self.phase] += 1
+        except httpx.TransportError as err:
+            self.errors[f"{self.phase} {type(err).__name__}"] += 1
             return None
         self.lat[self.phase].append(time.perf_counter() - t)
         if r.status_code not in ok:
@@ -293,9 +293,10 @@ async def scale(urls: list[str], admin_token: str, pg_url: str, runners: int, en
         async def join(i: int) -> None:
             async with sem:
                 tok = (await admin.post("/api/v1/runners/join-tokens")).json()["token"]
-                r = await httpx.AsyncClient(base_url=urls[i % 2]).post("/api/v1/runners:join", json={
-                    "token": tok, "name": f"r{i}", "kind": "vm",
-                    "capacity": {"cpus": 32, "memory": "128Gi", "disk": "2Ti"}})
+                async with httpx.AsyncClient(base_url=urls[i % 2], timeout=60) as anon:
+                    r = await anon.post("/api/v1/runners:join", json={
+                        "token": tok, "name": f"r{i}", "kind": "vm",
+                        "capacity": {"cpus": 32, "memory": "128Gi", "disk": "2Ti"}})
                 creds.append((r.json()["id"], r.json()["credential"]))
 
         await asyncio.gather(*(join(i) for i in range(runners)))
@@ -380,6 +381,7 @@ async def scale(urls: list[str], admin_token: str, pg_url: str, runners: int, en
     print(f"    spec change -> runner event     {summary(st.spec_to_runner)}")
     print(f"    runner events checked: {expected_total}, lost {lost}, duplicated {dup}")
     print(f"    errors: {dict(st.errors) or 'none'}")
+    print(f"    machine load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 def main() -> None:
@@ -392,6 +394,7 @@ def main() -> None:
     args = ap.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 500 watches need more than 1024 descriptors
+    print(f"machine load average (1 min) at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     work = Path(tempfile.mkdtemp(prefix="flex-bench-"))
     try:
         server = Server(work / "sqlite")
