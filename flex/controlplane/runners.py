@@ -46,10 +46,12 @@ def _wire(row: RunnerRow, load: scheduler.RunnerLoad | None) -> Runner:
 
 
 class Runners:
-    def __init__(self, db: Database, heartbeat_timeout: float, on_commit: Callable[[], None]) -> None:
+    def __init__(self, db: Database, heartbeat_timeout: float, on_commit: Callable[[], None],
+                 on_runners_changed: Callable[[], None] = lambda: None) -> None:
         self.db = db
         self.heartbeat_timeout = heartbeat_timeout
         self.on_commit = on_commit
+        self.on_runners_changed = on_runners_changed
 
     def join(self, body: JoinRequest) -> JoinResponse:
         now = datetime.now(UTC)
@@ -77,6 +79,7 @@ class Runners:
                              labels=body.labels)
         except IntegrityError as err:
             raise AlreadyExists(f"a runner named {body.name!r} already exists") from err
+        self.on_runners_changed()
         self.schedule_pending()
         return JoinResponse(id=row.id, credential=credential)
 
@@ -98,6 +101,7 @@ class Runners:
                 row.labels = body.labels
             came_back = row.state != "ready"
         if came_back or body.capacity is not None or body.labels is not None:
+            self.on_runners_changed()
             self._set_state(runner_id, "ready")
             self.schedule_pending()
         return self.get(runner_id)
@@ -148,6 +152,8 @@ class Runners:
                           .values(state="offline"))
         for rid in stale:
             self._set_state(rid, "offline")
+        if stale:
+            self.on_runners_changed()
         self.schedule_pending()
 
     def schedule_pending(self) -> int:

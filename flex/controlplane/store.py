@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -147,9 +149,29 @@ class _Unchanged(Exception):
 class Store:
     """Environment reads and writes for one process; ``on_commit`` wakes this process's watchers."""
 
+    HINT_TTL = 1.0  # seconds a placement hint is reused; it is only a hint: the choice is re-checked under the lock
+
     def __init__(self, db: Database, on_commit: Callable[[], None]) -> None:
         self.db = db
         self.on_commit = on_commit
+        self._hint: tuple[float, list[scheduler.RunnerLoad]] | None = None
+        self._hint_lock = threading.Lock()
+
+    def forget_hint(self) -> None:
+        """Runners changed (joined, came back, changed capacity): the next create reads them afresh."""
+        with self._hint_lock:
+            self._hint = None
+
+    def _placement_hint(self) -> list[scheduler.RunnerLoad]:
+        with self._hint_lock:
+            cached = self._hint
+        if cached is not None and time.monotonic() - cached[0] < self.HINT_TTL:
+            return cached[1]
+        with self.db.read() as s:
+            loads = scheduler.loads(s, ready_only=True)
+        with self._hint_lock:
+            self._hint = (time.monotonic(), loads)
+        return loads
 
     # -- lookups ---------------------------------------------------------------------------------------
 
@@ -248,8 +270,7 @@ class Store:
         return wire
 
     def create(self, who: Principal, body: EnvironmentCreate) -> Wire:
-        with self.db.read() as s:  # placement is chosen before the write lock, re-checked under it
-            hint = scheduler.loads(s, ready_only=True)
+        hint = self._placement_hint()  # placement is chosen before the write lock, re-checked under it
 
         def op(s: Session, now: datetime) -> Wire:
             exists = s.scalars(select(EnvironmentRow.id).where(EnvironmentRow.owner == who.name,
@@ -262,6 +283,13 @@ class Store:
                                  generation=1, created_at=now, updated_at=now)
             _requests(row, body.spec)
             scheduler.bind_hinted(s, row, hint, now)
+            if row.runner_id is not None:  # count it in the shared hint too, so the next create sees the load
+                for load in hint:
+                    if load.id == row.runner_id:
+                        load.used_cpus += row.req_cpus
+                        load.used_memory += row.req_memory
+                        load.used_disk += row.req_disk
+                        load.count += 1
             s.add(row)
             wire = emit(s, row, "ADDED", now)
             audit.record(s, who.actor, "environment.create", f"environment:{who.name}/{body.name}",
