@@ -81,7 +81,7 @@ class RichProgress:
         self._lock = threading.Lock()
 
     def step(self, message: str) -> None:
-        self._p.console.print(message)
+        self._p.console.print(message, highlight=False, markup=False)
 
     def start(self, item: str, total: int, what: str) -> None:
         with self._lock:
