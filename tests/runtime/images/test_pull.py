@@ -115,6 +115,7 @@ def two_layer_image(registry: RegistryServer, tmp_path_factory: pytest.TempPathF
     run("skopeo", "copy", "--quiet", "--dest-compress", "--dest-compress-format=zstd", f"oci:{layout}:test",
         f"oci:{work / 'zstd'}:test")
     skopeo_push(work / "zstd", "test", registry, "flex/two:zstd")
+    skopeo_push(layout, "test", registry, "flex/two:v2s2", "--format=v2s2")  # Docker schema 2 media types
     run("umoci", "unpack", "--image", f"{layout}:test", str(work / "expected"))
     return work / "expected" / "rootfs", f"{registry.host}/flex/two"
 
@@ -144,6 +145,16 @@ def test_pull_zstd_layers_and_shared_snapshots(flex_home: Path, two_layer_image:
     assert gz.chain_ids == zst.chain_ids  # same diff_ids → the same snapshots, unpacked once
     assert len([i for i in store.snapshots.walk() if i.kind.value == "committed"]) == 2
     with mounted(store, zst, tmp_path / "mnt") as root:
+        assert diff(describe(expected), describe(root)) == []
+
+
+def test_pull_docker_schema2(flex_home: Path, two_layer_image: tuple[Path, str], tmp_path: Path) -> None:
+    expected, repo = two_layer_image
+    store = ImageStore(Home.open())
+    image = pull(store, f"{repo}:v2s2")
+    assert image.manifest.media_type == "application/vnd.docker.distribution.manifest.v2+json"
+    assert {lay.media_type for lay in image.manifest.layers} == {"application/vnd.docker.image.rootfs.diff.tar.gzip"}
+    with mounted(store, image, tmp_path / "mnt") as root:
         assert diff(describe(expected), describe(root)) == []
 
 
