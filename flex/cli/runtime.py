@@ -53,7 +53,7 @@ def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool 
     from flex.runtime import cgroups
     from flex.runtime.containers_create import CreateOptions, create_container
 
-    if tty and not sys.stdin.isatty() and not detach:
+    if tty and not sys.stdin.isatty() and not detach and not create_only:
         raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run from a terminal")
     if pids is not None and pids < 1:
         raise InvalidArgument(f"--pids {pids}: must be at least 1")
