@@ -189,9 +189,17 @@ def stop_process(pid: int, marker: str, *, timeout: float = 5.0) -> None:
         os.waitpid(pid, os.WNOHANG)  # reap it if it was our child
 
 
-def _matches(pid: int, marker: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return marker.encode() in f.read().split(b"\0")
-    except OSError:
-        return False
+def _matches(pid: int, marker: str, *, timeout: float = 2.0) -> bool:
+    # A process spawned a moment ago may still be inside execve: the kernel closes the CLOEXEC pipe that
+    # lets Popen return *before* it records the new argv, so /proc/PID/cmdline reads empty for a few
+    # hundred microseconds. Wait that out instead of mistaking our helper for a stranger.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read()
+        except OSError:
+            return False
+        if args or time.monotonic() > deadline:
+            return marker.encode() in args.split(b"\0")
+        time.sleep(0.0005)

@@ -3,6 +3,7 @@
     agent.py HOME up CID ROOTLESS(0|1) [PUBLISH...]   prepare, start workload.py as the container, attach
     agent.py HOME release CID ROOTLESS
     agent.py HOME gc ROOTLESS [LIVE_ID...]
+    agent.py HOME churn ROOTLESS N                     N x (prepare, attach, release at once), one process
 Prints one JSON line. The "container" (workload.py) is started in its own session and outlives the agent.
 """
 
@@ -10,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -46,6 +48,19 @@ def main() -> None:
     elif cmd == "release":
         Networks(home, db, rootless=sys.argv[4] == "1").release(sys.argv[3])
         print(json.dumps({"released": sys.argv[3]}))
+    elif cmd == "churn":
+        rootless = sys.argv[3] == "1"
+        nets = Networks(home, db, rootless=rootless)
+        for i in range(int(sys.argv[4])):
+            holder = subprocess.Popen(["unshare", "--user", "--map-root-user", "--net", "sleep", "60"]
+                                      if rootless else ["sleep", "60"])
+            nets.prepare(f"churn-{i}", NetworkRequest("private", [parse_publish("0:8000")], "churn"))
+            time.sleep(0.05 if rootless else 0)  # let unshare make the namespace before slirp4netns joins it
+            nets.attach(f"churn-{i}", holder.pid)
+            nets.release(f"churn-{i}")
+            holder.kill()
+            holder.wait()
+        print(json.dumps({"churned": int(sys.argv[4])}))
     elif cmd == "gc":
         nets = Networks(home, db, rootless=sys.argv[3] == "1")
         print(json.dumps({"released": nets.gc(set(sys.argv[4:]))}))

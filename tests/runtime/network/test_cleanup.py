@@ -62,3 +62,11 @@ def test_kill_9_during_setup_then_gc_leaves_nothing_and_spares_live_containers(l
     assert not lab.from_host("tcp", "127.0.0.1", str(keep_port))["ok"]
     assert lab.leftovers() == {"netns files": [], "container dirs": [], "links": [], "nft tables": [],
                                "processes": [], "leases": [], "endpoints": []}
+
+
+def test_release_right_after_attach_stops_the_helper_every_time(lab) -> None:
+    # Regression: a helper spawned a moment ago is still in execve (empty /proc/PID/cmdline); release
+    # must not mistake it for someone else's process and leave it running with the port bound.
+    assert lab.agent("churn", "1" if lab.rootless else "0", "12") == {"churned": 12}
+    assert lab.leftovers() == {"netns files": [], "container dirs": [], "links": [], "nft tables": [],
+                               "processes": [], "leases": [], "endpoints": []}
