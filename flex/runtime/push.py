@@ -28,12 +28,16 @@ def push(store: ImageStore, name: str, ref_text: str, *, progress: Progress | No
     ref = parse_reference(ref_text)
     with Registry(ref.registry, transport=transport) as reg:
         client = RegistryClient(reg, ref.repository)
+        source = parse_reference(image.name)
+        mount_from = source.repository if source.registry == ref.registry else None
         for desc in [*image.manifest.layers, image.manifest.config]:
             progress.start(desc.digest, desc.size, "uploading")
-            uploaded = client.push_blob(desc.digest, desc.size,
-                                        lambda d=desc.digest: store.content.open(d),  # type: ignore[misc]
-                                        lambda n, d=desc.digest: progress.advance(d, n))  # type: ignore[misc]
-            progress.done(desc.digest, "pushed" if uploaded else "already exists")
+            how = client.push_blob(desc.digest, desc.size,
+                                   lambda d=desc.digest: store.content.open(d),  # type: ignore[misc]
+                                   lambda n, d=desc.digest: progress.advance(d, n),  # type: ignore[misc]
+                                   mount_from=mount_from)
+            progress.done(desc.digest, {"exists": "already exists", "mounted": "mounted from " +
+                                        (mount_from or "")}.get(how, "pushed"))
         data = store.content.read(image.manifest_digest)
         digest = client.put_manifest(ref.tag or ref.digest or "latest", data, image.manifest.media_type)
     progress.step(f"pushed {ref} ({digest})")

@@ -90,11 +90,11 @@ class Registry:
         with self._lock:
             if scope in (self._auth.tokens or {}):
                 return False  # the token we already had was refused
-        params = {k: v for k, v in challenge.params.items() if k == "service"}
-        params["scope"] = scope
+        params: list[tuple[str, str]] = [(k, v) for k, v in challenge.params.items() if k == "service"]
+        params += [("scope", part) for part in scope.split()]  # one scope parameter per resource
         headers = {"Authorization": _basic(self._auth.creds)} if self._auth.creds else {}
         try:
-            tok = self._client.get(challenge.params["realm"], params=params, headers=headers)
+            tok = self._client.get(challenge.params["realm"], params=httpx.QueryParams(params), headers=headers)
         except httpx.HTTPError as err:
             raise Unavailable(f"{self.host}: token server {challenge.params['realm']} unreachable: {err}") from err
         if tok.status_code in (401, 403):
@@ -242,16 +242,27 @@ class RegistryClient:
         return True
 
     def push_blob(self, digest: str, size: int, opener: Callable[[], BinaryIO],
-                  progress: Callable[[int], None] | None = None, chunk_size: int = _UPLOAD_CHUNK) -> bool:
-        """Upload a blob unless the registry already has it (returns False then). Chunked: POST, PATCH
-        per chunk with Content-Range, final PUT with the digest."""
+                  progress: Callable[[int], None] | None = None, chunk_size: int = _UPLOAD_CHUNK,
+                  mount_from: str | None = None) -> str:
+        """Upload a blob unless the registry already has it; returns "exists", "mounted" (cross-repository
+        mount from ``mount_from`` on the same registry) or "pushed". Chunked: POST, PATCH per chunk with
+        Content-Range, final PUT with the digest."""
         if self.blob_exists(digest):
             if progress:
                 progress(size)
-            return False
+            return "exists"
         scope = self._scope(push=True)
-        resp = self.reg.request("POST", f"/v2/{self.repo}/blobs/uploads/", scope=scope, ok=(202,),
-                                what=f"start upload of {digest}")
+        params = None
+        start_scope = scope
+        if mount_from and mount_from != self.repo:
+            params = {"mount": digest, "from": mount_from}
+            start_scope = f"{scope} repository:{mount_from}:pull"  # a mount also reads the source
+        resp = self.reg.request("POST", f"/v2/{self.repo}/blobs/uploads/", scope=start_scope, ok=(201, 202),
+                                params=params, what=f"start upload of {digest}")
+        if resp.status_code == 201:  # mounted: the registry linked the blob from the other repository
+            if progress:
+                progress(size)
+            return "mounted"
         location = _location(self.reg, resp)
         offset = 0
         with opener() as f:
@@ -272,7 +283,7 @@ class RegistryClient:
         sep = "&" if "?" in location else "?"
         self.reg.request("PUT", f"{location}{sep}digest={digest}", scope=scope, ok=(201, 204),
                          headers={"Content-Length": "0"}, content=b"", what=f"finish upload of {digest}")
-        return True
+        return "pushed"
 
     def put_manifest(self, tag: str, data: bytes, media_type: str) -> str:
         resp = self.reg.request("PUT", f"/v2/{self.repo}/manifests/{tag}", scope=self._scope(push=True),

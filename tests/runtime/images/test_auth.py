@@ -84,6 +84,11 @@ def test_basic_auth_with_flex_login(flex_home: Path, basic_registry: RegistrySer
     res = run_flex("image", "push", f"{basic_registry.host}/private/hello:1", f"{basic_registry.host}/private/hello:2")
     assert res.code == 0, res.stderr
     assert "already exists" in res.stderr
+    # to another repository of the same registry: blobs are mounted across, not uploaded
+    res = run_flex("image", "push", f"{basic_registry.host}/private/hello:1", f"{basic_registry.host}/private/copy:1")
+    assert res.code == 0, res.stderr
+    assert "mounted from private/hello" in res.stderr
+    assert run_flex("image", "pull", f"{basic_registry.host}/private/copy:1").code == 0
 
 
 def test_basic_auth_from_docker_config(flex_home: Path, basic_registry: RegistryServer) -> None:
