@@ -90,11 +90,12 @@ class Registry:
         with self._lock:
             if scope in (self._auth.tokens or {}):
                 return False  # the token we already had was refused
-        params: list[tuple[str, str]] = [(k, v) for k, v in challenge.params.items() if k == "service"]
+        params: list[tuple[str, str | int | float | bool | None]] = [
+            (k, v) for k, v in challenge.params.items() if k == "service"]
         params += [("scope", part) for part in scope.split()]  # one scope parameter per resource
         headers = {"Authorization": _basic(self._auth.creds)} if self._auth.creds else {}
         try:
-            tok = self._client.get(challenge.params["realm"], params=httpx.QueryParams(params), headers=headers)
+            tok = self._client.get(challenge.params["realm"], params=params, headers=headers)
         except httpx.HTTPError as err:
             raise Unavailable(f"{self.host}: token server {challenge.params['realm']} unreachable: {err}") from err
         if tok.status_code in (401, 403):
