@@ -7,6 +7,7 @@ bound meanwhile: their files live on that runner's disk.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -47,11 +48,13 @@ def _wire(row: RunnerRow, load: scheduler.RunnerLoad | None) -> Runner:
 
 class Runners:
     def __init__(self, db: Database, heartbeat_timeout: float, on_commit: Callable[[], None],
-                 on_runners_changed: Callable[[], None] = lambda: None) -> None:
+                 on_runners_changed: Callable[[], None] = lambda: None,
+                 writer: threading.Lock | None = None) -> None:
         self.db = db
         self.heartbeat_timeout = heartbeat_timeout
         self.on_commit = on_commit
         self.on_runners_changed = on_runners_changed
+        self.writer = writer or threading.Lock()  # the store's: one environment writer per process
 
     def join(self, body: JoinRequest) -> JoinResponse:
         now = datetime.now(UTC)
@@ -120,7 +123,7 @@ class Runners:
 
     def _set_state(self, runner_id: str, state: str) -> None:
         """Flip a runner's state and record it on each environment bound to it (one event each)."""
-        with self.db.write() as s:
+        with self.writer, self.db.write() as s:
             lock(s)
             now = datetime.now(UTC)
             row = s.get(RunnerRow, runner_id)
@@ -164,7 +167,7 @@ class Runners:
         if waiting is None:
             return 0
         bound = 0
-        with self.db.write() as s:
+        with self.writer, self.db.write() as s:
             lock(s)
             now = datetime.now(UTC)
             loads = scheduler.loads(s, ready_only=True)

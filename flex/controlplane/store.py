@@ -156,6 +156,7 @@ class Store:
         self.on_commit = on_commit
         self._hint: tuple[float, list[scheduler.RunnerLoad]] | None = None
         self._hint_lock = threading.Lock()
+        self.writer = threading.Lock()
 
     def forget_hint(self) -> None:
         """Runners changed (joined, came back, changed capacity): the next create reads them afresh."""
@@ -261,7 +262,9 @@ class Store:
 
     def _write(self, fn: Callable[[Session, datetime], Wire]) -> Wire:
         try:
-            with self.db.write() as s:
+            # One environment writer per process at a time: the database lock serializes them anyway, and
+            # queueing here keeps the others from holding connections and fighting the writer for the GIL.
+            with self.writer, self.db.write() as s:
                 lock(s)
                 wire = fn(s, datetime.now(UTC))
         except _Unchanged as same:
