@@ -130,7 +130,9 @@ class Registry:
                 req = self._client.build_request(method, url, headers=hdrs, content=content, params=params)
                 resp = self._client.send(req, stream=stream)
             except (httpx.TransportError, httpx.TimeoutException) as err:
-                if attempt < self.retries and not isinstance(content, Iterator):
+                # a refused connection is rarely transient (wrong port, registry down): retry it once
+                limit = min(self.retries, 1) if isinstance(err, httpx.ConnectError) else self.retries
+                if attempt < limit and not isinstance(content, Iterator):
                     time.sleep(self.backoff * 2 ** attempt)
                     attempt += 1
                     continue
