@@ -52,7 +52,11 @@ class Mode:
         if args and args[0] in ("run", "create") and not any(a.startswith("--net") for a in args):
             # these tests are about containers; networking has its own (test_network.py)
             args = (args[0], "--net", "none", *args[1:])
-        base = [*self.python, "-m", "flex", "runtime", *args]
+        return self.python_argv("-m", "flex", "runtime", *args)
+
+    def python_argv(self, *args: str) -> list[str]:
+        """Python with these arguments, as this mode's user (FLEX_HOME set)."""
+        base = [*self.python, *args]
         if self.rootless:
             return ["runuser", "-u", USER, "--", "env", f"FLEX_HOME={self.home}",
                     f"PYTHONPATH={REPO}:{sysconfig.get_paths()['purelib']}", *base]
@@ -147,14 +151,12 @@ def dir_image_for(images: dict[str, str], workdir: Path, mode: str, include: tup
 
 def image_for(images: dict[str, str], workdir: Path, mode: Mode, include: tuple[str, ...] = ()) -> str:
     """An image made the way `flex image bootstrap` makes it (its image_from_rootfs_tar, on the cached
-    mmdebstrap tar rather than a fresh mmdebstrap run), in the mode's image store.
-
-    Rootless, `flex image bootstrap` does not shift the layer into the user's range yet (its unpack
-    refuses root-owned entries), so rootless tests use a directory image shifted the same way."""
+    mmdebstrap tar rather than a fresh mmdebstrap run), in the mode's image store: unshifted as root,
+    shifted into flextest's range (in its user namespace) rootless."""
     key = f"store:{mode.name}:{','.join(include)}"
     if key in images:
         return images[key]
-    if mode.rootless or importlib.util.find_spec("flex.runtime.bootstrap") is None:
+    if importlib.util.find_spec("flex.runtime.bootstrap") is None:
         images[key] = dir_image_for(images, workdir, mode.name, include)
         return images[key]
     tar = debian_rootfs_tar(include=include)
@@ -164,7 +166,7 @@ def image_for(images: dict[str, str], workdir: Path, mode: Mode, include: tuple[
             "from flex.runtime.bootstrap import image_from_rootfs_tar; "
             "img = image_from_rootfs_tar(ImageStore(Home.open(), ownership=store_ownership()), Path(sys.argv[1]), "
             "sys.argv[2]); print(img.name)")
-    proc = subprocess.run([*mode.python, "-c", code, str(tar), name], env=mode.env(), capture_output=True,
+    proc = subprocess.run(mode.python_argv("-c", code, str(tar), name), env=mode.env(), capture_output=True,
                           text=True, timeout=900, cwd="/")
     assert proc.returncode == 0, proc.stderr
     images[key] = proc.stdout.strip()
