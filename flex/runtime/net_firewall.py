@@ -14,6 +14,7 @@ served by a userspace forwarder on the host (see net_forward.py). Imports nothin
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
@@ -32,18 +33,24 @@ def _q(name: str) -> str:
     return json.dumps(name)  # nft accepts double-quoted interface names
 
 
-def render(bridge: str, subnet: str, *, allow: Sequence[str] = ()) -> str:
+def render(bridge: str, subnet: str, *, allow: Sequence[str] = (), host_ports: Sequence[str] = ()) -> str:
     """The ``nft -f`` script that atomically (re)creates flex's tables for ``bridge``.
 
     The rules name no container: they match the bridge, the subnet and the veth prefix ``fx``, so a
     container's start or removal needs no rule change (an ``nft`` run costs 10-30 ms). Spoofing needs no
     per-port pin either: a container's namespace belongs to the host's user namespace, where container
     root holds neither CAP_NET_ADMIN nor CAP_NET_RAW, so it cannot change its address or forge packets.
-    ``allow`` lists extra destinations (CIDRs) containers may reach although they would be blocked."""
+    ``allow`` lists extra destinations (CIDRs) containers may reach although they would be blocked;
+    ``host_ports`` ("PORT/tcp", "PORT/udp") are services of the runner itself that containers may reach
+    through the bridge's address (the gateway)."""
     br = _q(bridge)
     blocked = ", ".join(BLOCKED)
     allowed = "".join(f'        iifname {br} ip daddr {a} accept comment "allowed by configuration"\n'
                       for a in allow)
+    gateway = str(ipaddress.IPv4Network(subnet).network_address + 1)
+    opened = "".join(f'        iifname {br} ip daddr {gateway} {proto} dport {port} accept '
+                     f'comment "allowed by configuration"\n'
+                     for port, proto in (hp.split("/") for hp in host_ports))
     return f"""table inet {bridge} {{}}
 delete table inet {bridge}
 table bridge {bridge} {{}}
@@ -52,7 +59,7 @@ table inet {bridge} {{
     chain input {{
         type filter hook input priority filter - 10; policy accept;
         iifname {br} ct state established,related accept
-        iifname {br} counter drop comment "containers never reach the runner itself"
+{opened}        iifname {br} counter drop comment "containers never reach the runner itself"
     }}
     chain forward {{
         type filter hook forward priority filter - 10; policy accept;
@@ -96,8 +103,8 @@ def _run(script: str) -> None:
                                  hint="is the nf_tables kernel module available? (`nft list ruleset` as root)")
 
 
-def apply_rules(bridge: str, subnet: str, *, allow: Sequence[str] = ()) -> None:
-    _run(render(bridge, subnet, allow=allow))
+def apply_rules(bridge: str, subnet: str, *, allow: Sequence[str] = (), host_ports: Sequence[str] = ()) -> None:
+    _run(render(bridge, subnet, allow=allow, host_ports=host_ports))
 
 
 def remove_rules(bridge: str) -> None:

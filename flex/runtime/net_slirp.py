@@ -135,15 +135,16 @@ def host_addresses() -> list[str]:
     return out
 
 
-def install_guard(pid: int, blocked: list[str]) -> None:
+def install_guard(pid: int, blocked: list[str], allow: list[str] | None = None) -> None:
     """Drop traffic to ``blocked`` inside the container's namespace, entered through its user namespace
     (the runner's user owns it). A container holding CAP_NET_ADMIN in its namespace could remove this
     table: rootless mode cannot put a filter where the container has no power (see docs/networking.md)."""
     elements = ", ".join(blocked)
+    allowed = f"    ip daddr {{ {', '.join(allow)} }} accept\n" if allow else ""
     script = ("table inet flexguard {}\ndelete table inet flexguard\n"
               "table inet flexguard {\n  chain output {\n    type filter hook output priority filter - 10;"
-              f" policy accept;\n    ip daddr {{ {elements} }} counter reject with icmp type admin-prohibited\n"
-              "  }\n}\n")
+              f" policy accept;\n{allowed}    ip daddr {{ {elements} }} counter reject with icmp type "
+              "admin-prohibited\n  }\n}\n")
     proc = subprocess.run([_tool("nsenter"), f"--target={pid}", "--user", "--net", "--preserve-credentials",
                            _tool("nft"), "-f", "-"], input=script, capture_output=True, text=True, timeout=30)
     if proc.returncode != 0:

@@ -29,7 +29,7 @@ import re
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,7 +181,7 @@ class Networks:
     """Networks of containers on this runner. One instance per process; safe across processes."""
 
     def __init__(self, home: Home, db: MetadataDB, *, rootless: bool, bridge: str | None = None,
-                 subnet: str | None = None):
+                 subnet: str | None = None, allow: Sequence[str] | None = None):
         self.home = home
         self.db = db
         self.rootless = rootless
@@ -189,6 +189,12 @@ class Networks:
         self.bridge = bridge or os.environ.get("FLEX_NET_BRIDGE") or own_bridge
         self.ipam = IPAM(db, subnet or os.environ.get("FLEX_NET_SUBNET") or own_subnet)
         db.ensure_schema("network", 1, _SCHEMA)
+        self.allow_cidrs, self.allow_host_ports = _parse_allow(
+            allow if allow is not None else [a for a in os.environ.get("FLEX_NET_ALLOW", "").split(",") if a])
+        if rootless and self.allow_host_ports:
+            raise InvalidArgument("host:PORT exceptions need a root runner: slirp4netns hides the host's "
+                                  "loopback from rootless containers as a whole",
+                                  hint="drop the host:PORT entries from FLEX_NET_ALLOW")
 
     # ----- paths and records ------------------------------------------------------------------------
 
@@ -388,7 +394,8 @@ class Networks:
         from flex.runtime import net_bridge, net_firewall
 
         if created:
-            net_firewall.apply_rules(self.bridge, self.ipam.subnet)
+            net_firewall.apply_rules(self.bridge, self.ipam.subnet, allow=self.allow_cidrs,
+                                     host_ports=self.allow_host_ports)
             return
         rows = self.db.query("SELECT 1 FROM net_endpoints WHERE bridge = ? AND rootless = 0", (self.bridge,))
         if not rows and not net_bridge.bridge_ports(self.bridge):
@@ -434,7 +441,8 @@ class Networks:
                 from flex.runtime import net_firewall
 
                 net_bridge.ensure_bridge(self.bridge, str(self.ipam.gateway), self.ipam.network.prefixlen)
-                net_firewall.apply_rules(self.bridge, self.ipam.subnet)
+                net_firewall.apply_rules(self.bridge, self.ipam.subnet, allow=self.allow_cidrs,
+                                         host_ports=self.allow_host_ports)
 
     # ----- rootless: slirp4netns ----------------------------------------------------------------------
 
@@ -443,7 +451,8 @@ class Networks:
         api = self._api_socket(container_id)
         helper = net_slirp.start_slirp(
             pid, api, self._dir(container_id) / "slirp4netns.log",
-            meanwhile=lambda: net_slirp.install_guard(pid, ["169.254.0.0/16", *net_slirp.host_addresses()]))
+            meanwhile=lambda: net_slirp.install_guard(pid, ["169.254.0.0/16", *net_slirp.host_addresses()],
+                                                      self.allow_cidrs))
         with self.db.transaction() as conn:
             conn.execute("UPDATE net_endpoints SET helper_pid = ? WHERE container_id = ?", (helper, container_id))
         bound = [PortMapping(p.host_ip, net_slirp.add_hostfwd(api, p.host_ip, p.host_port, p.container_port,
@@ -481,6 +490,28 @@ class Networks:
         _atomic_write(files["/etc/hosts"], hosts)
         _atomic_write(files["/etc/resolv.conf"], resolv)
         return files
+
+
+def _parse_allow(entries: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Exceptions to isolation on a root runner (``FLEX_NET_ALLOW``, comma-separated): a CIDR containers
+    may reach although it is blocked (e.g. a metadata proxy on 169.254.x), or ``host:PORT[/udp]``, a
+    service of the runner containers may reach at the bridge address (a proxy or cache bound there)."""
+    cidrs: list[str] = []
+    ports: list[str] = []
+    hint = "entries are CIDRs (169.254.170.2/32) or host:PORT[/tcp|/udp] (host:3128)"
+    for raw in entries:
+        entry = raw.strip()
+        if entry.startswith("host:"):
+            m = re.fullmatch(r"host:(\d{1,5})(?:/(tcp|udp))?", entry)
+            if m is None or not 1 <= int(m[1]) <= 65535:
+                raise InvalidArgument(f"invalid network allow entry {entry!r}", hint=hint)
+            ports.append(f"{int(m[1])}/{m[2] or 'tcp'}")
+        else:
+            try:
+                cidrs.append(str(ipaddress.IPv4Network(entry, strict=False)))
+            except ValueError:
+                raise InvalidArgument(f"invalid network allow entry {entry!r}", hint=hint) from None
+    return cidrs, ports
 
 
 def _bridge_for(home: Home) -> tuple[str, str]:

@@ -44,6 +44,7 @@ class Lab:
         self.home.chmod(0o755)
         self.procs: list[subprocess.Popen[str]] = []
         self.pids: set[int] = set()
+        self.env: list[str] = []  # NAME=VALUE for every flex process the lab runs
 
     # --- set-up / tear-down ---
     def start(self) -> None:
@@ -102,7 +103,7 @@ class Lab:
         prefix = ["nsenter", f"--net=/run/netns/{self.host}"]
         if as_user:
             prefix += ["runuser", "-u", "flextest", "--", "env", f"PYTHONPATH={REPO}", f"HOME={self.home}"]
-        return [*prefix, *cmd]
+        return [*prefix, "env", *self.env, *cmd]
 
     @property
     def python(self) -> str:

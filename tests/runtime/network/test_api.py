@@ -114,3 +114,14 @@ def test_ipam_never_hands_out_an_address_twice_across_processes_and_restarts(hom
     assert ipam.lease("last") == freed
     with pytest.raises(Unavailable, match="no free address"):
         ipam.lease("one-too-many")
+
+
+def test_allow_entries_are_checked(home: Home) -> None:
+    db = MetadataDB(home.db_path)
+    nets = Networks(home, db, rootless=False, allow=["169.254.170.2", "host:3128", "host:53/udp"])
+    assert nets.allow_cidrs == ["169.254.170.2/32"] and nets.allow_host_ports == ["3128/tcp", "53/udp"]
+    for bad in ("host:99999", "host:80/sctp", "example.com", "10.0.0.0/33"):
+        with pytest.raises(InvalidArgument, match="invalid network allow entry"):
+            Networks(home, db, rootless=False, allow=[bad])
+    with pytest.raises(InvalidArgument, match="need a root runner"):
+        Networks(home, db, rootless=True, allow=["host:3128"])

@@ -83,3 +83,24 @@ def test_two_containers_reach_the_world_and_publish_ports_but_not_each_other_or_
     assert not _ok(lab.from_host("tcp", "127.0.0.1", str(port["b"]["tcp"])))
     assert lab.leftovers() == {"netns files": [], "container dirs": [], "links": [], "nft tables": [],
                                "processes": [], "leases": [], "endpoints": []}
+
+
+def test_explicit_exceptions_open_only_what_they_name(lab) -> None:
+    allow = ["169.254.169.254/32"] if lab.rootless else ["169.254.169.254/32", "host:7002"]
+    lab.env = [f"FLEX_NET_ALLOW={','.join(allow)}"]
+    a = lab.up("ctr-a")
+    b = lab.up("ctr-b", "0:8000")
+    r = lab.from_container(a, "tcp", "169.254.169.254", "80")
+    assert r["ok"] and r["reply"].startswith("hello metadata "), r
+    if not lab.rootless:
+        gateway = a["address"].rsplit(".", 1)[0] + ".1"
+        r = lab.from_container(a, "tcp", gateway, "7002")  # the runner's service, at the bridge address
+        assert r["ok"] and r["reply"].startswith("hello host-any "), r
+        assert not lab.from_container(a, "tcp", "10.250.0.1", "7002")["ok"]  # only where it was opened
+        assert not lab.from_container(a, "tcp", b["address"], "8000")["ok"]
+    else:
+        assert not lab.from_container(a, "tcp", "10.250.0.1", "7002")["ok"]
+        assert not lab.from_container(a, "tcp", "10.0.2.2", str(b["ports"][0]["host_port"]))["ok"]
+    lab.release("ctr-a")
+    lab.release("ctr-b")
+    assert lab.leftovers()["nft tables"] == []
