@@ -129,3 +129,41 @@ async def test_a_change_through_one_replica_reaches_a_watcher_on_another(
             await one.admin.stop_environment("a", resource_version=env.metadata.resource_version)
             with pytest.raises(Conflict):
                 await two.admin.start_environment("a", resource_version=env.metadata.resource_version)
+
+
+async def test_a_watcher_that_falls_behind_is_told_to_relist(make_settings: Callable[..., Settings]) -> None:
+    """Events are never dropped silently: a watcher whose buffer overflows gets an ERROR (410) and the stream
+    ends, so it lists again. Binding five waiting environments in one transaction overflows a buffer of 2."""
+    async with running_app(make_settings(watch_queue=2)) as api, serve(api):
+        c = api.admin
+        for i in range(5):
+            await c.create_environment(f"e{i}", git=GIT)
+        start = (await c.list_environments()).metadata.resource_version
+        got: list[WatchEvent] = []
+
+        async def watch() -> None:
+            async for ev in api.admin.watch_environments(start, timeout=30):
+                got.append(ev)
+
+        task = asyncio.create_task(watch())
+        await asyncio.sleep(0.5)
+        await api.runner("r1")  # binds all five at once
+        with pytest.raises(Gone) as info:
+            await asyncio.wait_for(task, 30)
+        assert "behind" in info.value.message
+        assert 0 < len(got) <= 2 and all(e.type == "MODIFIED" for e in got)
+        # listing again shows every binding, and a new watch from there works
+        listed = await c.list_environments()
+        assert all(e.status.runner_id for e in listed.items)
+
+
+async def test_last_event_id_resumes_a_stream(live: Api) -> None:
+    c = live.admin
+    first = await c.create_environment("e1", git=GIT)
+    await c.stop_environment("e1")
+    await c.start_environment("e1")
+    raw = live.raw(live.admin_token)
+    r = await raw.get("/api/v1/environments", params={"watch": "1", "timeoutSeconds": 1},
+                      headers={"Last-Event-ID": str(first.metadata.resource_version)})
+    ids = [int(line[4:]) for line in r.text.splitlines() if line.startswith("id: ")]
+    assert len(ids) == 2 and ids == sorted(ids) and ids[0] > first.metadata.resource_version
