@@ -9,9 +9,9 @@
       works on this host (here it cannot: it asks for rlimits above the VM's hard limits).
 
 Run as root: .venv/bin/python bench/containers.py [--runs N]. Medians of interleaved runs.
-Images: the Debian minbase rootfs that the tests cache (mmdebstrap): as root stored in flex's image store
-the way `flex image bootstrap` stores it (rootless: a directory image shifted into the user's range, as
-rootless bootstrap does not shift yet), and imported into podman's storage (removed again at the end).
+Images: the Debian minbase rootfs that the tests cache (mmdebstrap), stored in flex's image store the
+way `flex image bootstrap` stores it (root: unshifted; rootless, as flextest: shifted into its range), and
+imported into podman's storage (removed again at the end).
 """
 
 from __future__ import annotations
@@ -69,24 +69,25 @@ def main() -> int:
     have_podman = shutil.which("podman") is not None
     user = "flextest"
     rl = work / "rootless"
-    rl_image = rl / "image"
-    (rl_image / "rootfs").mkdir(parents=True)
-    (rl / "home").mkdir()
+    (rl / "home").mkdir(parents=True)
     storage_conf = rl / "storage.conf"
     storage_conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{rl}/podman-graph"\n'
                             f'runroot = "{rl}/podman-run"\n')
     shutil.chown(rl, user)
-    for p in (rl_image, rl_image / "rootfs", rl / "home", storage_conf):
+    for p in (rl / "home", storage_conf):
         shutil.chown(p, user)
-    start = next(int(line.split(":")[1]) for line in Path("/etc/subuid").read_text().splitlines()
-                 if line.startswith(user + ":"))
     as_user = ["runuser", "-u", user, "--", "env", f"CONTAINERS_STORAGE_CONF={storage_conf}",
                f"FLEX_HOME={rl / 'home'}", f"PYTHONPATH={REPO}:{sysconfig.get_paths()['purelib']}"]
-    subprocess.run(["runuser", "-u", user, "--", "unshare", "--map-root-user", f"--map-users={start},1,65536",
-                    f"--map-groups={start},1,65536", "tar", "-C", str(rl_image / "rootfs"), "--exclude=./dev/*",
-                    "-xf", str(tar)], check=True, cwd="/")
     user_python = sys.executable if subprocess.run([*as_user, sys.executable, "-c", "pass"], cwd="/",
                                                    capture_output=True).returncode == 0 else "/usr/bin/python3"
+    # rootless: the same bootstrap path, as the user (layers shifted into its range at unpack)
+    rl_image = subprocess.run(
+        [*as_user, user_python, "-c",
+         "import sys; from pathlib import Path; from flex.runtime.home import Home; "
+         "from flex.runtime.images import ImageStore; from flex.runtime.unpack_userns import store_ownership; "
+         "from flex.runtime.bootstrap import image_from_rootfs_tar; print(image_from_rootfs_tar(ImageStore("
+         "Home.open(), ownership=store_ownership()), Path(sys.argv[1]), 'bench/minbase:1').name)", str(tar)],
+        check=True, capture_output=True, text=True, cwd="/").stdout.strip()
     try:
         if have_podman:
             subprocess.run([*as_user, "podman", "import", "-q", str(tar), podman_tag], check=True,
@@ -125,7 +126,7 @@ def main() -> int:
         # no network on either side (podman --network none): the network has its own benchmark
         flex_cli = [sys.executable, "-m", "flex", "runtime", "run", "--rm", "--net", "none", image, "true"]
         podman = ["podman", "run", "--rm", "--network", "none", podman_tag, "true"]
-        flex_cli_rl = [*as_user, user_python, "-m", "flex", "runtime", "run", "--rm", "--net", "none", str(rl_image),
+        flex_cli_rl = [*as_user, user_python, "-m", "flex", "runtime", "run", "--rm", "--net", "none", rl_image,
                        "true"]
         podman_rl = [*as_user, *podman]
 
