@@ -37,7 +37,8 @@ from flex.controlplane.errors import Unprocessable
 from flex.controlplane.models import EnvironmentRow, Revision, WatchEventRow
 from flex.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 
-__all__ = ["SERVER_CONDITIONS", "Store", "StoredEvent", "Wire", "emit", "lock", "merge_patch", "row_wire"]
+__all__ = ["SERVER_CONDITIONS", "Store", "StoredEvent", "Wire", "check_inline_config", "emit", "lock", "merge_patch",
+           "row_wire"]
 
 NOTIFY_CHANNEL = "flex_events"
 SERVER_CONDITIONS = ("Scheduled", "RunnerReady")  # owned by the control plane, not by runners
@@ -119,6 +120,17 @@ def emit(s: Session, row: EnvironmentRow, type_: str, now: datetime) -> Wire:
     if s.get_bind().dialect.name == "postgresql":
         s.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": str(rv)})
     return obj
+
+
+def check_inline_config(spec: EnvironmentSpec) -> None:
+    """An inline devcontainer.json is validated against the devcontainer schema before it is stored
+    (InvalidConfiguration, HTTP 400), so a runner never has to reject it later."""
+    config = spec.devcontainer.config
+    if config is None:
+        return
+    from flex.devcontainer.config import parse_config
+
+    parse_config(json.dumps(config, indent=2), "spec.devcontainer.config")
 
 
 def _requests(row: EnvironmentRow, spec: EnvironmentSpec) -> None:
@@ -273,6 +285,7 @@ class Store:
         return wire
 
     def create(self, who: Principal, body: EnvironmentCreate) -> Wire:
+        check_inline_config(body.spec)
         hint = self._placement_hint()  # placement is chosen before the write lock, re-checked under it
 
         def op(s: Session, now: datetime) -> Wire:
@@ -329,6 +342,8 @@ class Store:
             except ValueError as err:
                 raise Unprocessable(str(err)) from err
             spec_changed = spec.to_wire() != current["spec"]
+            if spec_changed and spec.devcontainer != EnvironmentSpec.model_validate(row.spec).devcontainer:
+                check_inline_config(spec)
             if row.deletion_timestamp is not None:
                 raise Conflict(f"environment {row.name!r} is being deleted", hint="create a new one once it is gone")
             if not spec_changed and labels == row.labels:

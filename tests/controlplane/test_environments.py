@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from flex.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from flex.errors import AlreadyExists, Conflict, InvalidArgument, InvalidConfiguration, NotFound
 from tests.controlplane.conftest import Api
 
 GIT = "https://host/org/repo.git"
@@ -110,6 +110,15 @@ async def test_inline_config_and_quantities(api: Api) -> None:
         "ports": [{"port": 3000, "name": "web"}], "runnerSelector": {"zone": "eu"}})
     assert env.spec.resources.memory == 4 * 2**30 and env.spec.resources.disk == 20 * 10**9
     assert env.spec.devcontainer.config == {"image": "debian:12"} and env.spec.docker
+    # an inline devcontainer.json is checked against the devcontainer schema, on create and on change
+    raw = api.raw(api.admin_token)
+    bad = {"name": "e2", "spec": {"source": {"git": GIT}, "devcontainer": {"config": {"image": 12}}}}
+    r = await raw.post("/api/v1/environments", json=bad)
+    assert r.status_code == 400 and r.json()["kind"] == "InvalidConfiguration", r.text
+    assert "image" in r.json()["message"]
+    with pytest.raises(InvalidConfiguration):
+        await api.admin.patch_environment("e1", {"spec": {"devcontainer": {"config": {"forwardPorts": "x"}}}})
+    assert (await api.admin.get_environment("e1")).spec.devcontainer.config == {"image": "debian:12"}
 
 
 async def test_stale_if_match_is_409_and_changes_nothing(api: Api) -> None:
