@@ -19,7 +19,7 @@ from types import FrameType
 
 from flex.errors import FlexError
 
-__all__ = ["ConsoleSocket", "copy_winsize", "raw_terminal", "resize_on_sigwinch"]
+__all__ = ["ConsoleSocket", "console_size", "copy_winsize", "raw_terminal", "resize_on_sigwinch"]
 
 
 class ConsoleSocket:
@@ -53,6 +53,15 @@ class ConsoleSocket:
             self.path.unlink()
         with contextlib.suppress(OSError):
             self._dir.rmdir()
+
+
+def console_size(fd: int) -> dict[str, int] | None:
+    """OCI ``process.consoleSize`` of the terminal ``fd`` (crun sizes the pty before the process runs)."""
+    try:
+        rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, struct.pack("HHHH", 0, 0, 0, 0)))
+    except OSError:
+        return None
+    return {"height": rows, "width": cols} if rows and cols else None
 
 
 def copy_winsize(src_fd: int, dst_fd: int) -> None:

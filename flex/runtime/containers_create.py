@@ -94,15 +94,7 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
     if cg_parent:
         cgroups.ensure_parent(cg_parent)
     bundle = store.bundle(cid)
-    with store.db.transaction() as conn:
-        if conn.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
-            raise AlreadyExists(f"a container named {name!r} already exists")
-        idmap = IdMap.single_range(store.pool.allocate(cid)) if store.pool is not None else store.rootless_idmap()
-        conn.execute(
-            "INSERT INTO containers (id, name, image, state, created_at, creator_pid, auto_remove, options, "
-            "idmap, cgroup) VALUES (?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?)",
-            (cid, name, opts.image, time.time(), os.getpid(), int(opts.auto_remove),
-             json.dumps(asdict(opts)), json.dumps({"uids": idmap.uids, "gids": idmap.gids}), cgroup))
+    idmap = _record(store, cid, name, opts, cgroup, bundle)  # first: from here on GC can undo it all
     try:
         bundle.mkdir(mode=0o711)
         (bundle / "image.json").write_text(json.dumps({"ref": image.ref, "lowers": [str(p) for p in image.lowers]}))
@@ -141,6 +133,24 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
         store.remove(cid, force=True)
         raise
     return store.get(cid)
+
+
+def _record(store: Containers, cid: str, name: str, opts: CreateOptions, cgroup: str | None,
+            bundle: Path) -> IdMap:
+    """The container's record (state ``creating``) and, root, its id range: one transaction."""
+    with store.db.transaction() as conn:
+        if conn.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
+            raise AlreadyExists(f"a container named {name!r} already exists")
+        if store.pool is not None:
+            idmap = IdMap.single_range(store.pool.allocate(cid, bundle))
+        else:
+            idmap = store.rootless_idmap()
+        conn.execute(
+            "INSERT INTO containers (id, name, image, state, created_at, creator_pid, auto_remove, options, "
+            "idmap, cgroup) VALUES (?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?)",
+            (cid, name, opts.image, time.time(), os.getpid(), int(opts.auto_remove),
+             json.dumps(asdict(opts)), json.dumps({"uids": idmap.uids, "gids": idmap.gids}), cgroup))
+    return idmap
 
 
 def _with_network(store: Containers, cid: str, name: str, opts: CreateOptions, s: dict[str, Any]) -> dict[str, Any]:

@@ -164,8 +164,16 @@ def start_attached(store: Containers, c: Container, *, interactive: bool, tty: b
     log = os.open(bundle / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     if not tty and not c.options.get("docker") and c.options.get("net", "none") == "none":
         return _run_attached_plain(store, c, interactive=interactive)
-    from flex.runtime.console import ConsoleSocket, raw_terminal, resize_on_sigwinch
+    from flex.runtime.console import ConsoleSocket, console_size, raw_terminal, resize_on_sigwinch
 
+    if tty and (size := console_size(0)) is not None:
+        # the pty gets our size before the command runs (a SIGWINCH later would race with it)
+        config_path = bundle / "config.json"
+        config = json.loads(config_path.read_text())
+        config["process"]["consoleSize"] = size
+        tmp = config_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(config))
+        os.replace(tmp, config_path)
     console = ConsoleSocket() if tty else None
     out_r = out_w = err_r = err_w = -1
     try:
@@ -334,7 +342,11 @@ def exec_process(store: Containers, c: Container, args: list[str], *, tty: bool,
     pfile = bundle / f"exec-{token}.json"
     pfile.write_text(json.dumps(proc))
     if tty:
-        from flex.runtime.console import ConsoleSocket, raw_terminal, resize_on_sigwinch
+        from flex.runtime.console import ConsoleSocket, console_size, raw_terminal, resize_on_sigwinch
+
+        if (size := console_size(0)) is not None:
+            proc["consoleSize"] = size
+            pfile.write_text(json.dumps(proc))
     console = ConsoleSocket() if tty else None
     try:
         argv = store.runtime.exec_argv(c.id, pfile, tty=tty, console_socket=console.path if console else None)

@@ -63,6 +63,20 @@ def test_two_root_containers_get_distinct_id_ranges(mode: Mode, image: str) -> N
     assert a.split()[1] == b.split()[1], "a range released by rm is handed out again"
 
 
+def test_two_flex_homes_never_share_an_id_range(mode: Mode, image_dir: str, workdir: Path) -> None:
+    if mode.rootless:
+        pytest.skip("rootless containers all map to the user's own range")
+    mode.ok("run", "-d", "--name", "first", image_dir, "sleep", "300")
+    mine = mode.ok("exec", "first", "cat", "/proc/self/uid_map").split()[1]
+    other = Mode(name="root", home=workdir / "other-home", python=mode.python)
+    try:
+        theirs = other.ok("run", "--rm", image_dir, "cat", "/proc/self/uid_map").split()[1]
+    finally:
+        other.run("gc")
+        shutil.rmtree(other.home, ignore_errors=True)
+    assert mine != theirs, "each FLEX_HOME has its own DB, the claim on the range is machine-wide"
+
+
 def test_exit_codes_and_signals_pass_through(mode: Mode, image: str) -> None:
     assert mode.run("run", "--rm", image, "sh", "-c", "exit 3").code == 3
     assert mode.run("run", "--rm", image, "sh", "-c", "kill -KILL $$").code == 137
