@@ -47,5 +47,7 @@ def register(app: typer.Typer) -> None:
             print(f"created user 'admin'; its token is in {settings.admin_token_file} (mode 0600)", file=sys.stderr)
         where = settings.database_url if settings.is_postgres else settings.database_url.removeprefix("sqlite:///")
         print(f"flex control plane on http://{host}:{port} (database: {where})", file=sys.stderr, flush=True)
+        # Keep idle connections longer than a load balancer's usual 60 s, so a client reusing one never
+        # races the server closing it (uvicorn's default is 5 s).
         uvicorn.run(fastapi_app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=3,
-                    access_log=False)
+                    timeout_keep_alive=65, access_log=False)

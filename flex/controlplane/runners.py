@@ -103,11 +103,14 @@ class Runners:
             if body.labels is not None:
                 row.labels = body.labels
             came_back = row.state != "ready"
+            s.flush()
+            answer = _wire(row, scheduler.load_of(s, row))  # the common case: one transaction, no rescan
         if came_back or body.capacity is not None or body.labels is not None:
             self.on_runners_changed()
             self._set_state(runner_id, "ready")
             self.schedule_pending()
-        return self.get(runner_id)
+            return self.get(runner_id)
+        return answer
 
     def get(self, runner_id: str) -> Runner:
         with self.db.read() as s:
