@@ -1,7 +1,7 @@
 """End to end: two real containers started by `flex runtime run -d -p ...`, the isolation matrix, `rm`.
 
-Root runner only: the whole CLI runs inside the lab's host namespace (conftest.py), so the bridge, rules
-and published ports are the lab's, never the machine's. The containers run a Perl TCP server (Debian
+As root and as flextest; the whole CLI runs inside the lab's host namespace (conftest.py), so the bridge,
+rules and published ports are the lab's, never the machine's. The containers run a Perl TCP server (Debian
 minbase ships perl-base). Skipped until the containers code (`flex runtime run`) is in the tree.
 """
 
@@ -12,47 +12,60 @@ import importlib.util
 import re
 import shutil
 import subprocess
-import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import debian_rootfs_tar
+from tests.conftest import REPO, debian_rootfs_tar
 
 pytestmark = [pytest.mark.userns, pytest.mark.slow]
 
+# A client for `flex runtime exec`: prints "OK <reply>" or "FAIL <error>".
+CLIENT = ('$c=IO::Socket::INET->new(PeerAddr=>$ARGV[0],PeerPort=>$ARGV[1],Timeout=>3);'
+          'if(!$c){print "FAIL $!\\n"; exit 0} $r=<$c>; print "OK $r\\n"')
 SERVER = ('$s=IO::Socket::INET->new(LocalAddr=>"0.0.0.0",LocalPort=>8000,Listen=>5,ReuseAddr=>1) or die "bind $!";'
           'while($c=$s->accept){print $c "hello NAME from ".$c->peerhost; close $c}')
 
 
-@pytest.fixture(scope="module")
-def rootfs_image() -> Any:
-    if importlib.util.find_spec("flex.runtime.containers") is None or shutil.which("crun") is None:
-        pytest.skip("`flex runtime run` (flex/runtime/containers.py) or crun is not available")
+def _image(rootless: bool) -> Path:
+    """The cached Debian minbase as a root filesystem directory; rootless, shifted into flextest's subuid
+    range by extracting it inside a user namespace (as the containers tests do)."""
     tar = debian_rootfs_tar()
     d = Path(tempfile.mkdtemp(prefix="flexnet-img-"))
+    d.chmod(0o755)
     (d / "rootfs").mkdir()
-    subprocess.run(["tar", "-C", str(d / "rootfs"), "--exclude=./dev/*", "-xf", str(tar)], check=True)
-    yield str(d)
-    shutil.rmtree(d, ignore_errors=True)
+    if not rootless:
+        subprocess.run(["tar", "-C", str(d / "rootfs"), "--exclude=./dev/*", "-xf", str(tar)], check=True)
+        return d
+    subprocess.run(["chown", "-R", "flextest", str(d)], check=True)
+    start = next(int(line.split(":")[1]) for line in Path("/etc/subuid").read_text().splitlines()
+                 if line.startswith("flextest:"))
+    subprocess.run(["runuser", "-u", "flextest", "--", "unshare", "--map-root-user", f"--map-users={start},1,65536",
+                    f"--map-groups={start},1,65536", "tar", "-C", str(d / "rootfs"), "--exclude=./dev/*", "-xf",
+                    str(tar)], check=True, cwd="/")
+    return d
 
 
-def test_flex_runtime_run_publishes_and_isolates_two_containers(lab, rootfs_image: str) -> None:
-    if lab.rootless:
-        pytest.skip("end to end runs as root; the rootless network path is covered by test_isolation.py")
+def test_flex_runtime_run_publishes_and_isolates_two_containers(lab) -> None:
+    if importlib.util.find_spec("flex.runtime.containers") is None or shutil.which("crun") is None:
+        pytest.skip("`flex runtime run` (flex/runtime/containers.py) or crun is not available")
+    image = _image(lab.rootless)
+    pythonpath = f"{REPO}:{sysconfig.get_paths()['purelib']}"
 
     def flex(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(lab.in_host("env", f"FLEX_HOME={lab.home}", sys.executable, "-m", "flex", "runtime",
-                                          *args), capture_output=True, text=True, timeout=180)
+        argv = lab.in_host("env", f"FLEX_HOME={lab.home}", f"PYTHONPATH={pythonpath}", lab.python, "-m", "flex",
+                           "runtime", *args, as_user=lab.rootless)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=180, cwd="/")
 
     names = ("web-a", "web-b")
     try:
         ports: dict[str, int] = {}
-        netns: dict[str, dict[str, Any]] = {}
+        ctr: dict[str, dict[str, Any]] = {}
         for name in names:
-            r = flex("run", "-d", "--name", name, "-p", "0:8000", rootfs_image, "perl", "-MIO::Socket::INET", "-e",
+            r = flex("run", "-d", "--name", name, "-p", "0:8000", str(image), "perl", "-MIO::Socket::INET", "-e",
                      SERVER.replace("NAME", name))
             assert r.returncode == 0, r.stderr
             r = flex("port", name)
@@ -67,24 +80,40 @@ def test_flex_runtime_run_publishes_and_isolates_two_containers(lab, rootfs_imag
             hosts = (hostname_file.parent / "hosts").read_text()
             address = re.search(rf"^(\S+)\t{name}$", hosts, re.M)
             assert address, hosts
-            netns[name] = {"netns": str(lab.home / "run" / "netns" / cid), "address": address.group(1),
-                           "pid": None}
-        assert set(netns) == set(names)
-        a, b = netns["web-a"], netns["web-b"]
-        gateway = a["address"].rsplit(".", 1)[0] + ".1"
+            ctr[name] = {"netns": str(lab.home / "run" / "netns" / cid), "address": address.group(1)}
+        assert set(ctr) == set(names)
+        if lab.rootless:
+            # Rootless, the probes run inside the containers through `flex runtime exec` (nsenter cannot join
+            # the user namespace crun made for them from outside).
+            def probe(info: dict[str, Any], kind: str, host: str, port: str = "") -> dict[str, Any]:
+                assert kind == "tcp"
+                r = flex("exec", info["name"], "perl", "-MIO::Socket::INET", "-e", CLIENT, host, port)
+                assert r.returncode == 0 and r.stdout.startswith(("OK", "FAIL")), r.stdout + r.stderr
+                return {"ok": r.stdout.startswith("OK"), "reply": r.stdout[3:].strip(), "error": r.stdout}
+        else:
+            probe = lab.from_container
+        for name, info in ctr.items():
+            info["name"] = name
+        a, b = ctr["web-a"], ctr["web-b"]
+        gateway = "10.0.2.2" if lab.rootless else a["address"].rsplit(".", 1)[0] + ".1"
 
-        for name in names:  # published on the host's loopback; the forwarder connects from the bridge
+        for name in names:  # published on the host's loopback
             r = lab.from_host("tcp", "127.0.0.1", str(ports[name]))
             assert r["ok"] and r["reply"] == f"hello {name} from {gateway}", r
         for src in (a, b):
-            r = lab.from_container(src, "tcp", "10.250.0.2", "80")
+            r = probe(src, "tcp", "10.250.0.2", "80")
             assert r["ok"] and r["reply"] == "hello world from 10.250.0.1", r
-        for src, dst in ((a, b), (b, a)):
-            assert not lab.from_container(src, "tcp", dst["address"], "8000")["ok"]
-            assert not lab.from_container(src, "icmp", dst["address"])["ok"]
-        for probe in (("tcp", gateway, "7002"), ("tcp", "10.250.0.1", "7002"), ("tcp", gateway, "7001"),
-                      ("tcp", "169.254.169.254", "80"), ("icmp", gateway)):
-            assert not lab.from_container(a, *probe)["ok"], probe
+        if lab.rootless:
+            assert not probe(a, "tcp", "10.0.2.2", str(ports["web-b"]))["ok"]
+            assert not probe(b, "tcp", "10.0.2.2", str(ports["web-a"]))["ok"]
+        else:
+            for src, dst in ((a, b), (b, a)):
+                assert not probe(src, "tcp", dst["address"], "8000")["ok"]
+                assert not probe(src, "icmp", dst["address"])["ok"]
+            assert not probe(a, "icmp", gateway)["ok"]
+        for target in (("tcp", gateway, "7002"), ("tcp", "10.250.0.1", "7002"), ("tcp", gateway, "7001"),
+                      ("tcp", "169.254.169.254", "80")):
+            assert not probe(a, *target)["ok"], target
 
         for name in names:
             r = flex("rm", "-f", name)
@@ -97,3 +126,4 @@ def test_flex_runtime_run_publishes_and_isolates_two_containers(lab, rootfs_imag
         for name in names:
             with contextlib.suppress(Exception):
                 flex("rm", "-f", name)
+        shutil.rmtree(image, ignore_errors=True)
