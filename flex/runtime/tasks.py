@@ -159,11 +159,11 @@ def _pump(pid: int, routes: dict[int, list[int]], stdin_to: int | None) -> int:
 
 def start_attached(store: Containers, c: Container, *, interactive: bool, tty: bool) -> int:
     """Start ``c`` with our terminal or stdio attached; returns the exit code of its command."""
+    if not tty and not c.options.get("docker") and c.options.get("net", "none") == "none":
+        return _run_attached_plain(store, c, interactive=interactive)
     _subreaper()
     bundle = store.bundle(c.id)
     log = os.open(bundle / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    if not tty and not c.options.get("docker") and c.options.get("net", "none") == "none":
-        return _run_attached_plain(store, c, interactive=interactive)
     from flex.runtime.console import ConsoleSocket, console_size, raw_terminal, resize_on_sigwinch
 
     if tty and (size := console_size(0)) is not None:
