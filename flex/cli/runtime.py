@@ -34,15 +34,14 @@ def open_store() -> Containers:
     return Containers(Home.open())
 
 
-def _images(ref: str) -> ImageSource:
+def _images(ref: str, store: Containers) -> ImageSource:
     from flex.runtime.rootfs import DirectoryImages
 
     if ref.startswith("/"):
         return DirectoryImages()
-    from flex.runtime.home import Home
     from flex.runtime.images_adapter import StoreImages
 
-    return StoreImages(Home.open())
+    return StoreImages(store.home, store.db)
 
 
 def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool = False, detach: bool = False,
@@ -64,7 +63,7 @@ def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool 
         memory=cgroups.parse_memory(memory) if memory is not None else None, pids=pids, docker=docker,
         tty=tty, interactive=interactive, auto_remove=rm)
     store = open_store()
-    c = create_container(store, _images(image), opts)
+    c = create_container(store, _images(image, store), opts)
     if create_only:
         print(c.id)
         return 0

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,6 +256,16 @@ class Containers:
             self.pool.release(cid)
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM containers WHERE id = ?", (cid,))
+            self._drop_leases(conn, [cid])
+
+    def _drop_leases(self, conn: Any, cids: list[str]) -> None:
+        """The container's hold on its image's snapshots (containers_create._record)."""
+        for cid in cids:
+            try:
+                conn.execute("DELETE FROM lease_resources WHERE lease_id = ?", (f"container:{cid}",))
+                conn.execute("DELETE FROM leases WHERE id = ?", (f"container:{cid}",))
+            except sqlite3.OperationalError:
+                return  # no image store tables in this home
 
     def _rmtree(self, path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
@@ -292,6 +303,15 @@ class Containers:
                 unmount_rootfs(d, self.keeper)
                 self._rmtree(d)
                 removed.append(f"dir:{d.name}")
+        try:
+            held = [str(r["id"])[len("container:"):] for r in
+                    self.db.query("SELECT id FROM leases WHERE id LIKE 'container:%'")]
+        except sqlite3.OperationalError:
+            held = []
+        if orphans := [cid for cid in held if cid not in known]:
+            with self.db.transaction() as conn:
+                self._drop_leases(conn, orphans)
+            removed += [f"lease:{cid}" for cid in orphans]
         if self.pool is not None:
             for owner in self.pool.owners() - known:
                 self.pool.release(owner)

@@ -94,7 +94,7 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
     if cg_parent:
         cgroups.ensure_parent(cg_parent)
     bundle = store.bundle(cid)
-    idmap = _record(store, cid, name, opts, cgroup, bundle)  # first: from here on GC can undo it all
+    idmap = _record(store, cid, name, opts, cgroup, bundle, image.snapshot)  # first: GC can undo the rest
     try:
         bundle.mkdir(mode=0o711)
         (bundle / "image.json").write_text(json.dumps({"ref": image.ref, "lowers": [str(p) for p in image.lowers]}))
@@ -136,9 +136,21 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
 
 
 def _record(store: Containers, cid: str, name: str, opts: CreateOptions, cgroup: str | None,
-            bundle: Path) -> IdMap:
-    """The container's record (state ``creating``) and, root, its id range: one transaction."""
+            bundle: Path, snapshot: str | None) -> IdMap:
+    """The container's record (state ``creating``), root its id range, and a hold on the image's
+    snapshots (so `flex image prune` keeps the layers it runs on): one transaction."""
+    if snapshot is not None:
+        from flex.runtime import leases
+
+        leases.ensure_schema(store.db)
     with store.db.transaction() as conn:
+        if snapshot is not None:
+            # a lease without an owner pid lives until we delete it (container removal, or GC)
+            now = time.time()
+            conn.execute("INSERT OR REPLACE INTO leases (id, created, expires, pid, pid_start) "
+                         "VALUES (?, ?, ?, NULL, NULL)", (f"container:{cid}", now, now + 100 * 365 * 86400))
+            conn.execute("INSERT OR IGNORE INTO lease_resources (lease_id, kind, ref) VALUES (?, 'snapshot', ?)",
+                         (f"container:{cid}", snapshot))
         if conn.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
             raise AlreadyExists(f"a container named {name!r} already exists")
         if store.pool is not None:

@@ -49,6 +49,7 @@ class ResolvedImage:
     ref: str
     lowers: list[Path]  # top layer first
     config: ImageConfig
+    snapshot: str | None = None  # the image store's top snapshot key, which the container holds (GC)
 
 
 class ImageSource(Protocol):
