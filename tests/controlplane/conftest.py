@@ -138,6 +138,16 @@ class Api:
                                               {"cpus": cpus, "memory": memory, "disk": disk}, labels)
         return joined.id, self.client(joined.credential)
 
+    async def watching(self, count: int = 1, timeout: float = 30.0) -> None:
+        """Wait until this app has ``count`` watch streams subscribed (a slow machine may take a while)."""
+        import asyncio
+
+        hub = self.app.state.cp.hub
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(hub.subscribers) < count:
+            assert asyncio.get_running_loop().time() < deadline, "the watch never subscribed"
+            await asyncio.sleep(0.02)
+
     async def close(self) -> None:
         for c in self._clients:
             await c.aclose()

@@ -215,7 +215,7 @@ async def test_runner_watch_sees_only_its_environments(live: Api) -> None:
                 return
 
     task = asyncio.create_task(watch())
-    await asyncio.sleep(0.3)
+    await api.watching()
     await c.create_environment("theirs", _spec(runnerSelector={"pool": "b"}))
     env = await c.create_environment("mine", _spec(runnerSelector={"pool": "a"}))
     await c.stop_environment("mine")

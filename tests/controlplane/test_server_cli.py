@@ -85,7 +85,7 @@ def test_server_writes_the_admin_token_and_serves_the_sync_client(server: tuple[
                 bob.create_join_token()
             assert [e.metadata.name for e in bob.iter_environments(limit=1)] == ["e1"]
             # a watch from a version replays what followed it
-            events = list(bob._watch("/api/v1/environments", env.metadata.resource_version, 1.0))
+            events = list(bob.watch_environments(env.metadata.resource_version, timeout=1.0))
             assert [(e.type, e.object.spec.desired_phase) for e in events] == [("MODIFIED", "stopped")]
     with FlexClient(url, "flexu_wrong") as stranger, pytest.raises(Unauthenticated):
         stranger.list_environments()

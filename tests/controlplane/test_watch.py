@@ -38,7 +38,7 @@ async def test_watch_streams_every_change_in_order_with_the_whole_object(live: A
     c = live.admin
     start = (await c.list_environments()).metadata.resource_version
     watcher = asyncio.create_task(_collect(live.admin, start, lambda evs: evs[-1].type == "DELETED"))
-    await asyncio.sleep(0.3)
+    await live.watching()
     env = await c.create_environment("e1", git=GIT)
     await c.patch_environment("e1", {"metadata": {"labels": {"a": "b"}}})
     await c.stop_environment("e1")
@@ -59,7 +59,7 @@ async def test_watch_without_a_version_starts_now(live: Api) -> None:
     c = live.admin
     await c.create_environment("old", git=GIT)
     watcher = asyncio.create_task(_collect(live.admin, None, lambda evs: True))
-    await asyncio.sleep(0.5)
+    await live.watching()
     await c.create_environment("new", git=GIT)
     events = await watcher
     assert [(e.type, e.object.metadata.name) for e in events] == [("ADDED", "new")]
@@ -69,7 +69,7 @@ async def test_users_watch_only_their_own(live: Api) -> None:
     alice, bob = await live.user("alice"), await live.user("bob")
     start = (await bob.list_environments()).metadata.resource_version
     watcher = asyncio.create_task(_collect(bob, start, lambda evs: len(evs) == 1))
-    await asyncio.sleep(0.3)
+    await live.watching()
     await alice.create_environment("a1", git=GIT)
     await alice.stop_environment("a1")
     await bob.create_environment("b1", git=GIT)
@@ -103,7 +103,7 @@ async def test_a_watch_from_a_compacted_version_is_410(make_settings: Callable[.
         # the cure: list, then watch from the list's version
         listed = await c.list_environments()
         watcher = asyncio.create_task(_collect(api.admin, listed.metadata.resource_version, lambda evs: True))
-        await asyncio.sleep(0.3)
+        await api.watching()
         await c.stop_environment("e1")
         assert [e.type for e in await watcher] == ["MODIFIED"]
 
@@ -118,7 +118,7 @@ async def test_a_change_through_one_replica_reaches_a_watcher_on_another(
             two.admin_token = one.admin_token
             start = (await two.admin.list_environments()).metadata.resource_version
             watcher = asyncio.create_task(_collect(two.admin, start, lambda evs: len(evs) == 3))
-            await asyncio.sleep(0.3)
+            await two.watching()
             for name in ("a", "b", "c"):
                 await one.admin.create_environment(name, git=GIT)
             events = await watcher
@@ -146,7 +146,7 @@ async def test_a_watcher_that_falls_behind_is_told_to_relist(make_settings: Call
                 got.append(ev)
 
         task = asyncio.create_task(watch())
-        await asyncio.sleep(0.5)
+        await api.watching()
         await api.runner("r1")  # binds all five at once
         with pytest.raises(Gone) as info:
             await asyncio.wait_for(task, 30)
