@@ -1,9 +1,18 @@
-"""Published ports of a root runner: a small userspace forwarder process per container.
+"""Published ports by a small userspace forwarder process per container (root: TCP and UDP; rootless: UDP).
 
 Owns binding the host side of ``-p`` (in the caller, so a busy port or a bad address is an error the user
 sees at once, and port 0 gets a real free port from the kernel with no race) and the forwarder process
 that inherits those listening sockets and relays TCP (splice(2), zero-copy) and UDP (per-client sessions)
 to the container's address.
+
+Rootless, the container's address is not reachable from the runner's network at all, so the forwarder
+forks a helper that joins the container's user and network namespaces (setns needs a single-threaded
+process for a user namespace, hence the fork before any thread starts). A socket belongs to the network
+namespace it was created in: the helper creates each per-client socket there and hands the fd back over a
+socketpair (SCM_RIGHTS); the forwarder, still in the runner's namespaces, relays between its host socket
+and that one, which talks to 127.0.0.1:PORT inside the container. The helper holds nothing but its end of
+the socketpair, so a container that reached it could gain nothing of the runner's. It exits when the
+forwarder dies (EOF on the socketpair), so a kill -9 of the forwarder leaves no helper behind.
 
 Why not nftables DNAT: traffic to 127.0.0.1 never leaves the loopback device, so DNAT of it to a
 container needs ``route_localnet=1`` on the bridge, which lets packets with loopback addresses onto a
@@ -20,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import selectors
 import signal
 import socket
@@ -27,10 +37,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Listener", "bind_listener", "main", "spawn_forwarder"]
+__all__ = ["Listener", "bind_listener", "main", "spawn_forwarder", "wait_ready"]
 
 _CHUNK = 1 << 20
 _UDP_IDLE = 120.0
@@ -67,18 +77,45 @@ def bind_listener(host_ip: str, host_port: int, protocol: str, target_ip: str, t
     return Listener(sock, protocol, target_ip, target_port)
 
 
-def spawn_forwarder(tag: str, listeners: Sequence[Listener], log_path: str) -> int:
-    """Start the forwarder in its own session (it outlives the CLI of ``run -d``); returns its pid.
+def spawn_forwarder(tag: str, listeners: Sequence[Listener], log_path: str,
+                    netns_fds: tuple[int, int] | None = None) -> tuple[int, int | None]:
+    """Start the forwarder in its own session (it outlives the CLI of ``run -d``); returns its pid and,
+    with ``netns_fds`` (open /proc/PID/ns/user and ns/net of the container), a pipe to ``wait_ready`` on.
     ``tag`` is one argument of its command line, by which cleanup finds it again (even after a crash).
     The listening sockets are inherited, so connections queue in their backlog until it is ready."""
-    spec = [{"fd": ls.sock.fileno(), "protocol": ls.protocol, "ip": ls.target_ip, "port": ls.target_port}
-            for ls in listeners]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", os.path.abspath(__file__), "--tag", tag, json.dumps(spec)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=[ls.sock.fileno() for ls in listeners],
-            start_new_session=True, close_fds=True)
-    return proc.pid
+    spec: dict[str, object] = {"listeners": [{"fd": ls.sock.fileno(), "protocol": ls.protocol, "ip": ls.target_ip,
+                           "port": ls.target_port} for ls in listeners]}
+    fds = [ls.sock.fileno() for ls in listeners]
+    rfd = wfd = -1
+    if netns_fds is not None:
+        rfd, wfd = os.pipe()
+        spec.update(userns=netns_fds[0], netns=netns_fds[1], ready=wfd)
+        fds += [*netns_fds, wfd]
+    try:
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", os.path.abspath(__file__), "--tag", tag, json.dumps(spec)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=fds, start_new_session=True,
+                close_fds=True)
+    except BaseException:
+        if rfd >= 0:
+            os.close(rfd)
+        raise
+    finally:
+        if wfd >= 0:
+            os.close(wfd)
+    return proc.pid, (rfd if rfd >= 0 else None)
+
+
+def wait_ready(rfd: int, timeout: float = 10.0) -> str | None:
+    """Wait for a namespaced forwarder's helper to be in place; returns None, or why it is not. Closes rfd."""
+    try:
+        if not select.select([rfd], [], [], timeout)[0]:
+            return f"no answer in {timeout:.0f} s"
+        msg = os.read(rfd, 4096)
+        return None if msg == b"1" else (msg.decode(errors="replace") or "it exited")
+    finally:
+        os.close(rfd)
 
 
 # ----- the forwarder process -------------------------------------------------------------------------
@@ -102,6 +139,86 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
     finally:
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
+
+
+# ----- the helper in the container's namespaces (rootless) -------------------------------------------
+
+def _setns(fd: int, nstype: int) -> None:
+    if hasattr(os, "setns"):  # Python >= 3.12
+        os.setns(fd, nstype)
+        return
+    import ctypes  # only the namespaced helper pays for it
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, nstype) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _ns_helper(chan: socket.socket, userns: int, netns: int) -> None:
+    """Runs in the forked child: join the container's namespaces, then make UDP sockets on request."""
+    try:
+        _setns(userns, 0x10000000)   # CLONE_NEWUSER first: it grants the rights to join the netns
+        _setns(netns, 0x40000000)    # CLONE_NEWNET
+    except OSError as err:
+        chan.send(f"cannot join the container's namespaces: {err}".encode())
+        os._exit(1)
+    os.close(userns)
+    os.close(netns)
+    chan.send(b"1")
+    while True:
+        req = chan.recv(16)
+        if not req:  # the forwarder is gone
+            os._exit(0)
+        try:
+            s = socket.socket(socket.AF_INET6 if req == b"6" else socket.AF_INET, socket.SOCK_DGRAM)
+        except OSError as err:
+            chan.send(f"E{err}".encode())
+            continue
+        socket.send_fds(chan, [b"s"], [s.fileno()])
+        s.close()
+
+
+class _NsSockets:
+    """The forwarder's side of the helper: a UDP socket from the container's network namespace."""
+
+    def __init__(self, chan: socket.socket) -> None:
+        self.chan = chan
+        self.lock = threading.Lock()
+
+    def __call__(self, family: int) -> socket.socket:
+        with self.lock:
+            self.chan.send(b"6" if family == socket.AF_INET6 else b"4")
+            msg, fds, _, _ = socket.recv_fds(self.chan, 4096, 1)
+        if not fds:
+            raise OSError(f"the namespace helper made no socket: {msg.decode(errors='replace') or 'it exited'}")
+        return socket.socket(fileno=fds[0])
+
+
+def _start_ns_helper(spec: dict[str, int], inherited: list[int]) -> _NsSockets:
+    """Fork the helper (before any thread exists) and report to the caller on the ready pipe."""
+    ready = spec["ready"]
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    if os.fork() == 0:
+        ours.close()
+        for fd in [*inherited, ready]:
+            os.close(fd)  # the helper keeps nothing of the host side
+        _ns_helper(theirs, spec["userns"], spec["netns"])
+        os._exit(0)
+    theirs.close()
+    os.close(spec["userns"])
+    os.close(spec["netns"])
+    answer = ours.recv(4096)
+    os.write(ready, answer or b"the namespace helper exited")
+    os.close(ready)
+    if answer != b"1":
+        print(answer.decode(errors="replace"), file=sys.stderr)
+        sys.exit(1)
+    return _NsSockets(ours)
+
+
+def _plain_udp_socket(family: int) -> socket.socket:
+    return socket.socket(family, socket.SOCK_DGRAM)
 
 
 def _serve_tcp_conn(client: socket.socket, ip: str, port: int) -> None:
@@ -130,8 +247,10 @@ def _serve_tcp(listener: socket.socket, ip: str, port: int) -> None:
         threading.Thread(target=_serve_tcp_conn, args=(client, ip, port), daemon=True).start()
 
 
-def _serve_udp(listener: socket.socket, ip: str, port: int) -> None:
-    """One connected upstream socket per client address, dropped after _UDP_IDLE seconds of silence."""
+def _serve_udp(listener: socket.socket, ip: str, port: int,
+               make_socket: Callable[[int], socket.socket] = _plain_udp_socket) -> None:
+    """One connected upstream socket per client address, dropped after _UDP_IDLE seconds of silence.
+    ``make_socket`` makes the upstream sockets (rootless: in the container's network namespace)."""
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ, None)
     sessions: dict[object, tuple[socket.socket, float]] = {}
@@ -144,7 +263,7 @@ def _serve_udp(listener: socket.socket, ip: str, port: int) -> None:
                     data, client = sock.recvfrom(65535)
                     entry = sessions.get(client)
                     if entry is None:
-                        up = socket.socket(listener.family if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
+                        up = make_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
                         up.connect((ip, port))
                         sel.register(up, selectors.EVENT_READ, client)
                         entry = (up, 0.0)
@@ -169,11 +288,23 @@ def main(argv: Sequence[str]) -> int:
         print("usage: net_forward.py --tag TAG SPEC_JSON", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    spec = json.loads(argv[2])
+    entries = spec["listeners"]
+    make_socket: Callable[[int], socket.socket] = _plain_udp_socket
+    if "netns" in spec:
+        if any(e["protocol"] != "udp" for e in entries):
+            print("a namespaced forwarder relays UDP only", file=sys.stderr)
+            return 2
+        make_socket = _start_ns_helper(spec, [int(e["fd"]) for e in entries])
     threads = []
-    for entry in json.loads(argv[2]):
+    for entry in entries:
         sock = socket.socket(fileno=int(entry["fd"]))
-        target = _serve_tcp if entry["protocol"] == "tcp" else _serve_udp
-        threads.append(threading.Thread(target=target, args=(sock, entry["ip"], int(entry["port"])), daemon=True))
+        if entry["protocol"] == "tcp":
+            args: tuple[object, ...] = (sock, entry["ip"], int(entry["port"]))
+            threads.append(threading.Thread(target=_serve_tcp, args=args, daemon=True))
+        else:
+            args = (sock, entry["ip"], int(entry["port"]), make_socket)
+            threads.append(threading.Thread(target=_serve_udp, args=args, daemon=True))
     for t in threads:
         t.start()
     while True:

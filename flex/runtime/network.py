@@ -34,7 +34,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flex.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, UsageError
+from flex.errors import (
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+    UsageError,
+)
 from flex.runtime import net_slirp
 from flex.runtime.home import Home
 from flex.runtime.metadata import MetadataDB
@@ -204,6 +212,9 @@ class Networks:
     def _netns_path(self, container_id: str) -> Path:
         return self.home.run / "netns" / container_id
 
+    def _forwarder_tag(self, container_id: str) -> str:
+        return f"flexnet:{self.home.root}:{container_id}"
+
     def _api_socket(self, container_id: str) -> Path:
         path = self._dir(container_id) / "slirp.sock"
         if len(str(path)) < 100:  # sun_path holds 108 bytes
@@ -215,7 +226,7 @@ class Networks:
         """The argument that marks this container's helper processes (forwarder or slirp4netns)."""
         if self.rootless:
             return f"--api-socket={self._api_socket(container_id)}"
-        return f"flexnet:{self.home.root}:{container_id}"
+        return self._forwarder_tag(container_id)
 
     def _row(self, container_id: str) -> dict[str, Any] | None:
         row = self.db.query_one("SELECT * FROM net_endpoints WHERE container_id = ?", (container_id,))
@@ -244,11 +255,6 @@ class Networks:
         if req.ports and req.mode != "private":
             raise UsageError(f"--publish needs --net private (this container has --net {req.mode})",
                              hint="with --net host the container's ports are the host's ports already")
-        if self.rootless and any(p.protocol == "udp" for p in req.ports):
-            # libslirp drops the replies of a UDP port forward to 127.0.0.1 once --disable-host-loopback is
-            # set (measured with slirp4netns 1.2.0), and dropping that flag would open the host's loopback.
-            raise FailedPrecondition("publishing UDP ports is not supported on a rootless runner",
-                                     hint="publish TCP ports only, or run the container on a root runner")
         if req.mode == "host" and not self.rootless and not req.allow_host_network:
             raise PermissionDenied("host networking is refused on a root runner: the container would see "
                                    "every host interface and loopback service",
@@ -292,7 +298,7 @@ class Networks:
                 bound, helper = self._attach_forwarder(container_id, row["address"], requested)
                 address = row["address"]
         except BaseException:
-            self._stop_helpers(container_id)
+            self._stop_helpers(container_id, forwarder=True)
             raise
         with self.db.transaction() as conn:
             conn.execute("UPDATE net_endpoints SET bound = ?, helper_pid = ? WHERE container_id = ?",
@@ -309,7 +315,10 @@ class Networks:
         """Remove everything prepare/attach made for the container; safe to repeat and after a crash."""
         row = self._row(container_id)
         if row is None or (row["mode"] == "private" and (self.rootless or json.loads(row["requested"]))):
-            self._stop_helpers(container_id, row["helper_pid"] if row is not None else None)
+            # Rootless, slirp4netns is the recorded helper; a UDP forwarder is found by its tag.
+            udp = row is None or any(p["protocol"] == "udp" for p in json.loads(row["requested"]))
+            self._stop_helpers(container_id, row["helper_pid"] if row is not None else None,
+                               forwarder=self.rootless and udp)
         if not self.rootless:
             from flex.runtime import net_bridge, net_ns
 
@@ -417,8 +426,8 @@ class Networks:
                 except OSError as err:
                     raise Conflict(f"cannot publish {p}: {err.strerror or err}",
                                    hint="pick another host port, or 0 for a free one") from err
-            pid = net_forward.spawn_forwarder(self._tag(container_id), listeners,
-                                              str(self._dir(container_id) / "forwarder.log"))
+            pid, _ = net_forward.spawn_forwarder(self._tag(container_id), listeners,
+                                                 str(self._dir(container_id) / "forwarder.log"))
             bound = [PortMapping(p.host_ip, ls.host_port, p.container_port, p.protocol)
                      for p, ls in zip(requested, listeners, strict=True)]
             return bound, pid
@@ -448,27 +457,85 @@ class Networks:
 
     def _attach_slirp(self, container_id: str, pid: int,
                       requested: list[PortMapping]) -> tuple[list[PortMapping], int]:
+        """slirp4netns for the namespace and TCP ports; UDP ports by a forwarder whose helper makes its
+        sockets inside the container's namespace (libslirp 1.2.0 drops the replies of a UDP hostfwd to
+        127.0.0.1 once --disable-host-loopback is set, and that flag is what hides the host's loopback)."""
         api = self._api_socket(container_id)
-        helper = net_slirp.start_slirp(
-            pid, api, self._dir(container_id) / "slirp4netns.log",
-            meanwhile=lambda: net_slirp.install_guard(pid, ["169.254.0.0/16", *net_slirp.host_addresses()],
-                                                      self.allow_cidrs))
-        with self.db.transaction() as conn:
-            conn.execute("UPDATE net_endpoints SET helper_pid = ? WHERE container_id = ?", (helper, container_id))
-        bound = [PortMapping(p.host_ip, net_slirp.add_hostfwd(api, p.host_ip, p.host_port, p.container_port,
-                                                              p.protocol), p.container_port, p.protocol)
-                 for p in requested]
-        return bound, helper
+        udp = [p for p in requested if p.protocol == "udp"]
+        # Started first: its Python start-up then overlaps slirp4netns's.
+        ready_fd, udp_bound = self._spawn_udp_forwarder(container_id, pid, udp) if udp else (-1, [])
+        try:
+            helper = net_slirp.start_slirp(
+                pid, api, self._dir(container_id) / "slirp4netns.log",
+                meanwhile=lambda: net_slirp.install_guard(pid, ["169.254.0.0/16", *net_slirp.host_addresses()],
+                                                          self.allow_cidrs))
+            with self.db.transaction() as conn:
+                conn.execute("UPDATE net_endpoints SET helper_pid = ? WHERE container_id = ?",
+                             (helper, container_id))
+            tcp_bound = [PortMapping(p.host_ip, net_slirp.add_hostfwd(api, p.host_ip, p.host_port,
+                                                                      p.container_port, "tcp"),
+                                     p.container_port, "tcp") for p in requested if p.protocol == "tcp"]
+            if ready_fd >= 0:
+                from flex.runtime import net_forward
+
+                fd, ready_fd = ready_fd, -1
+                if (why := net_forward.wait_ready(fd)) is not None:
+                    raise Unavailable(f"the UDP port forwarder for {container_id!r} did not start: {why}",
+                                      hint=f"see {self._dir(container_id) / 'forwarder.log'}")
+        finally:
+            if ready_fd >= 0:
+                os.close(ready_fd)
+        tcp_iter, udp_iter = iter(tcp_bound), iter(udp_bound)
+        return [next(tcp_iter) if p.protocol == "tcp" else next(udp_iter) for p in requested], helper
+
+    def _spawn_udp_forwarder(self, container_id: str, pid: int,
+                             udp: list[PortMapping]) -> tuple[int, list[PortMapping]]:
+        """Bind the UDP host ports and start the forwarder on the namespaces of ``pid``; returns the fd to
+        wait on for its helper and the ports as bound. It is found by its tag, like after a crash."""
+        from flex.runtime import net_forward
+
+        listeners = []
+        ns_fds: list[int] = []
+        try:
+            for p in udp:
+                try:
+                    listeners.append(net_forward.bind_listener(p.host_ip, p.host_port, "udp", "127.0.0.1",
+                                                               p.container_port))
+                except OSError as err:
+                    raise Conflict(f"cannot publish {p}: {err.strerror or err}",
+                                   hint="pick another host port, or 0 for a free one") from err
+            try:
+                # Opened here, by pid, right after `crun create`: the forwarder then holds the namespaces
+                # themselves and never has to trust a pid that could be reused.
+                ns_fds = [os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in ("user", "net")]
+            except OSError as err:
+                raise NotFound(f"process {pid} of container {container_id!r} is gone: {err.strerror}") from err
+            _, rfd = net_forward.spawn_forwarder(self._forwarder_tag(container_id), listeners,
+                                                    str(self._dir(container_id) / "forwarder.log"),
+                                                    netns_fds=(ns_fds[0], ns_fds[1]))
+            assert rfd is not None
+            return rfd, [PortMapping(p.host_ip, ls.host_port, p.container_port, "udp")
+                         for p, ls in zip(udp, listeners, strict=True)]
+        finally:
+            for ls in listeners:
+                ls.sock.close()
+            for fd in ns_fds:
+                os.close(fd)
 
     # ----- both -----------------------------------------------------------------------------------------
 
-    def _stop_helpers(self, container_id: str, known_pid: int | None = None) -> None:
+    def _stop_helpers(self, container_id: str, known_pid: int | None = None, *, forwarder: bool = False) -> None:
         """Stop the container's forwarder or slirp4netns. A recorded pid is enough once attach finished;
-        otherwise (a crash between spawn and record) search /proc for the tag."""
+        otherwise (a crash between spawn and record) search /proc for the tag. Rootless, ``forwarder``
+        also stops a UDP forwarder (found by its tag) and its namespaced helper (same command line)."""
         tag = self._tag(container_id)
         pids = [known_pid] if known_pid else list(net_slirp.find_processes(tag))
         for pid in pids:
             net_slirp.stop_process(pid, tag)
+        if self.rootless and forwarder:
+            ftag = self._forwarder_tag(container_id)
+            for pid in net_slirp.find_processes(ftag):
+                net_slirp.stop_process(pid, ftag)
 
     def _write_etc(self, container_id: str, req: NetworkRequest, address: str | None) -> dict[str, Path]:
         d = self._dir(container_id)

@@ -54,7 +54,8 @@ def main() -> None:
         for i in range(int(sys.argv[4])):
             holder = subprocess.Popen(["unshare", "--user", "--map-root-user", "--net", "sleep", "60"]
                                       if rootless else ["sleep", "60"])
-            nets.prepare(f"churn-{i}", NetworkRequest("private", [parse_publish("0:8000")], "churn"))
+            ports = [parse_publish("0:8000"), parse_publish("0:9000/udp")]
+            nets.prepare(f"churn-{i}", NetworkRequest("private", ports, "churn"))
             time.sleep(0.05 if rootless else 0)  # let unshare make the namespace before slirp4netns joins it
             nets.attach(f"churn-{i}", holder.pid)
             nets.release(f"churn-{i}")

@@ -27,19 +27,19 @@ def _workload_pids(cid: str) -> list[int]:
 
 
 def test_kill_9_during_setup_then_gc_leaves_nothing_and_spares_live_containers(lab) -> None:
-    keep = lab.up("keeper", "0:8000")
-    keep_port = keep["ports"][0]["host_port"]
+    keep = lab.up("keeper", "0:8000", "0:9000/udp")
+    keep_port, keep_udp = (p["host_port"] for p in keep["ports"])
 
     # How long a whole `up` takes here, so the kills below land at different points inside it.
     start = time.monotonic()
-    lab.up("timing", "0:8000")
+    lab.up("timing", "0:8000", "0:9000/udp")
     full = time.monotonic() - start
     lab.release("timing")
 
     victims = []
     for i, fraction in enumerate((0.15, 0.3, 0.45, 0.6, 0.75, 0.9)):
         cid = f"victim-{i}"
-        proc = subprocess.Popen(lab.agent_argv("up", cid, "1" if lab.rootless else "0", "0:8000"),
+        proc = subprocess.Popen(lab.agent_argv("up", cid, "1" if lab.rootless else "0", "0:8000", "0:9000/udp"),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         time.sleep(full * fraction)
         os.killpg(proc.pid, signal.SIGKILL)
@@ -53,13 +53,18 @@ def test_kill_9_during_setup_then_gc_leaves_nothing_and_spares_live_containers(l
     # The survivor still works: its namespace, rules and forwarder were left alone.
     r = lab.from_host("tcp", "127.0.0.1", str(keep_port))
     assert r["ok"] and r["reply"].startswith("hello keeper "), r
+    r = lab.from_host("udp", "127.0.0.1", str(keep_udp))
+    assert r["ok"] and r["reply"] == "echo keeper ping", r
     assert lab.from_container(keep, "tcp", "10.250.0.2", "80")["ok"]
     left = lab.leftovers()
     assert [e[0] for e in left["endpoints"]] == ["keeper"]
-    assert len(left["processes"]) <= 1 and all("keeper" in p or "slirp" in p for p in left["processes"])
+    # Root: the forwarder; rootless: slirp4netns, the UDP forwarder and its namespaced helper.
+    assert len(left["processes"]) <= (3 if lab.rootless else 1), left["processes"]
+    assert all("keeper" in p for p in left["processes"]), left["processes"]
 
     assert lab.gc() == ["keeper"]
     assert not lab.from_host("tcp", "127.0.0.1", str(keep_port))["ok"]
+    assert not lab.from_host("udp", "127.0.0.1", str(keep_udp))["ok"]
     assert lab.leftovers() == {"netns files": [], "container dirs": [], "links": [], "nft tables": [],
                                "processes": [], "leases": [], "endpoints": []}
 

@@ -17,7 +17,7 @@ def _ok(result: dict[str, object]) -> bool:
 
 
 def test_two_containers_reach_the_world_and_publish_ports_but_not_each_other_or_the_host(lab) -> None:
-    publish = ["0:8000"] if lab.rootless else ["0:8000", "127.0.0.1:0:9000/udp"]
+    publish = ["0:8000", "127.0.0.1:0:9000/udp"]
     a = lab.up("ctr-a", *publish)
     b = lab.up("ctr-b", *publish)
     port = {name: {p["protocol"]: p["host_port"] for p in info["ports"]} for name, info in (("a", a), ("b", b))}
@@ -27,9 +27,8 @@ def test_two_containers_reach_the_world_and_publish_ports_but_not_each_other_or_
     for name in ("a", "b"):
         r = lab.from_host("tcp", "127.0.0.1", str(port[name]["tcp"]))
         assert _ok(r) and r["reply"].startswith(f"hello ctr-{name} "), r
-        if not lab.rootless:
-            r = lab.from_host("udp", "127.0.0.1", str(port[name]["udp"]))
-            assert _ok(r) and r["reply"] == f"echo ctr-{name} ping", r
+        r = lab.from_host("udp", "127.0.0.1", str(port[name]["udp"]))
+        assert _ok(r) and r["reply"] == f"echo ctr-{name} ping", r
 
     # Outbound works, and leaves through the runner's address (NAT), not the container's.
     for info in (a, b):
@@ -40,6 +39,8 @@ def test_two_containers_reach_the_world_and_publish_ports_but_not_each_other_or_
     if lab.rootless:
         # The only way to b is its published port on the host's loopback, which slirp4netns hides.
         r = lab.from_container(a, "tcp", "10.0.2.2", str(port["b"]["tcp"]))
+        assert not _ok(r), r
+        r = lab.from_container(a, "udp", "10.0.2.2", str(port["b"]["udp"]))
         assert not _ok(r), r
     else:
         for src, dst in ((a, b), (b, a)):
@@ -73,7 +74,9 @@ def test_two_containers_reach_the_world_and_publish_ports_but_not_each_other_or_
     # Releasing a frees its ports and links; b keeps working.
     lab.release("ctr-a")
     assert not _ok(lab.from_host("tcp", "127.0.0.1", str(port["a"]["tcp"])))
+    assert not _ok(lab.from_host("udp", "127.0.0.1", str(port["a"]["udp"])))
     assert _ok(lab.from_host("tcp", "127.0.0.1", str(port["b"]["tcp"])))
+    assert _ok(lab.from_host("udp", "127.0.0.1", str(port["b"]["udp"])))
     left = lab.leftovers()
     assert "ctr-a" not in left["netns files"] + left["container dirs"]
     assert [e[0] for e in left["endpoints"]] == ["ctr-b"]
