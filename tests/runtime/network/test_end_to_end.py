@@ -1,8 +1,8 @@
 """End to end: two real containers started by `flex runtime run -d -p ...`, the isolation matrix, `rm`.
 
 As root and as flextest; the whole CLI runs inside the lab's host namespace (conftest.py), so the bridge,
-rules and published ports are the lab's, never the machine's. The containers run a Perl TCP server (Debian
-minbase ships perl-base). Skipped until the containers code (`flex runtime run`) is in the tree.
+rules and published ports are the lab's, never the machine's. The containers run a Perl TCP server and UDP echo
+(Debian minbase ships perl-base). Skipped until the containers code (`flex runtime run`) is in the tree.
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ pytestmark = [pytest.mark.userns, pytest.mark.slow]
 # A client for `flex runtime exec`: prints "OK <reply>" or "FAIL <error>".
 CLIENT = ('$c=IO::Socket::INET->new(PeerAddr=>$ARGV[0],PeerPort=>$ARGV[1],Timeout=>3);'
           'if(!$c){print "FAIL $!\\n"; exit 0} $r=<$c>; print "OK $r\\n"')
+# A TCP server on 8000 and, in a forked child, a UDP echo on 9000 (answers "echo NAME <datagram>").
 SERVER = ('$s=IO::Socket::INET->new(LocalAddr=>"0.0.0.0",LocalPort=>8000,Listen=>5,ReuseAddr=>1) or die "bind $!";'
+          '$u=IO::Socket::INET->new(LocalAddr=>"0.0.0.0",LocalPort=>9000,Proto=>"udp") or die "udp $!";'
+          'if(!fork){while(defined($u->recv($d,65535))){$u->send("echo NAME $d")} exit}'
           'while($c=$s->accept){print $c "hello NAME from ".$c->peerhost; close $c}')
 
 
@@ -63,16 +66,20 @@ def test_flex_runtime_run_publishes_and_isolates_two_containers(lab) -> None:
     names = ("web-a", "web-b")
     try:
         ports: dict[str, int] = {}
+        udp_ports: dict[str, int] = {}
         ctr: dict[str, dict[str, Any]] = {}
         for name in names:
-            r = flex("run", "-d", "--name", name, "-p", "0:8000", str(image), "perl", "-MIO::Socket::INET", "-e",
-                     SERVER.replace("NAME", name))
+            r = flex("run", "-d", "--name", name, "-p", "0:8000", "-p", "0:9000/udp", str(image), "perl",
+                     "-MIO::Socket::INET", "-e", SERVER.replace("NAME", name))
             assert r.returncode == 0, r.stderr
             r = flex("port", name)
             assert r.returncode == 0, r.stderr
             m = re.search(r"8000/tcp -> 127\.0\.0\.1:(\d+)", r.stdout)
             assert m, r.stdout
             ports[name] = int(m.group(1))
+            m = re.search(r"9000/udp -> 127\.0\.0\.1:(\d+)", r.stdout)
+            assert m, r.stdout
+            udp_ports[name] = int(m.group(1))
         # Each container's network namespace, found by the hostname file flex wrote for it.
         for hostname_file in (lab.home / "run" / "net").glob("*/hostname"):
             name = hostname_file.read_text().strip()
@@ -100,6 +107,8 @@ def test_flex_runtime_run_publishes_and_isolates_two_containers(lab) -> None:
         for name in names:  # published on the host's loopback
             r = lab.from_host("tcp", "127.0.0.1", str(ports[name]))
             assert r["ok"] and r["reply"] == f"hello {name} from {gateway}", r
+            r = lab.from_host("udp", "127.0.0.1", str(udp_ports[name]))
+            assert r["ok"] and r["reply"] == f"echo {name} ping", r
         for src in (a, b):
             r = probe(src, "tcp", "10.250.0.2", "80")
             assert r["ok"] and r["reply"] == "hello world from 10.250.0.1", r
@@ -119,6 +128,7 @@ def test_flex_runtime_run_publishes_and_isolates_two_containers(lab) -> None:
             r = flex("rm", "-f", name)
             assert r.returncode == 0, r.stderr
             assert not lab.from_host("tcp", "127.0.0.1", str(ports[name]))["ok"]
+            assert not lab.from_host("udp", "127.0.0.1", str(udp_ports[name]))["ok"]
         left = lab.leftovers()
         assert left == {"netns files": [], "container dirs": [], "links": [], "nft tables": [], "processes": [],
                         "leases": [], "endpoints": []}, left
