@@ -59,36 +59,38 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="flex-bench-", dir="/var/tmp"))
     work.chmod(0o755)
     os.environ["FLEX_HOME"] = str(work / "home")
-    # root: an image in flex's image store, made by `flex image bootstrap`'s path from the cached tar
-    from flex.runtime.bootstrap import image_from_rootfs_tar
-    from flex.runtime.home import Home
-    from flex.runtime.images import ImageStore
-
-    image = image_from_rootfs_tar(ImageStore(Home.open()), tar, "bench/minbase:1").name
     podman_tag = "localhost/flex-bench-minbase:latest"
-    have_podman = shutil.which("podman") is not None
+    have_podman = False
     user = "flextest"
     rl = work / "rootless"
-    (rl / "home").mkdir(parents=True)
-    storage_conf = rl / "storage.conf"
-    storage_conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{rl}/podman-graph"\n'
-                            f'runroot = "{rl}/podman-run"\n')
-    shutil.chown(rl, user)
-    for p in (rl / "home", storage_conf):
-        shutil.chown(p, user)
-    as_user = ["runuser", "-u", user, "--", "env", f"CONTAINERS_STORAGE_CONF={storage_conf}",
-               f"FLEX_HOME={rl / 'home'}", f"PYTHONPATH={REPO}:{sysconfig.get_paths()['purelib']}"]
-    user_python = sys.executable if subprocess.run([*as_user, sys.executable, "-c", "pass"], cwd="/",
-                                                   capture_output=True).returncode == 0 else "/usr/bin/python3"
-    # rootless: the same bootstrap path, as the user (layers shifted into its range at unpack)
-    rl_image = subprocess.run(
-        [*as_user, user_python, "-c",
-         "import sys; from pathlib import Path; from flex.runtime.home import Home; "
-         "from flex.runtime.images import ImageStore; from flex.runtime.unpack_userns import store_ownership; "
-         "from flex.runtime.bootstrap import image_from_rootfs_tar; print(image_from_rootfs_tar(ImageStore("
-         "Home.open(), ownership=store_ownership()), Path(sys.argv[1]), 'bench/minbase:1').name)", str(tar)],
-        check=True, capture_output=True, text=True, cwd="/").stdout.strip()
+    as_user: list[str] = []
     try:
+        # root: an image in flex's image store, made by `flex image bootstrap`'s path from the cached tar
+        from flex.runtime.bootstrap import image_from_rootfs_tar
+        from flex.runtime.home import Home
+        from flex.runtime.images import ImageStore
+
+        image = image_from_rootfs_tar(ImageStore(Home.open()), tar, "bench/minbase:1").name
+        have_podman = shutil.which("podman") is not None
+        (rl / "home").mkdir(parents=True)
+        storage_conf = rl / "storage.conf"
+        storage_conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{rl}/podman-graph"\n'
+                                f'runroot = "{rl}/podman-run"\n')
+        shutil.chown(rl, user)
+        for p in (rl / "home", storage_conf):
+            shutil.chown(p, user)
+        as_user = ["runuser", "-u", user, "--", "env", f"CONTAINERS_STORAGE_CONF={storage_conf}",
+                   f"FLEX_HOME={rl / 'home'}", f"PYTHONPATH={REPO}:{sysconfig.get_paths()['purelib']}"]
+        user_python = sys.executable if subprocess.run([*as_user, sys.executable, "-c", "pass"], cwd="/",
+                                                       capture_output=True).returncode == 0 else "/usr/bin/python3"
+        # rootless: the same bootstrap path, as the user (layers shifted into its range at unpack)
+        rl_image = subprocess.run(
+            [*as_user, user_python, "-c",
+             "import sys; from pathlib import Path; from flex.runtime.home import Home; "
+             "from flex.runtime.images import ImageStore; from flex.runtime.unpack_userns import store_ownership; "
+             "from flex.runtime.bootstrap import image_from_rootfs_tar; print(image_from_rootfs_tar(ImageStore("
+             "Home.open(), ownership=store_ownership()), Path(sys.argv[1]), 'bench/minbase:1').name)", str(tar)],
+            check=True, capture_output=True, text=True, cwd="/").stdout.strip()
         if have_podman:
             subprocess.run([*as_user, "podman", "import", "-q", str(tar), podman_tag], check=True,
                            capture_output=True, cwd="/")
@@ -167,6 +169,12 @@ def main() -> int:
                  f"{fb_m / pr_m:.2f})"))
         return 0
     finally:
+        from flex.runtime.containers import Containers
+        from flex.runtime.home import Home
+
+        leftover = Containers(Home.open())
+        for c in leftover.all():
+            leftover.remove(c.id, force=True)
         if have_podman:
             subprocess.run(["podman", "rmi", "-f", podman_tag], capture_output=True)
             subprocess.run([*as_user, "podman", "rmi", "-f", podman_tag], capture_output=True, cwd="/")

@@ -326,6 +326,10 @@ class Containers:
         if networks is not None:
             with contextlib.suppress(Exception):
                 removed += [f"net:{x}" for x in networks.gc(known)]
+        if not known:
+            for parent in self._cgroup_parents():  # this home's own parent cgroup, now empty
+                if cgroups.cgroup_dirs(parent):
+                    cgroups.remove(parent)
         if self.rootless and not known and self._keeper_pid() is not None:
             # nothing mounted in it any more: let the user's namespace keeper go too
             assert self.keeper is not None
