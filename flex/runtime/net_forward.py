@@ -20,25 +20,22 @@ real network (the kube-proxy hole, CVE-2020-8558); a DNAT'ed port is also not *h
 could bind the same port later and silently lose its loopback traffic. A bound socket avoids both, works
 the same rootless (slirp4netns forwards in userspace too) and costs one small process per container.
 
-This file is also the forwarder's program: it is run as ``python -I net_forward.py ...`` and imports only
-the standard library at module top, so the process starts in a few milliseconds.
+This file is also the forwarder's program: it is run as ``python -I -S net_forward.py ...`` and imports
+only cheap standard modules at module top (no subprocess, dataclasses or ctypes there: each costs
+milliseconds of start-up, and a rootless start with a UDP port waits for the forwarder's helper).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import select
 import selectors
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 __all__ = ["Listener", "bind_listener", "main", "spawn_forwarder", "wait_ready"]
 
@@ -46,14 +43,15 @@ _CHUNK = 1 << 20
 _UDP_IDLE = 120.0
 
 
-@dataclass
 class Listener:
-    """A bound host socket and where its traffic goes."""
+    """A bound host socket and where its traffic goes. (A plain class: importing dataclasses would cost the
+    forwarder's start-up ~5 ms.)"""
 
-    sock: socket.socket
-    protocol: str          # "tcp" | "udp"
-    target_ip: str
-    target_port: int
+    def __init__(self, sock: socket.socket, protocol: str, target_ip: str, target_port: int) -> None:
+        self.sock = sock
+        self.protocol = protocol        # "tcp" | "udp"
+        self.target_ip = target_ip
+        self.target_port = target_port
 
     @property
     def host_port(self) -> int:
@@ -83,18 +81,22 @@ def spawn_forwarder(tag: str, listeners: Sequence[Listener], log_path: str,
     with ``netns_fds`` (open /proc/PID/ns/user and ns/net of the container), a pipe to ``wait_ready`` on.
     ``tag`` is one argument of its command line, by which cleanup finds it again (even after a crash).
     The listening sockets are inherited, so connections queue in their backlog until it is ready."""
-    spec: dict[str, object] = {"listeners": [{"fd": ls.sock.fileno(), "protocol": ls.protocol, "ip": ls.target_ip,
-                           "port": ls.target_port} for ls in listeners]}
+    # Arguments, not JSON: importing json would cost the forwarder's start-up ~4 ms. The IP goes last, as
+    # an IPv6 address holds colons.
+    args = ["--tag", tag]
+    args += [f"{ls.sock.fileno()}:{ls.protocol}:{ls.target_port}:{ls.target_ip}" for ls in listeners]
     fds = [ls.sock.fileno() for ls in listeners]
     rfd = wfd = -1
     if netns_fds is not None:
         rfd, wfd = os.pipe()
-        spec.update(userns=netns_fds[0], netns=netns_fds[1], ready=wfd)
+        args[2:2] = ["--netns", f"{netns_fds[0]},{netns_fds[1]},{wfd}"]
         fds += [*netns_fds, wfd]
+    import subprocess  # not at module top: the forwarder itself never needs it
+
     try:
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-I", os.path.abspath(__file__), "--tag", tag, json.dumps(spec)],
+                [sys.executable, "-I", "-S", os.path.abspath(__file__), *args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=fds, start_new_session=True,
                 close_fds=True)
     except BaseException:
@@ -137,8 +139,10 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
     except OSError:
         pass
     finally:
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 - contextlib would cost the forwarder's start-up ~2.5 ms
             dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the peer is gone already
 
 
 # ----- the helper in the container's namespaces (rootless) -------------------------------------------
@@ -195,19 +199,18 @@ class _NsSockets:
         return socket.socket(fileno=fds[0])
 
 
-def _start_ns_helper(spec: dict[str, int], inherited: list[int]) -> _NsSockets:
+def _start_ns_helper(userns: int, netns: int, ready: int, inherited: list[int]) -> _NsSockets:
     """Fork the helper (before any thread exists) and report to the caller on the ready pipe."""
-    ready = spec["ready"]
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     if os.fork() == 0:
         ours.close()
         for fd in [*inherited, ready]:
             os.close(fd)  # the helper keeps nothing of the host side
-        _ns_helper(theirs, spec["userns"], spec["netns"])
+        _ns_helper(theirs, userns, netns)
         os._exit(0)
     theirs.close()
-    os.close(spec["userns"])
-    os.close(spec["netns"])
+    os.close(userns)
+    os.close(netns)
     answer = ours.recv(4096)
     os.write(ready, answer or b"the namespace helper exited")
     os.close(ready)
@@ -284,18 +287,26 @@ def _serve_udp(listener: socket.socket, ip: str, port: int,
 
 
 def main(argv: Sequence[str]) -> int:
-    if len(argv) != 3 or argv[0] != "--tag":
-        print("usage: net_forward.py --tag TAG SPEC_JSON", file=sys.stderr)
+    """``--tag TAG [--netns USERFD,NETFD,READYFD] FD:PROTO:PORT:IP...`` (see spawn_forwarder)."""
+    if len(argv) < 3 or argv[0] != "--tag":
+        print("usage: net_forward.py --tag TAG [--netns USERFD,NETFD,READYFD] FD:PROTO:PORT:IP...", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    spec = json.loads(argv[2])
-    entries = spec["listeners"]
+    rest = list(argv[2:])
+    netns = None
+    if rest[0] == "--netns":
+        netns = [int(x) for x in rest[1].split(",")]
+        rest = rest[2:]
+    entries = []
+    for arg in rest:
+        fd, protocol, port, ip = arg.split(":", 3)
+        entries.append({"fd": fd, "protocol": protocol, "port": port, "ip": ip})
     make_socket: Callable[[int], socket.socket] = _plain_udp_socket
-    if "netns" in spec:
+    if netns is not None:
         if any(e["protocol"] != "udp" for e in entries):
             print("a namespaced forwarder relays UDP only", file=sys.stderr)
             return 2
-        make_socket = _start_ns_helper(spec, [int(e["fd"]) for e in entries])
+        make_socket = _start_ns_helper(netns[0], netns[1], netns[2], [int(e["fd"]) for e in entries])
     threads = []
     for entry in entries:
         sock = socket.socket(fileno=int(entry["fd"]))

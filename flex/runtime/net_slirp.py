@@ -141,8 +141,9 @@ def install_guard(pid: int, blocked: list[str], allow: list[str] | None = None) 
     table: rootless mode cannot put a filter where the container has no power (see docs/networking.md)."""
     elements = ", ".join(blocked)
     allowed = f"    ip daddr {{ {', '.join(allow)} }} accept\n" if allow else ""
-    script = ("table inet flexguard {}\ndelete table inet flexguard\n"
-              "table inet flexguard {\n  chain output {\n    type filter hook output priority filter - 10;"
+    # The namespace is new (crun made it a moment ago), so there is no old table to replace. Leaving out
+    # `delete table` halves nft's run: deleting a table makes the kernel wait for an RCU grace period.
+    script = ("table inet flexguard {\n  chain output {\n    type filter hook output priority filter - 10;"
               f" policy accept;\n{allowed}    ip daddr {{ {elements} }} counter reject with icmp type "
               "admin-prohibited\n  }\n}\n")
     proc = subprocess.run([_tool("nsenter"), f"--target={pid}", "--user", "--net", "--preserve-credentials",
