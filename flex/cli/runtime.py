@@ -48,7 +48,8 @@ def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool 
            interactive: bool = False, tty: bool = False, env: Sequence[str] = (), workdir: str | None = None,
            user: str | None = None, volumes: Sequence[str] = (), net: str | None = None,
            publish: Sequence[str] = (), cpus: str | None = None, memory: str | None = None,
-           pids: int | None = None, docker: bool = False, create_only: bool = False) -> int:
+           pids: int | None = None, docker: bool = False, create_only: bool = False,
+           allow_host_network: bool = False) -> int:
     from flex.runtime import cgroups
     from flex.runtime.containers_create import CreateOptions, create_container
 
@@ -59,6 +60,7 @@ def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool 
     opts = CreateOptions(
         image=image, command=list(command), name=name, env=list(env), workdir=workdir, user=user,
         volumes=list(volumes), net=net or _default_net(), publish=list(publish),
+        allow_host_network=allow_host_network,
         cpus=cgroups.parse_cpus(cpus) if cpus is not None else None,
         memory=cgroups.parse_memory(memory) if memory is not None else None, pids=pids, docker=docker,
         tty=tty, interactive=interactive, auto_remove=rm)
@@ -91,22 +93,25 @@ def _default_net() -> str:
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flex runtime run", add_help=True,
                                 description="Run a command in a new container.")
-    p.add_argument("--name")
-    p.add_argument("--rm", action="store_true")
-    p.add_argument("-d", "--detach", action="store_true")
-    p.add_argument("-i", "--interactive", action="store_true")
-    p.add_argument("-t", "--tty", action="store_true")
-    p.add_argument("-e", "--env", action="append", default=[])
-    p.add_argument("-w", "--workdir")
-    p.add_argument("-u", "--user")
-    p.add_argument("-v", "--volume", action="append", default=[])
-    p.add_argument("-p", "--publish", action="append", default=[])
-    p.add_argument("--net", "--network", dest="net")
-    p.add_argument("--cpus")
-    p.add_argument("--memory", "-m")
-    p.add_argument("--pids", type=int)
-    p.add_argument("--docker", action="store_true")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--name", help="name the container")
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background; print the id")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="set an environment variable")
+    p.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the container")
+    p.add_argument("-u", "--user", help="user name or uid[:gid] inside the container")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]",
+                   help="bind-mount a host path")
+    p.add_argument("-p", "--publish", action="append", default=[], metavar="[HOSTIP:]HOSTPORT:PORT[/udp]",
+                   help="publish a port (HOSTIP defaults to 127.0.0.1, HOSTPORT 0 picks one)")
+    p.add_argument("--net", "--network", dest="net", metavar="none|private|host", help="network (default private)")
+    p.add_argument("--allow-host-network", action="store_true", help="permit --net host on a root runner")
+    p.add_argument("--cpus", help="CPU limit, e.g. 1.5")
+    p.add_argument("--memory", "-m", help="memory limit, e.g. 512m, 2g")
+    p.add_argument("--pids", type=int, help="maximum number of processes")
+    p.add_argument("--docker", action="store_true", help="let dockerd run inside")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
     return p
@@ -143,7 +148,7 @@ def fast_main(argv: Sequence[str]) -> int | None:
         return do_run(ns.image, ns.command, name=ns.name, rm=ns.rm, detach=ns.detach, interactive=ns.interactive,
                       tty=ns.tty, env=ns.env, workdir=ns.workdir, user=ns.user, volumes=ns.volume, net=ns.net,
                       publish=ns.publish, cpus=ns.cpus, memory=ns.memory, pids=ns.pids, docker=ns.docker,
-                      create_only=args[1] == "create")
+                      create_only=args[1] == "create", allow_host_network=ns.allow_host_network)
     except FlexError as err:
         if debug or ns.debug or os.environ.get("FLEX_DEBUG") == "1":
             import traceback
@@ -188,15 +193,18 @@ def register(app: typer.Typer) -> None:
             tty: bool = typer.Option(False, "-t", "--tty"), env: list[str] = typer.Option([], "-e", "--env"),
             workdir: str = typer.Option(None, "-w", "--workdir"), user: str = typer.Option(None, "-u", "--user"),
             volume: list[str] = typer.Option([], "-v", "--volume", help="SRC:DST[:ro]"),
-            publish: list[str] = typer.Option([], "-p", "--publish", help="[HOSTIP:]HOSTPORT:PORT[/udp]"),
+            publish: list[str] = typer.Option([], "-p", "--publish", help="\\[HOSTIP:]HOSTPORT:PORT\\[/udp]"),
             net: str = typer.Option(None, "--net", help="none | private | host"),
+            allow_host_network: bool = typer.Option(False, "--allow-host-network",
+                                                    help="permit --net host on a root runner"),
             cpus: str = typer.Option(None, "--cpus"), memory: str = typer.Option(None, "-m", "--memory"),
             pids: int = typer.Option(None, "--pids"),
             docker: bool = typer.Option(False, "--docker", help="let dockerd run inside")) -> None:
         """Run a command in a new container (exit code passed through)."""
         raise typer.Exit(do_run(image, command or [], name=name, rm=rm, detach=detach, interactive=interactive,
                                 tty=tty, env=env, workdir=workdir, user=user, volumes=volume, net=net,
-                                publish=publish, cpus=cpus, memory=memory, pids=pids, docker=docker))
+                                publish=publish, cpus=cpus, memory=memory, pids=pids, docker=docker,
+                                allow_host_network=allow_host_network))
 
     @rt.command(context_settings=ctx_settings)
     def create(image: str, command: list[str] = typer.Argument(None), name: str = typer.Option(None, "--name"),
@@ -204,12 +212,13 @@ def register(app: typer.Typer) -> None:
                workdir: str = typer.Option(None, "-w", "--workdir"), user: str = typer.Option(None, "-u", "--user"),
                volume: list[str] = typer.Option([], "-v", "--volume"), net: str = typer.Option(None, "--net"),
                publish: list[str] = typer.Option([], "-p", "--publish"),
+               allow_host_network: bool = typer.Option(False, "--allow-host-network"),
                cpus: str = typer.Option(None, "--cpus"), memory: str = typer.Option(None, "-m", "--memory"),
                pids: int = typer.Option(None, "--pids"), docker: bool = typer.Option(False, "--docker")) -> None:
         """Create a container without starting it; prints its id."""
         do_run(image, command or [], name=name, tty=tty, env=env, workdir=workdir, user=user, volumes=volume,
                net=net, publish=publish, cpus=cpus, memory=memory, pids=pids, docker=docker, create_only=True,
-               detach=True)
+               detach=True, allow_host_network=allow_host_network)
 
     @rt.command()
     def start(container: str) -> None:

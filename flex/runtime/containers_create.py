@@ -40,6 +40,7 @@ class CreateOptions:
     volumes: list[str] = field(default_factory=list)
     net: str = "none"
     publish: list[str] = field(default_factory=list)
+    allow_host_network: bool = False
     cpus: float | None = None
     memory: int | None = None
     pids: int | None = None
@@ -175,7 +176,8 @@ def _with_network(store: Containers, cid: str, name: str, opts: CreateOptions, s
     except ImportError:
         raise FailedPrecondition(f"--net {opts.net} is not available in this build; use --net none") from None
     networks = store.networks()
-    req = NetworkRequest(mode=opts.net, ports=[parse_publish(p) for p in opts.publish], hostname=name[:63])
+    req = NetworkRequest(mode=opts.net, ports=[parse_publish(p) for p in opts.publish], hostname=name[:63],
+                         allow_host_network=opts.allow_host_network)
     prepared = networks.prepare(cid, req)
     if opts.net == "host":
         s["linux"]["namespaces"] = [n for n in s["linux"]["namespaces"] if n["type"] != "network"]

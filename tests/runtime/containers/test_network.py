@@ -47,3 +47,21 @@ def test_net_private_and_published_ports(mode: Mode, image: str) -> None:
 def test_publish_without_network_is_refused(mode: Mode, image: str) -> None:
     r = mode.run("run", "--rm", "--net", "none", "-p", "8080:80", image, "true")
     assert r.code == 7 and "-p" in r.stderr
+
+
+def test_net_host_needs_allow_host_network_on_a_root_runner(mode: Mode, image: str) -> None:
+    with open("/proc/net/dev") as f:
+        host_devs = _interfaces(f.read())
+    if not mode.rootless:
+        r = mode.run("run", "--rm", "--net", "host", image, "true")
+        assert r.code != 0 and "--allow-host-network" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    out = mode.ok("run", "--rm", "--net", "host", "--allow-host-network", image, "cat", "/proc/net/dev")
+    assert _interfaces(out) == host_devs
+
+
+def test_run_help_shows_every_network_flag(mode: Mode) -> None:
+    r = mode.run("run", "--help")
+    assert r.code == 0, r.stderr
+    for flag in ("--publish", "[/udp]", "--net", "--allow-host-network"):
+        assert flag in r.stdout
