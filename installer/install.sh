@@ -4,17 +4,22 @@
 #
 #   installer/install.sh          run-time packages + flex
 #   installer/install.sh --dev    also test and benchmark dependencies (registry, PostgreSQL, Chromium, oracles)
+#   installer/install.sh --user U let user U run rootless environments (subordinate ids; cgroups on v1 hosts)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dev=0
+users=()
 venv=${FLEX_VENV:-$here/.venv}
-for arg in "$@"; do
-  case "$arg" in
+while [ $# -gt 0 ]; do
+  case "$1" in
     --dev) dev=1 ;;
-    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "install.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
+    --user) [ $# -ge 2 ] || { echo "install.sh: --user needs a user name" >&2; exit 2; }; users+=("$2"); shift ;;
+    --user=*) users+=("${1#--user=}") ;;
+    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "install.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
+  shift
 done
 
 say() { printf 'flex-install: %s\n' "$*" >&2; }
@@ -74,21 +79,34 @@ if [ "$(readlink -f "$bindir/flex" 2>/dev/null)" != "$venv/bin/flex" ]; then
   changed "linked $bindir/flex -> $venv/bin/flex"
 fi
 
-if [ "$dev" = 1 ] && [ -z "$sudo" ]; then
-  # An ordinary user with its own subordinate id range, for the rootless tests.
-  if ! id flextest >/dev/null 2>&1; then
-    useradd --create-home --shell /bin/bash flextest
-    changed "test user 'flextest' created"
-  fi
+# A subordinate id range for a rootless user: past every range already handed out, so no two users share ids.
+ensure_subids() {
+  local user=$1 f start
   for f in /etc/subuid /etc/subgid; do
-    if ! grep -q '^flextest:' "$f" 2>/dev/null; then
-      # Past every range already handed out, so no two users share ids.
+    if ! grep -q "^$user:" "$f" 2>/dev/null; then
       start=$(awk -F: 'BEGIN{m=100000} {e=$2+$3; if (e>m) m=e} END{print m}' "$f" 2>/dev/null || echo 100000)
-      echo "flextest:$start:65536" >> "$f"
-      changed "$f: flextest given ids $start..$((start + 65535))"
+      echo "$user:$start:65536" | $sudo tee -a "$f" >/dev/null
+      changed "$f: $user given ids $start..$((start + 65535))"
     fi
   done
+}
+
+# The test user of the rootless tests.
+if [ "$dev" = 1 ] && [ -z "$sudo" ] && ! id flextest >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/bash flextest
+  changed "test user 'flextest' created"
 fi
+[ "$dev" = 1 ] && [ -z "$sudo" ] && users+=(flextest)
+
+for user in "${users[@]}"; do
+  id "$user" >/dev/null 2>&1 || { say "no such user: $user"; exit 3; }
+  ensure_subids "$user"
+  # cgroup v1 (or hybrid) hosts have no systemd delegation: give the user a cgroup subtree of its own.
+  if [ "$(stat -fc %T /sys/fs/cgroup)" != "cgroup2fs" ]; then
+    $sudo "$venv/bin/flex" runtime delegate-cgroups "$user" >/dev/null
+    say "cgroups delegated to $user (limits and nested Docker in rootless environments)"
+  fi
+done
 
 if [ "$dev" = 1 ]; then
   # The devcontainers reference CLI, used by the tests as an oracle.
