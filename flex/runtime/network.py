@@ -463,7 +463,7 @@ class Networks:
         api = self._api_socket(container_id)
         udp = [p for p in requested if p.protocol == "udp"]
         # Started first: its Python start-up then overlaps slirp4netns's.
-        ready_fd, udp_bound = self._spawn_udp_forwarder(container_id, pid, udp) if udp else (-1, [])
+        fwd_pid, ready_fd, udp_bound = self._spawn_udp_forwarder(container_id, pid, udp) if udp else (0, -1, [])
         try:
             helper = net_slirp.start_slirp(
                 pid, api, self._dir(container_id) / "slirp4netns.log",
@@ -482,6 +482,12 @@ class Networks:
                 if (why := net_forward.wait_ready(fd)) is not None:
                     raise Unavailable(f"the UDP port forwarder for {container_id!r} did not start: {why}",
                                       hint=f"see {self._dir(container_id) / 'forwarder.log'}")
+        except BaseException:
+            if fwd_pid:
+                # By pid: a forwarder spawned a moment ago may still be in execve, where a search of
+                # /proc by its tag would miss it (stop_process waits that out).
+                net_slirp.stop_process(fwd_pid, self._forwarder_tag(container_id))
+            raise
         finally:
             if ready_fd >= 0:
                 os.close(ready_fd)
@@ -489,9 +495,9 @@ class Networks:
         return [next(tcp_iter) if p.protocol == "tcp" else next(udp_iter) for p in requested], helper
 
     def _spawn_udp_forwarder(self, container_id: str, pid: int,
-                             udp: list[PortMapping]) -> tuple[int, list[PortMapping]]:
-        """Bind the UDP host ports and start the forwarder on the namespaces of ``pid``; returns the fd to
-        wait on for its helper and the ports as bound. It is found by its tag, like after a crash."""
+                             udp: list[PortMapping]) -> tuple[int, int, list[PortMapping]]:
+        """Bind the UDP host ports and start the forwarder on the namespaces of ``pid``; returns its pid, the
+        fd to wait on for its helper and the ports as bound. Release finds it by its tag, as after a crash."""
         from flex.runtime import net_forward
 
         listeners = []
@@ -509,13 +515,14 @@ class Networks:
                 # themselves and never has to trust a pid that could be reused.
                 ns_fds = [os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in ("user", "net")]
             except OSError as err:
-                raise NotFound(f"process {pid} of container {container_id!r} is gone: {err.strerror}") from err
-            _, rfd = net_forward.spawn_forwarder(self._forwarder_tag(container_id), listeners,
+                raise NotFound(f"cannot open the namespaces of container {container_id!r} (pid {pid}): "
+                               f"{err.strerror}") from err
+            fwd_pid, rfd = net_forward.spawn_forwarder(self._forwarder_tag(container_id), listeners,
                                                     str(self._dir(container_id) / "forwarder.log"),
                                                     netns_fds=(ns_fds[0], ns_fds[1]))
             assert rfd is not None
-            return rfd, [PortMapping(p.host_ip, ls.host_port, p.container_port, "udp")
-                         for p, ls in zip(udp, listeners, strict=True)]
+            return fwd_pid, rfd, [PortMapping(p.host_ip, ls.host_port, p.container_port, "udp")
+                                  for p, ls in zip(udp, listeners, strict=True)]
         finally:
             for ls in listeners:
                 ls.sock.close()

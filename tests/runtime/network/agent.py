@@ -4,6 +4,7 @@
     agent.py HOME release CID ROOTLESS
     agent.py HOME gc ROOTLESS [LIVE_ID...]
     agent.py HOME churn ROOTLESS N                     N x (prepare, attach, release at once), one process
+    agent.py HOME badattach CID ROOTLESS               attach to a process that is no container (the agent)
 Prints one JSON line. The "container" (workload.py) is started in its own session and outlives the agent.
 """
 
@@ -62,6 +63,16 @@ def main() -> None:
             holder.kill()
             holder.wait()
         print(json.dumps({"churned": int(sys.argv[4])}))
+    elif cmd == "badattach":
+        nets = Networks(home, db, rootless=sys.argv[4] == "1")
+        nets.prepare(sys.argv[3], NetworkRequest("private", [parse_publish("0:8000"), parse_publish("0:9000/udp")],
+                                                 "bad"))
+        try:
+            nets.attach(sys.argv[3], os.getpid())
+        except Exception as err:
+            print(json.dumps({"error": type(err).__name__}))
+        else:
+            print(json.dumps({"error": None}))
     elif cmd == "gc":
         nets = Networks(home, db, rootless=sys.argv[3] == "1")
         print(json.dumps({"released": nets.gc(set(sys.argv[4:]))}))

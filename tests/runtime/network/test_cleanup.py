@@ -75,3 +75,15 @@ def test_release_right_after_attach_stops_the_helper_every_time(lab) -> None:
     assert lab.agent("churn", "1" if lab.rootless else "0", "12") == {"churned": 12}
     assert lab.leftovers() == {"netns files": [], "container dirs": [], "links": [], "nft tables": [],
                                "processes": [], "leases": [], "endpoints": []}
+
+
+def test_a_failed_rootless_attach_leaves_no_helper_running(lab) -> None:
+    if not lab.rootless:
+        pytest.skip("root attach does not join the process's namespaces")
+    # The agent's own pid: its namespaces are the runner's, so slirp4netns and the UDP forwarder's helper
+    # cannot set up there. attach must fail with a flex error and stop the forwarder it had started.
+    assert lab.agent("badattach", "bad", "1")["error"] in ("Unavailable", "FailedPrecondition")
+    assert lab.leftovers()["processes"] == []
+    lab.release("bad")
+    assert lab.leftovers() == {"netns files": [], "container dirs": [], "links": [], "nft tables": [],
+                               "processes": [], "leases": [], "endpoints": []}
