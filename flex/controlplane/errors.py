@@ -23,8 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flex.errors import FlexError, InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unavailable
 
-__all__ = ["PROBLEM_RESPONSES", "Problem", "RateLimited", "TooLarge", "Unprocessable", "install", "problem_body",
-           "problem_response"]
+__all__ = ["PROBLEM_RESPONSES", "Problem", "ProblemError", "RateLimited", "TooLarge", "Unprocessable", "install",
+           "problem_body", "problem_response"]
 
 log = logging.getLogger("flex.controlplane")
 PROBLEM_TYPE = "application/problem+json"

@@ -38,7 +38,7 @@ from flex.controlplane.models import EnvironmentRow, Revision, WatchEventRow
 from flex.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 
 __all__ = ["SERVER_CONDITIONS", "Store", "StoredEvent", "Wire", "check_inline_config", "emit", "lock", "merge_patch",
-           "row_wire"]
+           "row_wire", "utc"]
 
 NOTIFY_CHANNEL = "flex_events"
 SERVER_CONDITIONS = ("Scheduled", "RunnerReady")  # owned by the control plane, not by runners

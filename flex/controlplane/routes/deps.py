@@ -22,7 +22,7 @@ from flex.controlplane.store import Store
 from flex.controlplane.watch import Hub
 from flex.errors import FlexError, PermissionDenied, Unauthenticated
 
-__all__ = ["Admin", "ControlPlane", "Cp", "RunnerCaller", "User", "get_cp", "watch_response"]
+__all__ = ["Admin", "ControlPlane", "Cp", "RunnerCaller", "User", "client_address", "get_cp", "watch_response"]
 
 
 @dataclass

@@ -14,7 +14,7 @@ from flex.controlplane.routes.deps import Cp, RunnerCaller, User, watch_response
 from flex.controlplane.store import Wire
 from flex.errors import InvalidArgument
 
-__all__ = ["parse_selector", "router"]
+__all__ = ["answer", "parse_selector", "router"]
 
 router = APIRouter(prefix="/api/v1/environments", tags=["environments"], responses=PROBLEM_RESPONSES)
 

@@ -11,7 +11,7 @@ from flex.controlplane.auth import create_user, list_users
 from flex.controlplane.errors import PROBLEM_RESPONSES
 from flex.controlplane.routes.deps import Admin, Cp, User
 
-__all__ = ["router"]
+__all__ = ["UserList", "router"]
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=PROBLEM_RESPONSES)
 
