@@ -462,7 +462,7 @@ class Networks:
         127.0.0.1 once --disable-host-loopback is set, and that flag is what hides the host's loopback)."""
         api = self._api_socket(container_id)
         udp = [p for p in requested if p.protocol == "udp"]
-        # Started first: its Python start-up then overlaps slirp4netns's.
+        # Started first: its Python start-up then overlaps slirp4netns's and the container's own start.
         fwd_pid, ready_fd, udp_bound = self._spawn_udp_forwarder(container_id, pid, udp) if udp else (0, -1, [])
         try:
             helper = net_slirp.start_slirp(
@@ -479,7 +479,7 @@ class Networks:
                 from flex.runtime import net_forward
 
                 fd, ready_fd = ready_fd, -1
-                if (why := net_forward.wait_ready(fd)) is not None:
+                if (why := net_forward.early_failure(fd)) is not None:
                     raise Unavailable(f"the UDP port forwarder for {container_id!r} did not start: {why}",
                                       hint=f"see {self._dir(container_id) / 'forwarder.log'}")
         except BaseException:
@@ -521,6 +521,9 @@ class Networks:
                                                     str(self._dir(container_id) / "forwarder.log"),
                                                     netns_fds=(ns_fds[0], ns_fds[1]))
             assert rfd is not None
+            # Recorded for release, which may come while the forwarder is still in execve (its command
+            # line, and so its tag, not yet readable) now that attach does not wait for it.
+            _atomic_write(self._dir(container_id) / "forwarder.pid", f"{fwd_pid}\n")
             return fwd_pid, rfd, [PortMapping(p.host_ip, ls.host_port, p.container_port, "udp")
                                   for p, ls in zip(udp, listeners, strict=True)]
         finally:
@@ -541,7 +544,9 @@ class Networks:
             net_slirp.stop_process(pid, tag)
         if self.rootless and forwarder:
             ftag = self._forwarder_tag(container_id)
-            for pid in net_slirp.find_processes(ftag):
+            with contextlib.suppress(OSError, ValueError):
+                net_slirp.stop_process(int((self._dir(container_id) / "forwarder.pid").read_text()), ftag)
+            for pid in net_slirp.find_processes(ftag):  # its helper, or one a crash left unrecorded
                 net_slirp.stop_process(pid, ftag)
 
     def _write_etc(self, container_id: str, req: NetworkRequest, address: str | None) -> dict[str, Path]:
