@@ -78,6 +78,8 @@ def _clean(path: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--dir", default="/var/tmp",
+                    help="where stores and unpacks go (e.g. /dev/shm to take the disk out of the figures)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (umoci unpack and flex keep in-image owners)")
@@ -87,7 +89,7 @@ def main() -> int:
     from flex.runtime.push import push
     from flex.runtime.unpack import apply_layer_file
 
-    work = Path(tempfile.mkdtemp(prefix="flex-bench-pull-", dir="/var/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="flex-bench-pull-", dir=args.dir))
     reg, host = _registry(work)
     try:
         tar = _minbase_tar(work)
