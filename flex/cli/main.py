@@ -61,13 +61,7 @@ def _build(names: Sequence[str]) -> typer.Typer:
         """Declarative developer environments: devcontainers on rootless runners."""
 
     for name in names:
-        try:
-            module = importlib.import_module(COMMANDS[name])
-        except ModuleNotFoundError as err:
-            if err.name != COMMANDS[name]:
-                raise
-            continue  # a command group not built yet on this branch
-        module.register(app)
+        importlib.import_module(COMMANDS[name]).register(app)
     return app
 
 
