@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from flex.errors import AlreadyExists, InvalidArgument
 from flex.runtime.content import DigestMismatch
@@ -57,8 +57,9 @@ def chain_ids(diff_ids: Sequence[str]) -> list[str]:
 class _Uncompressed:
     """Reads the uncompressed stream, hashing it and refusing to go past ``limit`` bytes."""
 
-    def __init__(self, inner: BinaryIO, limit: int):
+    def __init__(self, inner: BinaryIO, limit: int, *, owned: bool = False):
         self._inner = inner
+        self._owned = owned  # a decompressor made here (closed here); never the caller's blob
         self._limit = limit
         self._hash = hashlib.sha256()
         self.count = 0
@@ -71,6 +72,10 @@ class _Uncompressed:
                                 hint="raise FLEX_MAX_LAYER_SIZE if the image is legitimate")
         self._hash.update(data)
         return data
+
+    def close(self) -> None:
+        if self._owned:
+            self._inner.close()
 
     @property
     def digest(self) -> str:
@@ -130,6 +135,8 @@ class _Prefetch:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._inner.close()
 
     @property
     def digest(self) -> str:
@@ -140,14 +147,21 @@ def open_uncompressed(blob: BinaryIO, limit: int) -> _Uncompressed:
     head = blob.peek(4)[:4] if hasattr(blob, "peek") else b""
     inner: BinaryIO
     if head.startswith(_MAGIC_GZIP):
-        inner = gzip.GzipFile(fileobj=blob, mode="rb")  # type: ignore[assignment]
+        gzip_impl: Any = gzip
+        try:  # ISA-L inflates 2-3x faster than zlib: most of a pull's CPU is here
+            from isal import igzip
+
+            gzip_impl = igzip
+        except ImportError:
+            pass
+        inner = gzip_impl.GzipFile(fileobj=blob, mode="rb")
     elif head.startswith(_MAGIC_ZSTD):
         import zstandard
 
         inner = zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)
     else:
-        inner = blob
-    return _Uncompressed(inner, limit)
+        return _Uncompressed(blob, limit)
+    return _Uncompressed(inner, limit, owned=True)
 
 
 def apply_layer_file(dest: Path, blob_path: Path, lowers: Sequence[Path], *, userns: bool = False,
