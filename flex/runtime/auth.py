@@ -9,16 +9,15 @@ flex but flex.errors.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flex.errors import InvalidConfiguration
+from flex.runtime.atomic import write_atomic
 
 __all__ = ["Challenge", "Credentials", "flex_auth_file", "lookup_credentials", "parse_challenge", "remove_login",
            "save_login"]
@@ -120,18 +119,7 @@ def lookup_credentials(registry: str) -> Credentials | None:
 
 def _write_atomic(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".auth-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o600)
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, json.dumps(data, indent=2), mode=0o600)
 
 
 def save_login(registry: str, creds: Credentials) -> Path:

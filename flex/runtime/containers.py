@@ -25,6 +25,7 @@ from typing import Any
 
 from flex.errors import Conflict, FailedPrecondition, NotFound
 from flex.runtime import cgroups
+from flex.runtime.atomic import write_atomic
 from flex.runtime.crun import OCIRuntime
 from flex.runtime.home import Home
 from flex.runtime.idmap import IdMap, rootless_map
@@ -185,9 +186,7 @@ class Containers:
         """Written by whoever waited for PID 1 (the CLI when attached, else the monitor)."""
         path = self.bundle(cid) / "exit"
         with contextlib.suppress(OSError):
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(str(code))
-            os.replace(tmp, path)
+            write_atomic(path, str(code))
         self.set_state(cid, state="stopped", exit_code=code, finished_at=time.time())
 
     # --- signals, stop ---------------------------------------------------------------------------------

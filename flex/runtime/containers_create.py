@@ -17,6 +17,7 @@ from typing import Any
 
 from flex.errors import AlreadyExists, FailedPrecondition, InvalidArgument, UsageError
 from flex.runtime import cgroups, spec
+from flex.runtime.atomic import write_atomic
 from flex.runtime.containers import Container, Containers
 from flex.runtime.idmap import IdMap
 from flex.runtime.mounts_bind import resolve_bind
@@ -125,9 +126,8 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
                                          hint="apt-get install crun")
             s = spec.with_runc_compat(s)
         s = _with_network(store, cid, name, opts, s)
-        tmp = bundle / "config.json.tmp"
-        tmp.write_text(json.dumps(s))
-        os.replace(tmp, bundle / "config.json")
+        # not durable: a create cut short by a crash is removed by gc, never resumed
+        write_atomic(bundle / "config.json", json.dumps(s), durable=False)
         (bundle / "log").touch()
         store.set_state(cid, state="created", creator_pid=None)
     except BaseException:

@@ -44,6 +44,7 @@ from flex.errors import (
     UsageError,
 )
 from flex.runtime import net_slirp
+from flex.runtime.atomic import write_atomic
 from flex.runtime.home import Home
 from flex.runtime.metadata import MetadataDB
 from flex.runtime.net_ipam import IPAM
@@ -137,18 +138,9 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9]
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        # No fsync: these live under FLEX_HOME/run (tmpfs on an installed runner) and are rewritten by
-        # every prepare; the rename alone keeps readers from ever seeing half a file.
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    # No fsync: these live under FLEX_HOME/run and are rewritten by every prepare; the rename alone
+    # keeps readers (and the container's bind mounts) from ever seeing half a file.
+    write_atomic(path, text, mode=0o644, durable=False)
 
 
 def _host_resolv(rootless: bool) -> str:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from flex.errors import FlexError, NotFound
 from flex.runtime import cgroups
+from flex.runtime.atomic import write_atomic
 from flex.runtime.containers import Container, Containers
 from flex.runtime.home import Home
 from flex.runtime.metadata import MetadataDB
@@ -171,9 +172,7 @@ def start_attached(store: Containers, c: Container, *, interactive: bool, tty: b
         config_path = bundle / "config.json"
         config = json.loads(config_path.read_text())
         config["process"]["consoleSize"] = size
-        tmp = config_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(config))
-        os.replace(tmp, config_path)
+        write_atomic(config_path, json.dumps(config), durable=False)
     console = ConsoleSocket() if tty else None
     out_r = out_w = err_r = err_w = -1
     try:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flex.errors import FailedPrecondition
+from flex.runtime.atomic import write_atomic
 from flex.runtime.idmap import IdMap
 
 __all__ = ["Keeper"]
@@ -93,9 +94,7 @@ class Keeper:
         return proc.pid
 
     def _write_pid(self, pid: int) -> None:
-        tmp = self.pid_file.with_suffix(".tmp")
-        tmp.write_text(str(pid))
-        os.replace(tmp, self.pid_file)
+        write_atomic(self.pid_file, str(pid), durable=False)  # a live process; meaningless after a reboot
 
     def _kill_unready(self) -> None:
         """End a keeper whose creator died before it was ready (it is ours: same uid, our pid file)."""
