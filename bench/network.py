@@ -48,6 +48,10 @@ while True:
 """
 
 
+# A rootless container's namespaces as crun makes them for flex: a user namespace of its own inside the
+# runner's (here a stand-in for the keeper), which owns its network namespace.
+NESTED_USERNS = ["unshare", "--user", "--map-root-user", "--", "unshare", "--user", "--map-root-user"]
+
 def _med(xs: list[float]) -> float:
     return statistics.median(xs) * 1000
 
@@ -97,7 +101,7 @@ def worker(rootless: bool, runs: int, mbytes: int) -> dict[str, float]:
             for label, request in (("", req), ("udp ", udp_req)):
                 holder = None
                 if rootless:
-                    holder = subprocess.Popen(["unshare", "--user", "--map-root-user", "--net", "sleep", "60"])
+                    holder = subprocess.Popen([*NESTED_USERNS, "--net", "sleep", "60"])
                     time.sleep(0.05)
                 cid = f"b{label.strip()}{i}"
                 t0 = time.perf_counter()
@@ -131,7 +135,7 @@ def worker(rootless: bool, runs: int, mbytes: int) -> dict[str, float]:
     assert direct.stdout is not None and direct.stdout.readline().strip() == "ready"
     prep = nets.prepare("tput", req)
     if rootless:
-        argv = ["unshare", "--user", "--map-root-user", "--net", sys.executable, "-c", SINK]
+        argv = [*NESTED_USERNS, "--net", sys.executable, "-c", SINK]
     else:
         argv = ["nsenter", f"--net={prep.netns_path}", sys.executable, "-c", SINK]
     sink = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
@@ -174,7 +178,7 @@ def _anchor_root(i: int) -> tuple[float, float]:
 
 def _anchor_rootless() -> tuple[float, float]:
     """Bare slirp4netns: start until its ready byte (set-up), then kill and reap (teardown)."""
-    holder = subprocess.Popen(["unshare", "--user", "--map-root-user", "--net", "sleep", "60"])
+    holder = subprocess.Popen([*NESTED_USERNS, "--net", "sleep", "60"])
     time.sleep(0.05)
     r, w = os.pipe()
     t0 = time.perf_counter()

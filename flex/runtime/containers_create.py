@@ -110,7 +110,7 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
         s = spec.default_spec(args, rootfs=rootfs, hostname=name[:63], env=_env_merge(cfg.env, opts.env),
                               cwd=opts.workdir or cfg.working_dir or "/", uid=uid, gid=gid,
                               additional_gids=extra, terminal=opts.tty)
-        s = spec.with_rootless(s) if store.rootless else spec.with_idmap(s, idmap)
+        s = spec.with_rootless(s, idmap) if store.rootless else spec.with_idmap(s, idmap)
         if opts.init and (init := _init_binary()) is not None:
             s = spec.with_init(s, init)
         for src, dst, ro in volumes:

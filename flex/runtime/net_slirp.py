@@ -1,9 +1,9 @@
 """Rootless networking: slirp4netns for a container's namespace, its port-forward API, and guard rules.
 
-Owns starting slirp4netns on a container's pid (``--configure --mtu=65520 --disable-host-loopback``,
-sandboxed and with seccomp), waiting for ``--ready-fd``, the JSON API on its unix socket (add_hostfwd;
-a client must shut down its write side after the request or no reply comes) and the guard table that
-drops 169.254.0.0/16 and the runner's own addresses inside the container's namespace. Also the
+Owns starting slirp4netns on the tap in a container's outer namespace (net_outer.py; ``--mtu=65520
+--disable-host-loopback``, sandboxed and with seccomp), waiting for ``--ready-fd``, the JSON API on its
+unix socket (add_hostfwd; a client must shut down its write side after the request or no reply comes)
+and the runner's own addresses, which the guard blocks. Also the
 process helpers both modes use to find and stop flex's helper processes (by a marker in their command
 line, so a recycled pid is never killed). Imports nothing from flex but flex.errors.
 """
@@ -25,14 +25,15 @@ from typing import Any
 
 from flex.errors import Conflict, FailedPrecondition, Unavailable
 
-__all__ = ["GUEST_ADDRESS", "GUEST_DNS", "add_hostfwd", "find_processes", "host_addresses", "install_guard",
-           "start_slirp", "stop_process"]
+__all__ = ["GUEST_ADDRESS", "GUEST_DNS", "GUEST_GATEWAY", "add_hostfwd", "find_processes", "host_addresses",
+           "start_slirp", "stop_process", "tool"]
 
 GUEST_ADDRESS = "10.0.2.100"   # slirp4netns's fixed guest address with the default --cidr
+GUEST_GATEWAY = "10.0.2.2"     # slirp4netns's router (the host, loopback hidden)
 GUEST_DNS = "10.0.2.3"         # its DNS forwarder (uses the host's resolv.conf)
 
 
-def _tool(name: str) -> str:
+def tool(name: str) -> str:
     path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin")
     if path is None:
         raise FailedPrecondition(f"{name} is not installed; rootless containers need it for networking",
@@ -42,12 +43,14 @@ def _tool(name: str) -> str:
 
 def start_slirp(pid: int, api_socket: Path, log_path: Path, *, timeout: float = 10.0,
                 meanwhile: Callable[[], None] | None = None) -> int:
-    """Start slirp4netns for the network namespace of ``pid``; returns once the tap is configured.
-    ``meanwhile`` runs while slirp4netns starts up (the guard rules: they do not depend on it)."""
+    """Start slirp4netns on the tap device ``tap0`` that already exists in the network namespace of
+    ``pid`` (the outer namespace, see net_outer.py); returns once it is attached. ``meanwhile`` runs
+    while slirp4netns starts up (the rest of the set-up: it does not depend on it). No --configure:
+    the tap is a bridge port and carries no address of its own."""
     api_socket.unlink(missing_ok=True)
     rfd, wfd = os.pipe()
-    cmd = [_tool("slirp4netns"), "--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox",
-           "--enable-seccomp", f"--api-socket={api_socket}", f"--ready-fd={wfd}", str(pid), "tap0"]
+    cmd = [tool("slirp4netns"), "--mtu=65520", "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp",
+           f"--api-socket={api_socket}", f"--ready-fd={wfd}", str(pid), "tap0"]
     try:
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=[wfd],
@@ -66,7 +69,7 @@ def start_slirp(pid: int, api_socket: Path, log_path: Path, *, timeout: float = 
             proc.kill()
             proc.wait()
             tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] if log_path.exists() else []
-            raise Unavailable(f"slirp4netns did not come up for pid {pid}: {(tail or ['no output'])[0]}",
+            raise Unavailable(f"slirp4netns did not come up: {(tail or ['no output'])[0]}",
                               hint=f"see {log_path}")
     finally:
         os.close(rfd)
@@ -133,24 +136,6 @@ def host_addresses() -> list[str]:
         elif stripped == "/32 host LOCAL" and last and not last.startswith("127.") and last not in out:
             out.append(last)
     return out
-
-
-def install_guard(pid: int, blocked: list[str], allow: list[str] | None = None) -> None:
-    """Drop traffic to ``blocked`` inside the container's namespace, entered through its user namespace
-    (the runner's user owns it). A container holding CAP_NET_ADMIN in its namespace could remove this
-    table: rootless mode cannot put a filter where the container has no power (see docs/networking.md)."""
-    elements = ", ".join(blocked)
-    allowed = f"    ip daddr {{ {', '.join(allow)} }} accept\n" if allow else ""
-    # The namespace is new (crun made it a moment ago), so there is no old table to replace. Leaving out
-    # `delete table` halves nft's run: deleting a table makes the kernel wait for an RCU grace period.
-    script = ("table inet flexguard {\n  chain output {\n    type filter hook output priority filter - 10;"
-              f" policy accept;\n{allowed}    ip daddr {{ {elements} }} counter reject with icmp type "
-              "admin-prohibited\n  }\n}\n")
-    proc = subprocess.run([_tool("nsenter"), f"--target={pid}", "--user", "--net", "--preserve-credentials",
-                           _tool("nft"), "-f", "-"], input=script, capture_output=True, text=True, timeout=30)
-    if proc.returncode != 0:
-        first = (proc.stderr.strip().splitlines() or ["(no message)"])[0]
-        raise FailedPrecondition(f"cannot install the network guard in pid {pid}'s namespace: {first}")
 
 
 def find_processes(marker: str) -> Iterator[int]:

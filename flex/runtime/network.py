@@ -43,7 +43,7 @@ from flex.errors import (
     Unavailable,
     UsageError,
 )
-from flex.runtime import net_slirp
+from flex.runtime import net_outer, net_slirp
 from flex.runtime.atomic import write_atomic
 from flex.runtime.home import Home
 from flex.runtime.metadata import MetadataDB
@@ -456,11 +456,14 @@ class Networks:
         udp = [p for p in requested if p.protocol == "udp"]
         # Started first: its Python start-up then overlaps slirp4netns's and the container's own start.
         fwd_pid, ready_fd, udp_bound = self._spawn_udp_forwarder(container_id, pid, udp) if udp else (0, -1, [])
+        outer: net_outer.OuterNetns | None = None
         try:
-            helper = net_slirp.start_slirp(
-                pid, api, self._dir(container_id) / "slirp4netns.log",
-                meanwhile=lambda: net_slirp.install_guard(pid, ["169.254.0.0/16", *net_slirp.host_addresses()],
-                                                          self.allow_cidrs))
+            guard = net_outer.guard_script(["169.254.0.0/16", *net_slirp.host_addresses()], self.allow_cidrs)
+            outer = net_outer.open_outer(pid, f"{net_slirp.GUEST_ADDRESS}/24", net_slirp.GUEST_GATEWAY, guard,
+                                         ip_tool=net_slirp.tool("ip"), nft_tool=net_slirp.tool("nft"),
+                                         nsenter_tool=net_slirp.tool("nsenter"))
+            helper = net_slirp.start_slirp(outer.pid, api,
+                                           self._dir(container_id) / "slirp4netns.log", meanwhile=outer.wait)
             with self.db.transaction() as conn:
                 conn.execute("UPDATE net_endpoints SET helper_pid = ? WHERE container_id = ?",
                              (helper, container_id))
@@ -483,6 +486,8 @@ class Networks:
         finally:
             if ready_fd >= 0:
                 os.close(ready_fd)
+            if outer is not None:
+                outer.close()  # slirp4netns's tap holds the outer namespace from here on
         tcp_iter, udp_iter = iter(tcp_bound), iter(udp_bound)
         return [next(tcp_iter) if p.protocol == "tcp" else next(udp_iter) for p in requested], helper
 

@@ -116,18 +116,24 @@ def with_idmap(spec: Spec, idmap: IdMap) -> Spec:
     return s
 
 
-def with_rootless(spec: Spec) -> Spec:
-    """crun already runs inside the user's namespace (userns.py): no user namespace of its own, no
-    device nodes (crun 1.8.1 rootless fails on them: bind-mount the safe set instead), no cgroups of
-    its own on cgroup v1 (nobody delegated any)."""
+def with_rootless(spec: Spec, keeper: IdMap) -> Spec:
+    """crun already runs inside the user's namespace (userns.py, mapped by ``keeper``). The container
+    gets a user namespace of its own inside it, mapping the keeper's ids one to one: its root then holds
+    no capability in the keeper's namespace, which owns the outer network namespace and its guard
+    (net_outer.py), the other containers' namespaces and the rootfs mounts. No device nodes (crun 1.8.1
+    rootless fails on them: bind-mount the safe set instead), no cgroups of its own on cgroup v1."""
     s = copy.deepcopy(spec)
+    s["linux"]["namespaces"].append({"type": "user"})
+    # One line per line of the keeper's map: the kernel wants each range inside one range of the parent's.
+    s["linux"]["uidMappings"] = [{"containerID": a, "hostID": a, "size": n} for a, _, n in keeper.uids]
+    s["linux"]["gidMappings"] = [{"containerID": a, "hostID": a, "size": n} for a, _, n in keeper.gids]
     devs = s["linux"].pop("devices", [])
     s["linux"]["resources"].pop("devices", None)
     for d in devs:
         s["mounts"].append({"destination": d["path"], "type": "bind", "source": d["path"],
                             "options": ["bind", "nosuid", "noexec"]})
-    # the fresh sysfs stays: crun creates the network namespace inside our user namespace, which may
-    # therefore mount a sysfs showing it
+    # the fresh sysfs stays: the container's user namespace owns its network namespace, so it may mount
+    # a sysfs showing it
     return s
 
 

@@ -31,14 +31,14 @@ def _inspect(mode: Mode, ref: str) -> dict:  # type: ignore[type-arg]
 def test_uid_map_id_and_file_owners(mode: Mode, image: str) -> None:
     out = mode.ok("run", "--name", "ids", image, "sh", "-c",
                   "cat /proc/self/uid_map; echo --; id -u; id -g; echo --; stat -c '%u:%g' /etc/passwd /var/log/btmp;"
-                  " echo data > /created; stat -c '%u:%g' /created")
+                  " echo data > /created; stat -c '%u:%g' /created; touch /by1; chown 1:1 /by1")
     maps, ids, owners = (part.split() for part in out.split("--"))
     info = _inspect(mode, "ids")
     upper_file = Path(info["bundle"]) / "upper" / "created"
     if mode.rootless:
-        # container root = the user; 1..65536 = its subuid range
-        assert maps[:3] == ["0", str(mode.host_uid()), "1"]
-        assert maps[3:5] == ["1", str(_subuid_start())]
+        # A user namespace of its own inside the keeper's, one to one (so its root holds no capability in
+        # the keeper's namespace); seen from the host, container root = the user (the owner check below).
+        assert maps == ["0", "0", "1", "1", "1", "65536"]
     else:
         assert maps[0] == "0" and maps[2] == "65536"
         base = int(maps[1])
@@ -50,6 +50,8 @@ def test_uid_map_id_and_file_owners(mode: Mode, image: str) -> None:
     assert owners[2] == "0:0"
     host_owner = upper_file.stat().st_uid
     assert host_owner == (mode.host_uid() if mode.rootless else int(maps[1]))
+    if mode.rootless:
+        assert (upper_file.parent / "by1").stat().st_uid == _subuid_start()  # 1..65536 = the subuid range
 
 
 def test_two_root_containers_get_distinct_id_ranges(mode: Mode, image: str) -> None:

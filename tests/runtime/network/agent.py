@@ -21,6 +21,9 @@ from flex.runtime.metadata import MetadataDB
 from flex.runtime.network import NetworkRequest, Networks, parse_publish
 
 HERE = Path(__file__).resolve().parent
+# Rootless, a container runs in a user namespace of its own inside the runner's (the keeper's), as crun
+# makes it for flex: the outer user namespace stands for the keeper, the inner one for the container.
+NESTED_USERNS = ["unshare", "--user", "--map-root-user", "--", "unshare", "--user", "--map-root-user"]
 
 
 def main() -> None:
@@ -33,7 +36,7 @@ def main() -> None:
         prepared = nets.prepare(cid, NetworkRequest("private", [parse_publish(v) for v in sys.argv[5:]], cid))
         workload = [sys.executable, str(HERE / "workload.py"), cid]
         if rootless:
-            argv = ["unshare", "--user", "--map-root-user", "--net", *workload]
+            argv = [*NESTED_USERNS, "--net", *workload]
         else:
             argv = ["nsenter", f"--net={prepared.netns_path}", *workload]
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -53,7 +56,7 @@ def main() -> None:
         rootless = sys.argv[3] == "1"
         nets = Networks(home, db, rootless=rootless)
         for i in range(int(sys.argv[4])):
-            holder = subprocess.Popen(["unshare", "--user", "--map-root-user", "--net", "sleep", "60"]
+            holder = subprocess.Popen([*NESTED_USERNS, "--net", "sleep", "60"]
                                       if rootless else ["sleep", "60"])
             ports = [parse_publish("0:8000"), parse_publish("0:9000/udp")]
             nets.prepare(f"churn-{i}", NetworkRequest("private", ports, "churn"))

@@ -136,15 +136,19 @@ class Lab:
         released: list[str] = self.agent("gc", "1" if self.rootless else "0", *live)["released"]
         return released
 
-    def from_container(self, info: dict[str, Any], *probe: str) -> dict[str, Any]:
-        """Run probe.py inside a container's network namespace."""
-        script = [self.python, str(HERE / "probe.py"), *probe]
+    def in_container(self, info: dict[str, Any], *cmd: str) -> subprocess.CompletedProcess[str]:
+        """Run ``cmd`` in a container's network namespace with its root's powers there: rootless, in the
+        container's own user namespace (full capabilities in it, as the container's root has)."""
         if self.rootless:
             argv = self.in_host("nsenter", f"--target={info['pid']}", "--user", "--net", "--preserve-credentials",
-                                *script, as_user=True)
+                                *cmd, as_user=True)
         else:
-            argv = ["nsenter", f"--net={info['netns']}", *script]
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            argv = ["nsenter", f"--net={info['netns']}", *cmd]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+    def from_container(self, info: dict[str, Any], *probe: str) -> dict[str, Any]:
+        """Run probe.py inside a container's network namespace."""
+        r = self.in_container(info, self.python, str(HERE / "probe.py"), *probe)
         assert r.stdout.strip(), r.stderr
         result: dict[str, Any] = json.loads(r.stdout.splitlines()[-1])
         return result

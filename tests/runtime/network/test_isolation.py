@@ -107,3 +107,20 @@ def test_explicit_exceptions_open_only_what_they_name(lab) -> None:
     lab.release("ctr-a")
     lab.release("ctr-b")
     assert lab.leftovers()["nft tables"] == []
+
+
+def test_a_container_with_net_admin_cannot_undo_its_isolation(lab) -> None:
+    """dockerd, or anything else holding CAP_NET_ADMIN in the container's namespace, may rewrite every
+    rule and route it can see there. Isolation must not depend on any of them."""
+    a = lab.up("ctr-a")
+    r = lab.in_container(a, "nft", "flush", "ruleset")
+    assert r.returncode == 0, r.stderr
+    assert lab.in_container(a, "nft", "list", "ruleset").stdout.strip() == ""
+    gateway = "10.0.2.2" if lab.rootless else a["address"].rsplit(".", 1)[0] + ".1"
+    assert _ok(lab.from_container(a, "tcp", "10.250.0.2", "80"))  # still a working network
+    for probe in (("tcp", "10.250.0.1", "7002"), ("tcp", "169.254.169.254", "80"), ("tcp", gateway, "7002")):
+        r = lab.from_container(a, *probe)
+        assert not _ok(r), (probe, r)
+    assert _ok(lab.from_host("tcp", "10.250.0.1", "7002"))
+    lab.release("ctr-a")
+    assert lab.leftovers()["processes"] == []
