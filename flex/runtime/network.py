@@ -460,13 +460,13 @@ class Networks:
         try:
             guard = net_outer.guard_script(["169.254.0.0/16", *net_slirp.host_addresses()], self.allow_cidrs)
             outer = net_outer.open_outer(pid, f"{net_slirp.GUEST_ADDRESS}/24", net_slirp.GUEST_GATEWAY, guard,
-                                         ip_tool=net_slirp.tool("ip"), nft_tool=net_slirp.tool("nft"),
-                                         nsenter_tool=net_slirp.tool("nsenter"))
+                                         nft_tool=net_slirp.tool("nft"))
             helper = net_slirp.start_slirp(outer.pid, api,
                                            self._dir(container_id) / "slirp4netns.log", meanwhile=outer.wait)
             with self.db.transaction() as conn:
                 conn.execute("UPDATE net_endpoints SET helper_pid = ? WHERE container_id = ?",
                              (helper, container_id))
+            outer.wait_links_up()
             tcp_bound = [PortMapping(p.host_ip, net_slirp.add_hostfwd(api, p.host_ip, p.host_port,
                                                                       p.container_port, "tcp"),
                                      p.container_port, "tcp") for p in requested if p.protocol == "tcp"]

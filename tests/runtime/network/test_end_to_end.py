@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sysconfig
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,12 @@ def test_flex_runtime_run_publishes_and_isolates_two_containers(lab) -> None:
         gateway = "10.0.2.2" if lab.rootless else a["address"].rsplit(".", 1)[0] + ".1"
 
         for name in names:  # published on the host's loopback
-            r = lab.from_host("tcp", "127.0.0.1", str(ports[name]))
+            # `run -d` returns once the container has started, not once Perl listens: until then the
+            # connection is closed at once (no reply). A timeout is not retried: that is a lost packet.
+            deadline = time.monotonic() + 30
+            while (r := lab.from_host("tcp", "127.0.0.1", str(ports[name])))["ok"] and not r["reply"] and \
+                    time.monotonic() < deadline:
+                time.sleep(0.2)
             assert r["ok"] and r["reply"] == f"hello {name} from {gateway}", r
             r = lab.from_host("udp", "127.0.0.1", str(udp_ports[name]))
             assert r["ok"] and r["reply"] == f"echo {name} ping", r
