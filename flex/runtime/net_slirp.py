@@ -1,4 +1,4 @@
-"""Rootless networking: slirp4netns for a container's namespace, its port-forward API, and guard rules.
+"""Rootless networking: slirp4netns on a container's outer namespace, and its port-forward API.
 
 Owns starting slirp4netns on the tap in a container's outer namespace (net_outer.py; ``--mtu=65520
 --disable-host-loopback``, sandboxed and with seccomp), waiting for ``--ready-fd``, the JSON API on its
