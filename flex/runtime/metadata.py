@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,12 +38,26 @@ class MetadataDB:
             conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None,
                                    check_same_thread=False)
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._enable_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
             self._local.depth = 0
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # Processes opening a new database at once: switching it to WAL can fail with SQLITE_BUSY at once,
+        # without SQLite calling its busy handler (measured: 4 of 160 processes, 8 at a time). Retry
+        # within the same timeout the busy handler would have used.
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
