@@ -10,19 +10,22 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["write_atomic"]
+__all__ = ["atomic_file", "write_atomic"]
 
 
-def write_atomic(path: Path, data: bytes | str, *, mode: int = 0o644, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` in one step."""
-    raw = data.encode() if isinstance(data, str) else data
+@contextlib.contextmanager
+def atomic_file(path: Path, *, mode: int = 0o644, durable: bool = True) -> Iterator[BinaryIO]:
+    """A file to write ``path``'s new content into; it replaces ``path`` when the block ends without an
+    error, and is removed when it raises."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
-            f.write(raw)
+            yield f
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
@@ -31,3 +34,9 @@ def write_atomic(path: Path, data: bytes | str, *, mode: int = 0o644, durable: b
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_atomic(path: Path, data: bytes | str, *, mode: int = 0o644, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` in one step."""
+    with atomic_file(path, mode=mode, durable=durable) as f:
+        f.write(data.encode() if isinstance(data, str) else data)

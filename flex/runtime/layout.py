@@ -9,16 +9,14 @@ Imports nothing from flex but flex.errors.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
 import re
 import tarfile
-import tempfile
 from pathlib import Path
 
 from flex.errors import InvalidArgument, NotFound
+from flex.runtime.atomic import atomic_file
 from flex.runtime.images import (
     Image,
     ImageStore,
@@ -59,22 +57,12 @@ def export_image(store: ImageStore, name: str, dest: Path) -> Image:
             "annotations": {_REF_NAME: tag or "latest", "io.containerd.image.name": image.name}}
     index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [desc]}).encode()
     dest = dest.resolve()
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            with tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-                _add(tf, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
-                _add(tf, "index.json", index)
-                for digest in [image.manifest_digest, image.manifest.config.digest,
-                               *(lay.digest for lay in image.manifest.layers)]:
-                    _add(tf, "blobs/" + digest.replace(":", "/"), path=store.content.path(digest))
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(dest) as raw, tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+        _add(tf, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
+        _add(tf, "index.json", index)
+        for digest in [image.manifest_digest, image.manifest.config.digest,
+                       *(lay.digest for lay in image.manifest.layers)]:
+            _add(tf, "blobs/" + digest.replace(":", "/"), path=store.content.path(digest))
     return image
 
 
