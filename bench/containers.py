@@ -66,9 +66,9 @@ def main() -> int:
     as_user: list[str] = []
     try:
         # root: an image in flex's image store, made by `flex image bootstrap`'s path from the cached tar
-        from flex.runtime.bootstrap import image_from_rootfs_tar
-        from flex.runtime.home import Home
-        from flex.runtime.images import ImageStore
+        from flex.runtime.base.home import Home
+        from flex.runtime.images.store import ImageStore
+        from flex.runtime.transfer.bootstrap import image_from_rootfs_tar
 
         image = image_from_rootfs_tar(ImageStore(Home.open()), tar, "bench/minbase:1").name
         have_podman = shutil.which("podman") is not None
@@ -86,9 +86,11 @@ def main() -> int:
         # rootless: the same bootstrap path, as the user (layers shifted into its range at unpack)
         rl_image = subprocess.run(
             [*as_user, user_python, "-c",
-             "import sys; from pathlib import Path; from flex.runtime.home import Home; "
-             "from flex.runtime.images import ImageStore; from flex.runtime.unpack_userns import store_ownership; "
-             "from flex.runtime.bootstrap import image_from_rootfs_tar; print(image_from_rootfs_tar(ImageStore("
+             "import sys; from pathlib import Path; from flex.runtime.base.home import Home; "
+             "from flex.runtime.images.store import ImageStore; "
+             "from flex.runtime.unpack.userns import store_ownership; "
+             "from flex.runtime.transfer.bootstrap import image_from_rootfs_tar; "
+             "print(image_from_rootfs_tar(ImageStore("
              "Home.open(), ownership=store_ownership()), Path(sys.argv[1]), 'bench/minbase:1').name)", str(tar)],
             check=True, capture_output=True, text=True, cwd="/").stdout.strip()
         if have_podman:
@@ -99,12 +101,12 @@ def main() -> int:
                 ["podman", "run", "--rm", "--network", "none", podman_tag, "true"], capture_output=True).returncode == 0
         else:
             have_root_podman = False
-        from flex.runtime import tasks
-        from flex.runtime.containers import Containers
-        from flex.runtime.containers_create import CreateOptions, create_container
+        from flex.runtime.containers.create import CreateOptions, create_container
+        from flex.runtime.containers.store import Containers
+        from flex.runtime.tasks import tasks
 
         store = Containers(Home.open())
-        from flex.runtime.images_adapter import StoreImages
+        from flex.runtime.containers.image_source import StoreImages
 
         images = StoreImages(Home.open())
         # a prepared bundle for raw crun: flex's own (same rootfs, same config), without the init wrapper
@@ -169,8 +171,8 @@ def main() -> int:
                  f"{fb_m / pr_m:.2f})"))
         return 0
     finally:
-        from flex.runtime.containers import Containers
-        from flex.runtime.home import Home
+        from flex.runtime.base.home import Home
+        from flex.runtime.containers.store import Containers
 
         leftover = Containers(Home.open())
         for c in leftover.all():

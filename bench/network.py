@@ -71,9 +71,9 @@ def transfer(port: int, mbytes: int) -> float:
 
 
 def worker(rootless: bool, runs: int, mbytes: int) -> dict[str, float]:
-    from flex.runtime.home import Home
-    from flex.runtime.metadata import MetadataDB
-    from flex.runtime.network import NetworkRequest, Networks, parse_publish
+    from flex.runtime.base.home import Home
+    from flex.runtime.base.metadata import MetadataDB
+    from flex.runtime.network.networks import NetworkRequest, Networks, parse_publish
 
     out: dict[str, float] = {}
     home = Home.open(Path(tempfile.mkdtemp(prefix="flexbench-", dir=os.environ.get("BENCH_TMP"))))

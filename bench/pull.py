@@ -83,11 +83,11 @@ def main() -> int:
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (umoci unpack and flex keep in-image owners)")
-    from flex.runtime.bootstrap import image_from_rootfs_tar
-    from flex.runtime.home import Home
-    from flex.runtime.images import ImageStore
-    from flex.runtime.push import push
-    from flex.runtime.unpack import apply_layer_file
+    from flex.runtime.base.home import Home
+    from flex.runtime.images.store import ImageStore
+    from flex.runtime.transfer.bootstrap import image_from_rootfs_tar
+    from flex.runtime.transfer.push import push
+    from flex.runtime.unpack.unpacker import apply_layer_file
 
     work = Path(tempfile.mkdtemp(prefix="flex-bench-pull-", dir=args.dir))
     reg, host = _registry(work)

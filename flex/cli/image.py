@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
-    from flex.runtime.images import Image, ImageStore
+    from flex.runtime.images.store import Image, ImageStore
 
 __all__ = ["register"]
 
@@ -24,9 +24,9 @@ _QUIET = typer.Option(False, "--quiet", "-q", help="Print only the result.")
 
 
 def _store() -> ImageStore:
-    from flex.runtime.home import Home
-    from flex.runtime.images import ImageStore
-    from flex.runtime.unpack_userns import store_ownership
+    from flex.runtime.base.home import Home
+    from flex.runtime.images.store import ImageStore
+    from flex.runtime.unpack.userns import store_ownership
 
     return ImageStore(Home.open(), ownership=store_ownership())
 
@@ -71,8 +71,8 @@ def register(app: typer.Typer) -> None:
     def pull_cmd(ref: str = typer.Argument(..., help="Image reference, e.g. debian:bookworm or host:port/repo:tag"),
                  quiet: bool = _QUIET, debug: bool = _DEBUG) -> None:
         """Download an image and unpack it into snapshots."""
-        from flex.runtime.progress import for_terminal
-        from flex.runtime.pull import pull
+        from flex.runtime.base.progress import for_terminal
+        from flex.runtime.transfer.pull import pull
 
         progress = for_terminal(quiet)
         try:
@@ -86,8 +86,8 @@ def register(app: typer.Typer) -> None:
                  ref: str = typer.Argument(..., help="Destination reference, e.g. host:port/repo:tag"),
                  quiet: bool = _QUIET, debug: bool = _DEBUG) -> None:
         """Upload a local image to a registry."""
-        from flex.runtime.progress import for_terminal
-        from flex.runtime.push import push
+        from flex.runtime.base.progress import for_terminal
+        from flex.runtime.transfer.push import push
 
         progress = for_terminal(quiet)
         try:
@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
     def prune_cmd(dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be removed."),
                   debug: bool = _DEBUG) -> None:
         """Remove every blob and snapshot no image, container or running pull needs."""
-        from flex.runtime.gc import collect
+        from flex.runtime.gc.collect import collect
 
         res = collect(_store(), dry_run=dry_run)
         verb = "would remove" if dry_run else "removed"
@@ -165,8 +165,8 @@ def register(app: typer.Typer) -> None:
                       include: str = typer.Option("", "--include", help="Extra packages, comma-separated"),
                       quiet: bool = _QUIET, debug: bool = _DEBUG) -> None:
         """Build a Debian base image with mmdebstrap (offline machines, tests)."""
-        from flex.runtime.bootstrap import bootstrap
-        from flex.runtime.progress import LineProgress, NullProgress
+        from flex.runtime.base.progress import LineProgress, NullProgress
+        from flex.runtime.transfer.bootstrap import bootstrap
 
         pkgs = [p.strip() for p in include.split(",") if p.strip()]
         start = time.monotonic()
@@ -181,7 +181,7 @@ def register(app: typer.Typer) -> None:
                    name: str = typer.Argument(..., help="Name for the imported image"),
                    debug: bool = _DEBUG) -> None:
         """Import an OCI layout archive."""
-        from flex.runtime.layout import import_image
+        from flex.runtime.transfer.archive import import_image
 
         img = import_image(_store(), tar, name)
         print(f"{img.name}@{img.manifest_digest}")
@@ -191,7 +191,7 @@ def register(app: typer.Typer) -> None:
                    tar: Path = typer.Argument(..., help="Archive to write"),
                    debug: bool = _DEBUG) -> None:
         """Export an image as an OCI layout archive."""
-        from flex.runtime.layout import export_image
+        from flex.runtime.transfer.archive import export_image
 
         img = export_image(_store(), name, tar)
         print(f"{img.name}@{img.manifest_digest} → {tar}")
@@ -204,8 +204,8 @@ def register(app: typer.Typer) -> None:
                   debug: bool = _DEBUG) -> None:
         """Store credentials for a registry (checked against it first)."""
         from flex.errors import UsageError
-        from flex.runtime.auth import Credentials, save_login
-        from flex.runtime.registry import Registry
+        from flex.runtime.remotes.auth import Credentials, save_login
+        from flex.runtime.remotes.registry import Registry
 
         if password_stdin:
             password = sys.stdin.readline().rstrip("\n")
@@ -221,7 +221,7 @@ def register(app: typer.Typer) -> None:
     def logout_cmd(registry: str = typer.Argument(..., help="Registry host[:port]"), debug: bool = _DEBUG) -> None:
         """Forget the stored credentials of a registry."""
         from flex.errors import NotFound
-        from flex.runtime.auth import remove_login
+        from flex.runtime.remotes.auth import remove_login
 
         if not remove_login(registry):
             raise NotFound(f"not logged in to {registry}")

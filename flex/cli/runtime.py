@@ -21,25 +21,25 @@ from flex.errors import FlexError, InvalidArgument, UsageError
 if TYPE_CHECKING:
     import typer
 
-    from flex.runtime.containers import Containers
-    from flex.runtime.rootfs import ImageSource
+    from flex.runtime.containers.rootfs import ImageSource
+    from flex.runtime.containers.store import Containers
 
 __all__ = ["do_run", "fast_main", "open_store", "register"]
 
 
 def open_store() -> Containers:
-    from flex.runtime.containers import Containers
-    from flex.runtime.home import Home
+    from flex.runtime.base.home import Home
+    from flex.runtime.containers.store import Containers
 
     return Containers(Home.open())
 
 
 def _images(ref: str, store: Containers) -> ImageSource:
-    from flex.runtime.rootfs import DirectoryImages
+    from flex.runtime.containers.rootfs import DirectoryImages
 
     if ref.startswith("/"):
         return DirectoryImages()
-    from flex.runtime.images_adapter import StoreImages
+    from flex.runtime.containers.image_source import StoreImages
 
     return StoreImages(store.home, store.db)
 
@@ -50,8 +50,8 @@ def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool 
            publish: Sequence[str] = (), cpus: str | None = None, memory: str | None = None,
            pids: int | None = None, docker: bool = False, create_only: bool = False,
            allow_host_network: bool = False) -> int:
-    from flex.runtime import cgroups
-    from flex.runtime.containers_create import CreateOptions, create_container
+    from flex.runtime.cgroups import cgroups
+    from flex.runtime.containers.create import CreateOptions, create_container
 
     if tty and not sys.stdin.isatty() and not detach and not create_only:
         raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run from a terminal")
@@ -59,7 +59,7 @@ def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool 
         raise InvalidArgument(f"--pids {pids}: must be at least 1")
     opts = CreateOptions(
         image=image, command=list(command), name=name, env=list(env), workdir=workdir, user=user,
-        volumes=list(volumes), net=net or _default_net(), publish=list(publish),
+        volumes=list(volumes), net=net or "private", publish=list(publish),
         allow_host_network=allow_host_network,
         cpus=cgroups.parse_cpus(cpus) if cpus is not None else None,
         memory=cgroups.parse_memory(memory) if memory is not None else None, pids=pids, docker=docker,
@@ -69,7 +69,7 @@ def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool 
     if create_only:
         print(c.id)
         return 0
-    from flex.runtime import tasks
+    from flex.runtime.tasks import tasks
 
     if detach:
         tasks.start_detached(store, c)
@@ -82,12 +82,6 @@ def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool 
             store.remove(c.id, force=True)
     return code
 
-
-def _default_net() -> str:
-    """`private` once the network module is part of this build, else `none` (loopback only)."""
-    import importlib.util
-
-    return "private" if importlib.util.find_spec("flex.runtime.network") is not None else "none"
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -225,7 +219,7 @@ def register(app: typer.Typer) -> None:
     def start(container: str) -> None:
         """Start a created (or stopped) container in the background."""
         from flex.errors import Conflict
-        from flex.runtime import tasks
+        from flex.runtime.tasks import tasks
 
         store = open_store()
         c = store.get(container)
@@ -240,8 +234,8 @@ def register(app: typer.Typer) -> None:
               workdir: str = typer.Option(None, "-w", "--workdir"),
               user: str = typer.Option(None, "-u", "--user")) -> None:
         """Run a command in a running container."""
-        from flex.runtime import tasks
-        from flex.runtime.rootfs import lookup_user
+        from flex.runtime.containers.rootfs import lookup_user
+        from flex.runtime.tasks import tasks
 
         store = open_store()
         c = store.get(container)
@@ -327,7 +321,7 @@ def register(app: typer.Typer) -> None:
     def update(container: str, cpus: str = typer.Option(None, "--cpus"),
                memory: str = typer.Option(None, "-m", "--memory"), pids: int = typer.Option(None, "--pids")) -> None:
         """Change a running container's cpu, memory or pids limit."""
-        from flex.runtime import cgroups
+        from flex.runtime.cgroups import cgroups
 
         store = open_store()
         c = store.get(container)
@@ -368,7 +362,7 @@ def register(app: typer.Typer) -> None:
         """(root, cgroup v1) Let USER's rootless containers have cgroups: limits and nested Docker."""
         import pwd
 
-        from flex.runtime import cgroups
+        from flex.runtime.cgroups import cgroups
 
         try:
             pw = pwd.getpwnam(user)

@@ -7,7 +7,6 @@ token), shown once, and stored only as sha256 (they are 256-bit random, so a slo
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import threading
 import time
@@ -23,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from flex.api import Token, TokenCreate, TokenCreated, User, UserCreated
+from flex.atomic import write_atomic
 from flex.controlplane import audit
 from flex.controlplane.db import Database
 from flex.controlplane.errors import RateLimited
@@ -165,19 +165,7 @@ def authenticate(db: Database, secret: str, cache: CredentialCache | None = None
 def write_secret_file(path: Path, secret: str) -> None:
     """Atomically write a secret readable only by its owner (0600): temp file, fsync, rename, fsync dir."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, (secret + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_atomic(path, secret + "\n", mode=0o600)
 
 
 def _token_wire(row: TokenRow) -> Token:

@@ -1,17 +1,18 @@
 """Settings of one control-plane process (pydantic-settings, ``FLEX_SERVER_*`` environment variables).
 
-FLEX_HOME follows the rule of flex/runtime/home.py (repeated here: the control plane never imports runtime):
+FLEX_HOME follows the rule of flex/runtime/base/home.py (repeated here: the control plane never imports runtime):
 $FLEX_HOME, else /var/lib/flex for root, else $XDG_DATA_HOME/flex (~/.local/share/flex). The server keeps
 its files in FLEX_HOME/server/.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flex.home import flex_home
 
 __all__ = ["Settings", "default_server_dir"]
 
@@ -19,14 +20,7 @@ MiB = 2**20
 
 
 def default_server_dir() -> Path:
-    env = os.environ.get("FLEX_HOME")
-    if env:
-        home = Path(env).expanduser().resolve()
-    elif os.geteuid() == 0:
-        home = Path("/var/lib/flex")
-    else:
-        home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "flex"
-    return home / "server"
+    return flex_home() / "server"
 
 
 class Settings(BaseSettings):

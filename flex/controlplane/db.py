@@ -7,8 +7,6 @@ PostgreSQL (psycopg 3): one engine; migrations run under an advisory lock so rep
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from flex.controlplane.config import Settings
 from flex.errors import Unavailable
+from flex.sqlite import enable_wal
 
 __all__ = ["Database", "libpq_url", "sqlalchemy_url"]
 
@@ -46,17 +45,7 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (pysqlite's own handling skips DDL)
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA busy_timeout=30000")
-        # Two connections switching a new file to WAL at once: one may get "database is locked" without
-        # the busy handler being called (seen in flex/runtime/metadata.py). Retry for the same 30 s.
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                cur.execute("PRAGMA journal_mode=WAL")
-                break
-            except sqlite3.OperationalError as err:
-                if "locked" not in str(err) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.005)
+        enable_wal(cur, 30)
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 _OPEN = """
 import sys, time
 from pathlib import Path
-from flex.runtime.metadata import MetadataDB
+from flex.runtime.base.metadata import MetadataDB
 start = float(sys.argv[2])
 while time.time() < start:
     pass

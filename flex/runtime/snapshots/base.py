@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from flex.runtime.mount import Mount
+from flex.runtime.base.mount import Mount
 
 __all__ = ["Info", "Kind", "Snapshotter", "Usage"]
 

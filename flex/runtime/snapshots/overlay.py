@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from flex.errors import AlreadyExists, FailedPrecondition, NotFound
-from flex.runtime.metadata import MetadataDB
-from flex.runtime.mount import Mount
+from flex.runtime.base.metadata import MetadataDB
+from flex.runtime.base.mount import Mount
 from flex.runtime.snapshots.base import Info, Kind, Usage
 
 __all__ = ["OverlaySnapshotter"]

@@ -156,14 +156,14 @@ def image_for(images: dict[str, str], workdir: Path, mode: Mode, include: tuple[
     key = f"store:{mode.name}:{','.join(include)}"
     if key in images:
         return images[key]
-    if importlib.util.find_spec("flex.runtime.bootstrap") is None:
+    if importlib.util.find_spec("flex.runtime.transfer.bootstrap") is None:
         images[key] = dir_image_for(images, workdir, mode.name, include)
         return images[key]
     tar = debian_rootfs_tar(include=include)
     name = "flextest/" + ("-".join(p.split(".")[0] for p in include) or "minbase") + ":1"
-    code = ("import sys; from pathlib import Path; from flex.runtime.home import Home; "
-            "from flex.runtime.images import ImageStore; from flex.runtime.unpack_userns import store_ownership; "
-            "from flex.runtime.bootstrap import image_from_rootfs_tar; "
+    code = ("import sys; from pathlib import Path; from flex.runtime.base.home import Home; "
+            "from flex.runtime.images.store import ImageStore; from flex.runtime.unpack.userns import store_ownership; "
+            "from flex.runtime.transfer.bootstrap import image_from_rootfs_tar; "
             "img = image_from_rootfs_tar(ImageStore(Home.open(), ownership=store_ownership()), Path(sys.argv[1]), "
             "sys.argv[2]); print(img.name)")
     proc = subprocess.run(mode.python_argv("-c", code, str(tar), name), env=mode.env(), capture_output=True,

@@ -327,9 +327,9 @@ def test_image_prune_keeps_the_layers_of_a_container(mode: Mode, image_dir: str,
     subprocess.run(["tar", "-C", str(root), "-cf", str(tiny), *[m for m in members if os.path.lexists(root / m)]],
                    check=True)
     tiny.chmod(0o644)
-    code = ("import sys; from pathlib import Path; from flex.runtime.home import Home; "
-            "from flex.runtime.images import ImageStore; from flex.runtime.unpack_userns import store_ownership; "
-            "from flex.runtime.bootstrap import image_from_rootfs_tar; "
+    code = ("import sys; from pathlib import Path; from flex.runtime.base.home import Home; "
+            "from flex.runtime.images.store import ImageStore; from flex.runtime.unpack.userns import store_ownership; "
+            "from flex.runtime.transfer.bootstrap import image_from_rootfs_tar; "
             "print(image_from_rootfs_tar(ImageStore(Home.open(), ownership=store_ownership()), Path(sys.argv[1]), "
             "'flextest/tiny:1').name)")
     made = subprocess.run(mode.python_argv("-c", code, str(tiny)), env=mode.env(), capture_output=True, text=True,

@@ -1,4 +1,4 @@
-"""Containers and the network module (flex/runtime/network.py), root and rootless: `--net none` is loopback
+"""Containers and the network module (flex/runtime/network/networks.py), root and rootless: `--net none` is loopback
 only, `--net private` (the default when the module is in the build) gives an interface, resolv.conf and
 hostname, `-p` mappings are recorded and listed by `port`, and `rm` releases everything."""
 
@@ -25,7 +25,7 @@ def test_net_none_is_loopback_only(mode: Mode, image: str) -> None:
 
 
 def test_net_private_and_published_ports(mode: Mode, image: str) -> None:
-    if importlib.util.find_spec("flex.runtime.network") is None:
+    if importlib.util.find_spec("flex.runtime.network.networks") is None:
         r = mode.run("run", "--rm", "--net", "private", image, "true")
         assert r.code != 0 and "--net private" in r.stderr
         return

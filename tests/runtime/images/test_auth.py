@@ -13,11 +13,11 @@ import httpx
 import pytest
 
 from flex.errors import Unauthenticated, Unavailable
-from flex.runtime.auth import Credentials, parse_challenge
-from flex.runtime.home import Home
-from flex.runtime.images import ImageStore
-from flex.runtime.pull import pull
-from flex.runtime.registry import Registry, RegistryClient
+from flex.runtime.base.home import Home
+from flex.runtime.images.store import ImageStore
+from flex.runtime.remotes.auth import Credentials, parse_challenge
+from flex.runtime.remotes.registry import Registry, RegistryClient
+from flex.runtime.transfer.pull import pull
 from tests.conftest import run_flex
 
 from .conftest import RegistryServer, skopeo_push, start_registry, stop, umoci_image_from_dirs

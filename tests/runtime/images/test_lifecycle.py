@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from flex.runtime.bootstrap import DEFAULT_PATH, image_from_rootfs_tar
-from flex.runtime.home import Home
-from flex.runtime.images import ImageStore
-from flex.runtime.push import push
+from flex.runtime.base.home import Home
+from flex.runtime.images.store import ImageStore
+from flex.runtime.transfer.bootstrap import DEFAULT_PATH, image_from_rootfs_tar
+from flex.runtime.transfer.push import push
 from tests.conftest import run_flex
 
 from .conftest import RegistryServer, run
@@ -67,7 +67,7 @@ def test_push_then_pull_gives_the_same_digest(flex_home: Path, minbase_image: tu
 def test_minbase_matches_umoci(flex_home: Path, minbase_image: tuple[str, str], tmp_path: Path) -> None:
     ref, _ = minbase_image
     store = ImageStore(Home.open())
-    from flex.runtime.pull import pull
+    from flex.runtime.transfer.pull import pull
 
     img = pull(store, ref)
     run("skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}", f"oci:{tmp_path / 'layout'}:x")

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from flex.errors import InvalidArgument
-from flex.runtime.home import Home
-from flex.runtime.images import ImageStore, parse_manifest
-from flex.runtime.tarsafe import UnsafeLayer
-from flex.runtime.unpack import LayerTooLarge, unpack_layer
+from flex.runtime.base.home import Home
+from flex.runtime.diff.tarsafe import UnsafeLayer
+from flex.runtime.images.store import ImageStore, parse_manifest
+from flex.runtime.unpack.unpacker import LayerTooLarge, unpack_layer
 
 Entry = tuple[str, str, object]  # (name, kind, payload)
 

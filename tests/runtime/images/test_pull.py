@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from flex.runtime.home import Home
-from flex.runtime.images import Image, ImageStore
-from flex.runtime.pull import pull
+from flex.runtime.base.home import Home
+from flex.runtime.images.store import Image, ImageStore
+from flex.runtime.transfer.pull import pull
 
 from .conftest import RegistryServer, run, skopeo_push, umoci_image_from_dirs
 from .treecmp import describe, diff
@@ -224,7 +224,7 @@ def test_corrupted_blob_is_refused_and_nothing_is_kept(flex_home: Path, registry
 
 def test_multi_platform_index_resolves_to_the_host(flex_home: Path, registry: RegistryServer,
                                                    tmp_path: Path) -> None:
-    from flex.runtime.images import host_platform
+    from flex.runtime.images.store import host_platform
     from tests.conftest import run_flex
 
     host = host_platform()["architecture"]

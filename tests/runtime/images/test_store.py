@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from flex.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from flex.runtime.content import ContentStore, DigestMismatch, sha256_digest
-from flex.runtime.home import Home
-from flex.runtime.images import host_platform, select_platform
-from flex.runtime.metadata import MetadataDB
-from flex.runtime.reference import is_insecure_registry, parse_reference
+from flex.runtime.base.home import Home
+from flex.runtime.base.metadata import MetadataDB
+from flex.runtime.content.store import ContentStore, DigestMismatch, sha256_digest
+from flex.runtime.images.reference import is_insecure_registry, parse_reference
+from flex.runtime.images.store import host_platform, select_platform
 from flex.runtime.snapshots.base import Kind
 from flex.runtime.snapshots.overlay import OverlaySnapshotter
 
@@ -133,7 +133,8 @@ def test_snapshotter_lifecycle(tmp_path: Path) -> None:
 
 def test_image_help_is_fast_and_lazy() -> None:
     code = ("import sys; from flex.cli.main import main; rc = main(['image', '--help']); "
-            "heavy = [m for m in ('httpx', 'zstandard', 'sqlite3', 'flex.runtime.registry') if m in sys.modules]; "
+            "heavy = [m for m in ('httpx', 'zstandard', 'sqlite3', 'flex.runtime.remotes.registry') "
+            "if m in sys.modules]; "
             "print(rc, heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -1,4 +1,4 @@
-"""Drives flex.runtime.network in its own process, the way the containers code will (one command each).
+"""Drives flex.runtime.network.networks in its own process, the way the containers code will (one command each).
 
     agent.py HOME up CID ROOTLESS(0|1) [PUBLISH...]   prepare, start workload.py as the container, attach
     agent.py HOME release CID ROOTLESS
@@ -16,9 +16,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from flex.runtime.home import Home
-from flex.runtime.metadata import MetadataDB
-from flex.runtime.network import NetworkRequest, Networks, parse_publish
+from flex.runtime.base.home import Home
+from flex.runtime.base.metadata import MetadataDB
+from flex.runtime.network.networks import NetworkRequest, Networks, parse_publish
 
 HERE = Path(__file__).resolve().parent
 # Rootless, a container runs in a user namespace of its own inside the runner's (the keeper's), as crun

@@ -210,7 +210,7 @@ def _can_run_rootless() -> str | None:
     if not Path(ROOTLESS_PY).exists() or shutil.which("slirp4netns") is None:
         return "needs /usr/bin/python3 and slirp4netns (installer/install.sh)"
     r = subprocess.run(["runuser", "-u", "flextest", "--", "env", f"PYTHONPATH={REPO}", ROOTLESS_PY, "-c",
-                        "import flex.runtime.network"], capture_output=True, text=True, timeout=60)
+                        "import flex.runtime.network.networks"], capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         return f"flextest cannot import flex from {REPO} (is the checkout readable by other users?)"
     return None

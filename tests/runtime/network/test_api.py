@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from flex.errors import Conflict, InvalidArgument, PermissionDenied, Unavailable, UsageError
-from flex.runtime.home import Home
-from flex.runtime.metadata import MetadataDB
-from flex.runtime.net_ipam import IPAM, SCHEMA
-from flex.runtime.network import NetworkRequest, Networks, PortMapping, parse_publish
+from flex.runtime.base.home import Home
+from flex.runtime.base.metadata import MetadataDB
+from flex.runtime.network.ipam import IPAM, SCHEMA
+from flex.runtime.network.networks import NetworkRequest, Networks, PortMapping, parse_publish
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -83,8 +83,8 @@ def test_modes_refusals_and_etc_files(home: Home) -> None:
 _LEASE = """
 import sys
 from pathlib import Path
-from flex.runtime.metadata import MetadataDB
-from flex.runtime.net_ipam import IPAM, SCHEMA
+from flex.runtime.base.metadata import MetadataDB
+from flex.runtime.network.ipam import IPAM, SCHEMA
 db = MetadataDB(Path(sys.argv[1]))
 db.ensure_schema("network", 1, SCHEMA)
 ipam = IPAM(db, "10.99.0.0/27")

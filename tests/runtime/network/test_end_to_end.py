@@ -54,8 +54,8 @@ def _image(rootless: bool) -> Path:
 
 
 def test_flex_runtime_run_publishes_and_isolates_two_containers(lab) -> None:
-    if importlib.util.find_spec("flex.runtime.containers") is None or shutil.which("crun") is None:
-        pytest.skip("`flex runtime run` (flex/runtime/containers.py) or crun is not available")
+    if importlib.util.find_spec("flex.runtime.containers.store") is None or shutil.which("crun") is None:
+        pytest.skip("`flex runtime run` (flex/runtime/containers/store.py) or crun is not available")
     image = _image(lab.rootless)
     pythonpath = f"{REPO}:{sysconfig.get_paths()['purelib']}"
 

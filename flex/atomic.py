@@ -1,0 +1,49 @@
+"""Atomic file writes: a unique temp file beside the target, then rename. Shared by every layer, like flex.errors.
+
+Readers never see half a file, and two writers never share a temp name. ``durable=True`` also fsyncs
+the file before the rename and the directory after it, for state that must survive a crash of the machine
+(exit codes, credentials, keys); files rebuilt on every start (bundles, pid files, /etc files for
+containers) skip it. The temp file is created 0600, so a secret is never readable by others, even briefly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["atomic_file", "write_atomic"]
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, *, mode: int = 0o644, durable: bool = True) -> Iterator[BinaryIO]:
+    """A file to write ``path``'s new content into; it replaces ``path`` when the block ends without an
+    error, and is removed when it raises."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            yield f
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+        if durable:
+            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_atomic(path: Path, data: bytes | str, *, mode: int = 0o644, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` in one step."""
+    with atomic_file(path, mode=mode, durable=durable) as f:
+        f.write(data.encode() if isinstance(data, str) else data)

@@ -1,0 +1,101 @@
+"""The runtime's metadata database (SQLite): one file, FLEX_HOME/runtime.db, shared by every component.
+
+Each component (content, images, snapshots, containers, id ranges, network leases, ...) owns its own
+tables and declares them with ``db.ensure_schema(component, version, statements)``; a component's
+statements for version N run once, in one transaction, when the recorded version is below N. Writers
+use ``with db.transaction():`` (BEGIN IMMEDIATE), so two processes never interleave a multi-step change;
+WAL mode lets readers go on meanwhile. A crash inside a transaction leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from flex.sqlite import enable_wal
+
+__all__ = ["MetadataDB"]
+
+
+class MetadataDB:
+    """A thread-safe handle on the runtime database (one connection per thread)."""
+
+    def __init__(self, path: Path, *, timeout: float = 30.0):
+        self.path = path
+        self._timeout = timeout
+        self._local = threading.local()
+        with self.transaction() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+            )
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            enable_wal(conn, self._timeout)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            self._local.depth = 0
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE); nested uses join the outer one."""
+        conn = self._conn()
+        if self._local.depth:
+            self._local.depth += 1
+            try:
+                yield conn
+            finally:
+                self._local.depth -= 1
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        self._local.depth = 1
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+        finally:
+            self._local.depth = 0
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        return self._conn().execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._conn().execute(sql, params).fetchone()
+        return row
+
+    def ensure_schema(self, component: str, version: int, statements: Sequence[str]) -> None:
+        """Create or upgrade ``component``'s tables to ``version``; ``statements`` are idempotent DDL
+        (CREATE TABLE IF NOT EXISTS ...). Bump ``version`` when they change."""
+        row = self.query_one("SELECT version FROM schema_versions WHERE component = ?", (component,))
+        if row is not None and row["version"] >= version:
+            return
+        with self.transaction() as conn:
+            row = conn.execute("SELECT version FROM schema_versions WHERE component = ?", (component,)).fetchone()
+            if row is not None and row["version"] >= version:
+                return
+            for stmt in statements:
+                conn.execute(stmt)
+            conn.execute(
+                "INSERT INTO schema_versions (component, version) VALUES (?, ?) "
+                "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
+                (component, version),
+            )
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,1 @@
+"""Containers: records, bundles and the resources each holds; creation; root filesystems; bind mounts."""

@@ -1,0 +1,190 @@
+"""Creating a container: options → a DB record, an id range, an overlay rootfs, a network and config.json.
+
+Order matters for crash safety: the record (state ``creating`` + creator pid) is written first, in the
+same transaction as the id range; every later step leaves files under the container's own directory, so
+GC (containers.py) can undo a creation killed at any point. Imports nothing from flex but flex.errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flex.atomic import write_atomic
+from flex.errors import AlreadyExists, FailedPrecondition, InvalidArgument, UsageError
+from flex.runtime.cgroups import cgroups
+from flex.runtime.containers.binds import resolve_bind
+from flex.runtime.containers.rootfs import ImageSource, ResolvedImage, lookup_user, mount_rootfs
+from flex.runtime.containers.store import Container, Containers
+from flex.runtime.oci import spec
+from flex.runtime.userns.idmap import IdMap
+
+__all__ = ["DEFAULT_PIDS_LIMIT", "INIT_BINARIES", "CreateOptions", "create_container"]
+
+INIT_BINARIES = ("/usr/bin/tini-static", "/usr/lib/podman/catatonit", "/usr/libexec/podman/catatonit")
+DEFAULT_PIDS_LIMIT = 4096
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
+
+
+@dataclass
+class CreateOptions:
+    image: str
+    command: list[str] = field(default_factory=list)
+    name: str | None = None
+    env: list[str] = field(default_factory=list)
+    workdir: str | None = None
+    user: str | None = None
+    volumes: list[str] = field(default_factory=list)
+    net: str = "none"
+    publish: list[str] = field(default_factory=list)
+    allow_host_network: bool = False
+    cpus: float | None = None
+    memory: int | None = None
+    pids: int | None = None
+    docker: bool = False
+    tty: bool = False
+    interactive: bool = False
+    auto_remove: bool = False
+    entrypoint: list[str] | None = None
+    init: bool = True
+
+
+def _env_merge(image_env: list[str], extra: list[str]) -> list[str]:
+    out: dict[str, str] = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    for item in [*image_env, *extra]:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise InvalidArgument(f"-e {item!r}: expected KEY=VALUE")
+        if not sep:  # -e KEY: take it from our own environment, as docker does
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        out[key] = value
+    return [f"{k}={v}" for k, v in out.items()]
+
+
+def _init_binary() -> Path | None:
+    for p in INIT_BINARIES:
+        if os.access(p, os.X_OK):
+            return Path(p)
+    return None
+
+
+def create_container(store: Containers, images: ImageSource, opts: CreateOptions) -> Container:
+    if opts.name is not None and not _NAME.fullmatch(opts.name):
+        raise InvalidArgument(f"--name {opts.name!r}: use letters, digits, '_', '.', '-' (max 128)")
+    if opts.net not in ("none", "private", "host"):
+        raise InvalidArgument(f"--net {opts.net!r}: expected none, private or host")
+    # a default pids limit: a fork bomb in one container must not take the host down
+    limits = cgroups.Limits(cpus=opts.cpus, memory=opts.memory, pids=opts.pids or DEFAULT_PIDS_LIMIT)
+    cg_parent = store.cgroup_parent()
+    if cg_parent is None and (opts.cpus or opts.memory or opts.pids or opts.docker):
+        raise FailedPrecondition(
+            "resource limits and --docker need a cgroup delegated to you, and none is",
+            hint="as root: flex runtime delegate-cgroups USER (or run on cgroup v2 with systemd Delegate=yes)")
+    image: ResolvedImage = images.resolve(opts.image)
+    volumes = [resolve_bind(v) for v in opts.volumes]
+    cid = os.urandom(16).hex()
+    name = opts.name or f"flex-{cid[:12]}"
+    if store.db.query_one("SELECT id FROM containers WHERE name = ?", (name,)) is not None:
+        raise AlreadyExists(f"a container named {name!r} already exists", hint=f"flex runtime rm {name}")
+    cgroup = f"{cg_parent}/{cid}" if cg_parent else None
+    if cg_parent:
+        cgroups.ensure_parent(cg_parent)
+    bundle = store.bundle(cid)
+    idmap = _record(store, cid, name, opts, cgroup, bundle, image.snapshot)  # first: GC can undo the rest
+    try:
+        bundle.mkdir(mode=0o711)
+        (bundle / "image.json").write_text(json.dumps({"ref": image.ref, "lowers": [str(p) for p in image.lowers]}))
+        rootfs = mount_rootfs(bundle, image.lowers, idmap, store.keeper)
+        cfg = image.config
+        args = (opts.entrypoint if opts.entrypoint is not None else cfg.entrypoint) + (opts.command or (
+            cfg.cmd if opts.entrypoint is None else []))
+        if not args:
+            raise UsageError(f"image {opts.image} has no command; give one after the image name")
+        uid, gid, extra = lookup_user(image.lowers, opts.user if opts.user is not None else cfg.user)
+        s = spec.default_spec(args, rootfs=rootfs, hostname=name[:63], env=_env_merge(cfg.env, opts.env),
+                              cwd=opts.workdir or cfg.working_dir or "/", uid=uid, gid=gid,
+                              additional_gids=extra, terminal=opts.tty)
+        s = spec.with_rootless(s, idmap) if store.rootless else spec.with_idmap(s, idmap)
+        if opts.init and (init := _init_binary()) is not None:
+            s = spec.with_init(s, init)
+        for src, dst, ro in volumes:
+            s = spec.with_bind(s, src, dst, readonly=ro)
+        if cgroup:
+            s = spec.with_cgroup(s, cgroup)
+            s = spec.with_resources(s, limits.to_oci())
+        if opts.docker:
+            s = spec.with_docker(s)
+        if not store.runtime.binary.endswith("crun"):
+            if opts.docker:
+                raise FailedPrecondition("--docker needs crun (runc cannot give the container a fresh sysfs here)",
+                                         hint="apt-get install crun")
+            s = spec.with_runc_compat(s)
+        s = _with_network(store, cid, name, opts, s)
+        # not durable: a create cut short by a crash is removed by gc, never resumed
+        write_atomic(bundle / "config.json", json.dumps(s), durable=False)
+        (bundle / "log").touch()
+        store.set_state(cid, state="created", creator_pid=None)
+    except BaseException:
+        store.remove(cid, force=True)
+        raise
+    return store.get(cid)
+
+
+def _record(store: Containers, cid: str, name: str, opts: CreateOptions, cgroup: str | None,
+            bundle: Path, snapshot: str | None) -> IdMap:
+    """The container's record (state ``creating``), root its id range, and a hold on the image's
+    snapshots (so `flex image prune` keeps the layers it runs on): one transaction."""
+    if snapshot is not None:
+        from flex.runtime.leases import leases
+
+        leases.ensure_schema(store.db)
+    with store.db.transaction() as conn:
+        if snapshot is not None:
+            # a lease without an owner pid lives until we delete it (container removal, or GC)
+            now = time.time()
+            conn.execute("INSERT OR REPLACE INTO leases (id, created, expires, pid, pid_start) "
+                         "VALUES (?, ?, ?, NULL, NULL)", (f"container:{cid}", now, now + 100 * 365 * 86400))
+            conn.execute("INSERT OR IGNORE INTO lease_resources (lease_id, kind, ref) VALUES (?, 'snapshot', ?)",
+                         (f"container:{cid}", snapshot))
+        if conn.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
+            raise AlreadyExists(f"a container named {name!r} already exists")
+        if store.pool is not None:
+            idmap = IdMap.single_range(store.pool.allocate(cid, bundle))
+        else:
+            idmap = store.rootless_idmap()
+        conn.execute(
+            "INSERT INTO containers (id, name, image, state, created_at, creator_pid, auto_remove, options, "
+            "idmap, cgroup) VALUES (?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?)",
+            (cid, name, opts.image, time.time(), os.getpid(), int(opts.auto_remove),
+             json.dumps(asdict(opts)), json.dumps({"uids": idmap.uids, "gids": idmap.gids}), cgroup))
+    return idmap
+
+
+def _with_network(store: Containers, cid: str, name: str, opts: CreateOptions, s: dict[str, Any]) -> dict[str, Any]:
+    if opts.net == "none":
+        if opts.publish:
+            raise InvalidArgument("-p needs a network: --net private")
+        return s
+    try:
+        from flex.runtime.network.networks import NetworkRequest, parse_publish
+    except ImportError:
+        raise FailedPrecondition(f"--net {opts.net} is not available in this build; use --net none") from None
+    networks = store.networks()
+    req = NetworkRequest(mode=opts.net, ports=[parse_publish(p) for p in opts.publish], hostname=name[:63],
+                         allow_host_network=opts.allow_host_network)
+    prepared = networks.prepare(cid, req)
+    if opts.net == "host":
+        s["linux"]["namespaces"] = [n for n in s["linux"]["namespaces"] if n["type"] != "network"]
+    else:
+        s = spec.with_netns(s, prepared.netns_path)
+    for dst, src in prepared.etc_files.items():
+        s = spec.with_bind(s, Path(src), dst, readonly=True)
+    return s
+

@@ -1,0 +1,185 @@
+"""A container's root filesystem: the image's read-only layers + a read-write upper dir, as an overlay.
+
+The seam to the image store: an ``ImageSource`` resolves an image reference to its layer directories
+(top first) and its config (Env, Entrypoint, Cmd, WorkingDir, User). ``DirectoryImages`` takes a plain
+directory (``/path/to/rootfs`` or a directory holding ``rootfs/`` and an OCI image ``config.json``);
+``images_adapter.py`` plugs in the snapshots of ``flex image``. Root runners idmap-mount each layer
+directory (unshifted on disk) into the container's id range; rootless runners mount inside the user's
+namespace, with layers shifted at unpack time. Imports nothing from flex but flex.errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from flex.errors import FailedPrecondition, InvalidArgument, NotFound
+from flex.runtime.userns.idmap import IdMap, idmapped_bind, userns_fd
+from flex.runtime.userns.keeper import Keeper
+
+__all__ = ["DirectoryImages", "ImageConfig", "ImageSource", "ResolvedImage", "lookup_user", "mount_rootfs",
+           "unmount_rootfs"]
+
+
+@dataclass
+class ImageConfig:
+    env: list[str] = field(default_factory=list)
+    entrypoint: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list)
+    working_dir: str = ""
+    user: str = ""
+
+    @classmethod
+    def from_oci(cls, data: dict[str, Any]) -> ImageConfig:
+        c = data.get("config") or {}
+        return cls(env=list(c.get("Env") or []), entrypoint=list(c.get("Entrypoint") or []),
+                   cmd=list(c.get("Cmd") or []), working_dir=str(c.get("WorkingDir") or ""),
+                   user=str(c.get("User") or ""))
+
+
+@dataclass
+class ResolvedImage:
+    ref: str
+    lowers: list[Path]  # top layer first
+    config: ImageConfig
+    snapshot: str | None = None  # the image store's top snapshot key, which the container holds (GC)
+
+
+class ImageSource(Protocol):
+    def resolve(self, ref: str) -> ResolvedImage: ...
+
+
+class DirectoryImages:
+    """Images that are plain directories on disk (development and tests; `--rootfs` in podman terms)."""
+
+    def resolve(self, ref: str) -> ResolvedImage:
+        path = Path(ref)
+        if not path.is_absolute() or not path.is_dir():
+            raise NotFound(f"image {ref!r} not found", hint="give an image name from `flex image ls`, "
+                           "or the absolute path of a root filesystem directory")
+        config = ImageConfig()
+        if (path / "rootfs").is_dir():
+            cfg = path / "config.json"
+            if cfg.exists():
+                try:
+                    config = ImageConfig.from_oci(json.loads(cfg.read_text()))
+                except (ValueError, AttributeError) as err:
+                    raise InvalidArgument(f"{cfg}: not an OCI image config: {err}") from err
+            path = path / "rootfs"
+        if not config.cmd and not config.entrypoint:
+            config.cmd = ["/bin/sh"]
+        return ResolvedImage(ref=ref, lowers=[path], config=config)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_MNT_DETACH = 2
+
+
+def _mount(source: str, target: Path, fstype: str, options: str) -> None:
+    rv = _libc.mount(source.encode(), os.fsencode(target), fstype.encode(), ctypes.c_ulong(0), options.encode())
+    if rv != 0:
+        err = ctypes.get_errno()
+        raise FailedPrecondition(f"mounting the container's root filesystem on {target} failed: "
+                                 f"{os.strerror(err)}")
+
+
+def _umount(target: Path) -> None:
+    _libc.umount2(os.fsencode(target), _MNT_DETACH)
+
+
+def mount_rootfs(cdir: Path, lowers: Sequence[Path], idmap: IdMap, keeper: Keeper | None) -> Path:
+    """Mount the container's overlay on ``cdir/rootfs`` and return that path."""
+    upper, work, target = cdir / "upper", cdir / "work", cdir / "rootfs"
+    for d in (upper, work, target):
+        d.mkdir(exist_ok=True)
+    if keeper is not None:
+        opts = f"lowerdir={':'.join(str(p) for p in lowers)},upperdir={upper},workdir={work},userxattr"
+        keeper.call(lambda: _mount("overlay", target, "overlay", opts), "mounting the overlay")
+        return target
+    os.chown(upper, idmap.host_uid(0), idmap.host_gid(0))
+    os.chmod(upper, 0o755)
+    ns = userns_fd(idmap)
+    try:
+        mapped = []
+        for i, lower in enumerate(lowers):
+            m = cdir / f"lower{i}"
+            m.mkdir(exist_ok=True)
+            idmapped_bind(lower, m, ns)
+            mapped.append(m)
+    finally:
+        os.close(ns)
+    _mount("overlay", target, "overlay",
+           f"lowerdir={':'.join(str(p) for p in mapped)},upperdir={upper},workdir={work}")
+    return target
+
+
+def unmount_rootfs(cdir: Path, keeper: Keeper | None) -> None:
+    """Undo mount_rootfs; safe to repeat, and after a crash at any point."""
+    if keeper is not None:
+        if keeper.running_pid() is not None:
+            with contextlib.suppress(FailedPrecondition):
+                keeper.call(lambda: _umount(cdir / "rootfs"), "unmounting the overlay")
+        return
+    _umount(cdir / "rootfs")
+    for m in sorted(cdir.glob("lower*")):
+        _umount(m)
+
+
+def lookup_user(lowers: Sequence[Path], user: str) -> tuple[int, int, list[int]]:
+    """uid, gid and supplementary gids for ``user`` (``name``, ``uid``, ``name:group``, ``uid:gid``)
+    from the image's /etc/passwd and /etc/group."""
+    if not user:
+        return 0, 0, []
+    name, _, group = user.partition(":")
+
+    def read(rel: str) -> list[list[str]]:
+        for lower in lowers:
+            p = lower / rel
+            # never follow a symlink out of the image: /etc/passwd is untrusted input
+            if p.is_symlink() or not p.is_file():
+                continue
+            with contextlib.suppress(OSError):
+                return [line.split(":") for line in p.read_text(errors="replace").splitlines() if ":" in line]
+        return []
+
+    passwd, groups = read("etc/passwd"), read("etc/group")
+    uid = gid = -1
+    uname = ""
+    if name.isdigit():
+        uid = int(name)
+        for row in passwd:
+            if len(row) > 3 and row[2] == name:
+                gid, uname = int(row[3]), row[0]
+                break
+        else:
+            gid = uid if not group else -1
+    else:
+        for row in passwd:
+            if len(row) > 3 and row[0] == name:
+                uid, gid, uname = int(row[2]), int(row[3]), name
+                break
+        else:
+            raise InvalidArgument(f"user {shlex.quote(name)} not found in the image's /etc/passwd")
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            for row in groups:
+                if len(row) > 2 and row[0] == group:
+                    gid = int(row[2])
+                    break
+            else:
+                raise InvalidArgument(f"group {shlex.quote(group)} not found in the image's /etc/group")
+    extra = []
+    if uname:
+        for row in groups:
+            if len(row) > 3 and uname in row[3].split(",") and row[2].isdigit():
+                extra.append(int(row[2]))
+    return uid, gid if gid >= 0 else uid, extra

@@ -1,0 +1,1 @@
+"""Garbage collection of images, content and snapshots: mark from names, leases and containers; sweep the rest."""

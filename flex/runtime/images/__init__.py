@@ -1,0 +1,1 @@
+"""Images: references, media types, descriptors, platform selection and the name → manifest store."""

@@ -1,0 +1,1 @@
+"""Leases: what an operation in progress holds so garbage collection leaves it alone."""

@@ -1,0 +1,343 @@
+"""OCI distribution client over httpx: manifests and blobs, pull and push, with auth and retries.
+
+Auth follows the challenge flow Docker Hub and GHCR use: a request answered 401 carries
+``WWW-Authenticate``; for ``Basic`` we resend with the stored credentials, for ``Bearer`` we fetch a token
+from the realm (with the credentials, if any) for the request's scope and cache it per scope. 429 and
+5xx (and connection errors) are retried with exponential backoff, honouring Retry-After. Plain HTTP only
+for loopback registries and FLEX_INSECURE_REGISTRIES. The transport is injectable (tests, proxies).
+Imports nothing from flex but flex.errors.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import httpx
+
+from flex.errors import FlexError, InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unavailable
+from flex.runtime.content.spool import Spool
+from flex.runtime.content.store import ContentStore, DigestMismatch, sha256_digest
+from flex.runtime.images.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_SIZE
+from flex.runtime.images.reference import is_insecure_registry
+from flex.runtime.remotes.auth import Credentials, lookup_credentials, parse_challenge
+
+__all__ = ["Registry", "RegistryClient"]
+
+_CHUNK = 1 << 20
+_UPLOAD_CHUNK = 16 << 20
+
+
+@dataclass
+class _Auth:
+    creds: Credentials | None
+    basic: bool = False
+    tokens: dict[str, str] | None = None
+
+
+class Registry:
+    """One registry host: connection, scheme and auth state (thread-safe; used by concurrent fetches)."""
+
+    def __init__(self, host: str, *, transport: httpx.BaseTransport | None = None,
+                 credentials: Credentials | None = None, retries: int = 4, backoff: float = 0.5,
+                 timeout: float = 60.0):
+        self.host = host
+        api_host = "registry-1.docker.io" if host == "docker.io" else host
+        self.scheme = "http" if is_insecure_registry(host) else "https"
+        self.base = f"{self.scheme}://{api_host}"
+        self.retries = retries
+        self.backoff = backoff
+        self._client = httpx.Client(transport=transport, timeout=httpx.Timeout(timeout, connect=15.0),
+                                     follow_redirects=True, headers={"User-Agent": "flex/0.1"})
+        self._auth = _Auth(credentials if credentials is not None else lookup_credentials(host), tokens={})
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- auth -------------------------------------------------------------------------------------
+    def _auth_header(self, scope: str) -> dict[str, str]:
+        with self._lock:
+            tokens = self._auth.tokens or {}
+            if scope in tokens:
+                return {"Authorization": f"Bearer {tokens[scope]}"}
+            if self._auth.basic and self._auth.creds:
+                return {"Authorization": _basic(self._auth.creds)}
+        return {}
+
+    def _answer_challenge(self, resp: httpx.Response, scope: str) -> bool:
+        """React to a 401; True if a retry with new credentials makes sense."""
+        challenge = parse_challenge(resp.headers.get("www-authenticate", ""))
+        if challenge is None:
+            return False
+        if challenge.scheme == "basic":
+            with self._lock:
+                if self._auth.basic or self._auth.creds is None:
+                    return False
+                self._auth.basic = True
+            return True
+        if challenge.scheme != "bearer" or "realm" not in challenge.params:
+            return False
+        with self._lock:
+            if scope in (self._auth.tokens or {}):
+                return False  # the token we already had was refused
+        params: list[tuple[str, str | int | float | bool | None]] = [
+            (k, v) for k, v in challenge.params.items() if k == "service"]
+        params += [("scope", part) for part in scope.split()]  # one scope parameter per resource
+        headers = {"Authorization": _basic(self._auth.creds)} if self._auth.creds else {}
+        try:
+            tok = self._client.get(challenge.params["realm"], params=params, headers=headers)
+        except httpx.HTTPError as err:
+            raise Unavailable(f"{self.host}: token server {challenge.params['realm']} unreachable: {err}") from err
+        if tok.status_code in (401, 403):
+            raise Unauthenticated(f"{self.host}: the token server refused the credentials",
+                                  hint=f"run `flex image login {self.host}`")
+        if tok.status_code != 200:
+            raise Unavailable(f"{self.host}: token server answered HTTP {tok.status_code}")
+        try:
+            body = tok.json()
+            token = body.get("token") or body.get("access_token")
+        except ValueError:
+            token = None
+        if not token:
+            raise Unavailable(f"{self.host}: token server sent no token")
+        with self._lock:
+            assert self._auth.tokens is not None
+            self._auth.tokens[scope] = str(token)
+        return True
+
+    # -- requests ---------------------------------------------------------------------------------
+    def request(self, method: str, url: str, *, scope: str, headers: dict[str, str] | None = None,
+                content: bytes | Iterator[bytes] | None = None, params: dict[str, str] | None = None,
+                stream: bool = False, ok: tuple[int, ...] = (200,), what: str = "") -> httpx.Response:
+        """Send with auth and retries; returns a response whose status is in ``ok`` (stream: caller closes)."""
+        if not url.startswith("http"):
+            url = self.base + url
+        attempt = 0
+        reauthed = False
+        while True:
+            hdrs = {**(headers or {}), **self._auth_header(scope)}
+            try:
+                req = self._client.build_request(method, url, headers=hdrs, content=content, params=params)
+                resp = self._client.send(req, stream=stream)
+            except (httpx.TransportError, httpx.TimeoutException) as err:
+                # a refused connection is rarely transient (wrong port, registry down): retry it once
+                limit = min(self.retries, 1) if isinstance(err, httpx.ConnectError) else self.retries
+                if attempt < limit and not isinstance(content, Iterator):
+                    time.sleep(self.backoff * 2 ** attempt)
+                    attempt += 1
+                    continue
+                raise Unavailable(f"{self.host}: {what or method + ' ' + url}: {type(err).__name__}: {err}",
+                                  hint="is the registry running and reachable?") from err
+            if resp.status_code in ok:
+                return resp
+            if stream:
+                resp.read()
+                resp.close()
+            if resp.status_code == 401 and not reauthed and self._answer_challenge(resp, scope):
+                reauthed = True
+                continue
+            if (resp.status_code == 429 or resp.status_code >= 500) and attempt < self.retries \
+                    and not isinstance(content, Iterator):
+                time.sleep(_retry_after(resp, self.backoff * 2 ** attempt))
+                attempt += 1
+                continue
+            raise self._error(resp, what or f"{method} {url}")
+
+    def _error(self, resp: httpx.Response, what: str) -> FlexError:
+        code = resp.status_code
+        detail = _error_detail(resp)
+        if code == 401:
+            return Unauthenticated(f"{self.host}: {what}: authentication required{detail}",
+                                   hint=f"run `flex image login {self.host}` or check ~/.docker/config.json")
+        if code == 403:
+            return PermissionDenied(f"{self.host}: {what}: access denied{detail}")
+        if code == 404:
+            return NotFound(f"{self.host}: {what}: not found{detail}")
+        if code == 429 or code >= 500:
+            return Unavailable(f"{self.host}: {what}: HTTP {code}{detail}", hint="try again later")
+        return FlexError(f"{self.host}: {what}: HTTP {code}{detail}")
+
+
+class RegistryClient:
+    """The operations on one repository that pull and push need."""
+
+    def __init__(self, registry: Registry, repository: str):
+        self.reg = registry
+        self.repo = repository
+
+    def _scope(self, push: bool = False) -> str:
+        return f"repository:{self.repo}:{'pull,push' if push else 'pull'}"
+
+    def get_manifest(self, obj: str) -> tuple[bytes, str, str]:
+        """Fetch a manifest or index by tag or digest → (bytes, media type, digest). Verified against a
+        requested digest; refused over MAX_MANIFEST_SIZE."""
+        what = f"manifest {self.repo}:{obj}" if ":" not in obj else f"manifest {self.repo}@{obj}"
+        resp = self.reg.request("GET", f"/v2/{self.repo}/manifests/{obj}", scope=self._scope(),
+                                headers={"Accept": MANIFEST_ACCEPT}, stream=True, what=what)
+        try:
+            data = _read_limited(resp, MAX_MANIFEST_SIZE, what)
+        finally:
+            resp.close()
+        digest = sha256_digest(data)
+        if obj.startswith("sha256:") and digest != obj:
+            raise DigestMismatch(f"{what}: digest mismatch: got {digest}")
+        media_type = resp.headers.get("content-type", "").split(";")[0].strip()
+        return data, media_type, digest
+
+    def fetch_blob(self, store: ContentStore, digest: str, size: int,
+                   progress: Callable[[int], None] | None = None, max_size: int | None = None,
+                   spool: Spool | None = None) -> str:
+        """Stream a blob into the content store, verifying size and digest as it arrives; a ``spool``
+        lets another thread read it meanwhile (and learns of the outcome)."""
+        try:
+            out = self._fetch_blob(store, digest, size, progress, max_size, spool)
+        except BaseException as err:
+            if spool is not None:
+                spool.finished(err)
+            raise
+        if spool is not None:
+            spool.finished(None)
+        return out
+
+    def _fetch_blob(self, store: ContentStore, digest: str, size: int, progress: Callable[[int], None] | None,
+                    max_size: int | None, spool: Spool | None) -> str:
+        if store.exists(digest):
+            if progress:
+                progress(size)
+            return digest
+        if max_size is not None and size > max_size:
+            raise InvalidArgument(f"blob {digest} of {self.repo} is {size} bytes; the limit is {max_size}")
+        resp = self.reg.request("GET", f"/v2/{self.repo}/blobs/{digest}", scope=self._scope(), stream=True,
+                                what=f"blob {self.repo}@{digest}")
+        try:
+            with store.writer(digest, size) as w:
+                if spool is not None:
+                    spool.opened(w.path)
+                for chunk in resp.iter_bytes(_CHUNK):
+                    w.write(chunk)
+                    if spool is not None:
+                        w.flush()
+                        spool.wrote(len(chunk))
+                    if progress:
+                        progress(len(chunk))
+                return w.commit()
+        except httpx.HTTPError as err:
+            raise Unavailable(f"{self.reg.host}: download of {digest} broke off: {err}") from err
+        finally:
+            resp.close()
+
+    def blob_exists(self, digest: str) -> bool:
+        try:
+            self.reg.request("HEAD", f"/v2/{self.repo}/blobs/{digest}", scope=self._scope(push=True),
+                             what=f"blob {digest}")
+        except NotFound:
+            return False
+        return True
+
+    def push_blob(self, digest: str, size: int, opener: Callable[[], BinaryIO],
+                  progress: Callable[[int], None] | None = None, chunk_size: int = _UPLOAD_CHUNK,
+                  mount_from: str | None = None) -> str:
+        """Upload a blob unless the registry already has it; returns "exists", "mounted" (cross-repository
+        mount from ``mount_from`` on the same registry) or "pushed". Chunked: POST, PATCH per chunk with
+        Content-Range, final PUT with the digest."""
+        if self.blob_exists(digest):
+            if progress:
+                progress(size)
+            return "exists"
+        scope = self._scope(push=True)
+        params = None
+        start_scope = scope
+        if mount_from and mount_from != self.repo:
+            params = {"mount": digest, "from": mount_from}
+            start_scope = f"{scope} repository:{mount_from}:pull"  # a mount also reads the source
+        resp = self.reg.request("POST", f"/v2/{self.repo}/blobs/uploads/", scope=start_scope, ok=(201, 202),
+                                params=params, what=f"start upload of {digest}")
+        if resp.status_code == 201:  # mounted: the registry linked the blob from the other repository
+            if progress:
+                progress(size)
+            return "mounted"
+        location = _location(self.reg, resp)
+        offset = 0
+        with opener() as f:
+            while True:
+                chunk = f.read(chunk_size)
+                if not chunk:
+                    break
+                end = offset + len(chunk) - 1
+                resp = self.reg.request("PATCH", location, scope=scope, content=chunk, ok=(202,),
+                                        headers={"Content-Type": "application/octet-stream",
+                                                 "Content-Range": f"{offset}-{end}",
+                                                 "Content-Length": str(len(chunk))},
+                                        what=f"upload of {digest}")
+                location = _location(self.reg, resp)
+                offset = end + 1
+                if progress:
+                    progress(len(chunk))
+        sep = "&" if "?" in location else "?"
+        self.reg.request("PUT", f"{location}{sep}digest={digest}", scope=scope, ok=(201, 204),
+                         headers={"Content-Length": "0"}, content=b"", what=f"finish upload of {digest}")
+        return "pushed"
+
+    def put_manifest(self, tag: str, data: bytes, media_type: str) -> str:
+        resp = self.reg.request("PUT", f"/v2/{self.repo}/manifests/{tag}", scope=self._scope(push=True),
+                                content=data, headers={"Content-Type": media_type}, ok=(201, 200),
+                                what=f"manifest {self.repo}:{tag}")
+        digest = sha256_digest(data)
+        got = resp.headers.get("docker-content-digest")
+        if got and got != digest:
+            raise DigestMismatch(f"registry stored manifest {self.repo}:{tag} as {got}, expected {digest}")
+        return digest
+
+
+def _basic(creds: Credentials) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+
+
+def _retry_after(resp: httpx.Response, default: float) -> float:
+    value = resp.headers.get("retry-after", "")
+    try:
+        return min(max(float(value), 0.0), 30.0)
+    except ValueError:
+        return default
+
+
+def _error_detail(resp: httpx.Response) -> str:
+    try:
+        errors = resp.json().get("errors") or []
+        msgs = [str(e.get("message") or e.get("code")) for e in errors if isinstance(e, dict)]
+    except (ValueError, AttributeError):
+        return ""
+    return f" ({'; '.join(msgs)})" if msgs else ""
+
+
+def _read_limited(resp: httpx.Response, limit: int, what: str) -> bytes:
+    declared = resp.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise InvalidArgument(f"{what} is {declared} bytes; flex refuses manifests over {limit} bytes")
+    buf = bytearray()
+    for chunk in resp.iter_bytes(_CHUNK):
+        buf += chunk
+        if len(buf) > limit:
+            raise InvalidArgument(f"{what} is larger than {limit} bytes; refused")
+    return bytes(buf)
+
+
+def _location(reg: Registry, resp: httpx.Response) -> str:
+    loc = str(resp.headers.get("location") or "")
+    if not loc:
+        raise FlexError(f"{reg.host}: upload answer without a Location header")
+    if loc.startswith("/"):
+        return reg.base + loc
+    return loc

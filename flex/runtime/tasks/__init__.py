@@ -1,0 +1,1 @@
+"""Tasks: a created container's running process tree, attached or detached, exec, and terminals."""

@@ -1,0 +1,365 @@
+"""Running a created container's process: attached (the caller waits and gets the exit code) or detached
+(a forked monitor waits), plus ``exec`` of more processes.
+
+Whoever calls ``crun create`` first makes itself a child subreaper, so the container's PID 1 becomes
+its child when crun exits, and ``waitpid`` gives the real exit status (as conmon does). Between create
+and start: cgroup delegation for --docker, network attach, then the record says ``running``. Output is
+copied to the container's log file (``logs``) and, when attached, to our stdout/stderr.
+Imports nothing from flex but flex.errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+from typing import TYPE_CHECKING, Any
+
+from flex.atomic import write_atomic
+from flex.errors import FlexError, NotFound
+from flex.runtime.base.home import Home
+from flex.runtime.base.metadata import MetadataDB
+from flex.runtime.base.procfs import proc_stat
+from flex.runtime.cgroups import cgroups
+from flex.runtime.containers.store import Container, Containers
+
+if TYPE_CHECKING:  # console (socket, termios) is imported only for -t
+    from flex.runtime.tasks.console import ConsoleSocket
+
+__all__ = ["exec_process", "start_attached", "start_detached"]
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _subreaper() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _exit_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _create(store: Containers, c: Container, *, stdin: Any, stdout: Any, stderr: Any,
+            console: ConsoleSocket | None) -> tuple[int, int | None]:
+    """crun create; returns (PID 1 on the host, pty master fd or None)."""
+    bundle = store.bundle(c.id)
+    pid_file = bundle / "pid"
+    with contextlib.suppress(FileNotFoundError):
+        pid_file.unlink()
+    errlog = bundle / "create.err"
+    with open(errlog, "wb") as err_out:
+        proc = store.runtime.create_popen(
+            c.id, bundle, pid_file=pid_file, console_socket=console.path if console else None,
+            stdin=stdin, stdout=stdout if console is None else subprocess.DEVNULL,
+            stderr=stderr if console is None else err_out, log_file=bundle / "crun.log")
+        master = None
+        try:
+            if console is not None:
+                master = console.receive()
+            rc = proc.wait(timeout=120)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    if rc != 0 or not pid_file.exists():
+        text = "\n".join(p.read_text(errors="replace").strip() for p in (errlog, bundle / "crun.log")
+                         if p.exists()).strip()
+        if master is not None:
+            os.close(master)
+        raise FlexError(f"creating container {c.name} failed: {text.splitlines()[-1] if text else f'exit {rc}'}")
+    return int(pid_file.read_text()), master
+
+
+def _before_start(store: Containers, c: Container, pid: int, monitor_pid: int | None) -> None:
+    if c.options.get("docker") and c.cgroup:
+        cgroups.delegate(c.cgroup, c.idmap.host_uid(0), c.idmap.host_gid(0))
+    ports: list[dict[str, Any]] = []
+    if c.options.get("net", "none") != "none":
+        networks = store.networks()
+        attached = networks.attach(c.id, pid)
+        ports = [vars(p) if not hasattr(p, "__dataclass_fields__") else
+                 {k: getattr(p, k) for k in p.__dataclass_fields__} for p in attached.ports]
+    store.set_state(c.id, state="running", pid=pid, monitor_pid=monitor_pid, started_at=time.time(),
+                    exit_code=None, finished_at=None, ports=json.dumps(ports))
+
+
+def _start(store: Containers, c: Container, pid: int) -> None:
+    try:
+        store.runtime.start(c.id)
+    except FlexError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        raise
+
+
+def _reap_until(pid: int, block: bool) -> int | None:
+    """Reap children (we are a subreaper); the exit code once ``pid`` is among them."""
+    while True:
+        try:
+            got, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if got == 0:
+            return None
+        if got == pid:
+            return _exit_code(status)
+
+
+def _pump(pid: int, routes: dict[int, list[int]], stdin_to: int | None) -> int:
+    """Copy data between fds until PID 1 exits; returns its exit code. A pidfd wakes us the moment it
+    exits (no polling delay on the start path)."""
+    src = dict(routes)
+    if stdin_to is not None:
+        src[0] = [stdin_to]
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        pidfd = -1
+    code: int | None = None
+    try:
+        while code is None:
+            readable: list[int] = []
+            watch = list(src) + ([pidfd] if pidfd >= 0 else [])
+            with contextlib.suppress(InterruptedError):
+                readable, _, _ = select.select(watch, [], [], 0.5 if pidfd >= 0 else 0.05)
+            for fd in readable:
+                if fd == pidfd:
+                    continue
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    del src[fd]
+                    if fd == 0 and stdin_to is not None and stdin_to not in routes:
+                        os.close(stdin_to)  # EOF on our stdin → EOF on the container's
+                    continue
+                for out in src[fd]:
+                    with contextlib.suppress(OSError):
+                        os.write(out, data)
+            code = _reap_until(pid, block=False)
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
+    for fd in list(routes):  # whatever is still buffered
+        with contextlib.suppress(OSError):
+            while select.select([fd], [], [], 0)[0]:
+                data = os.read(fd, 65536)
+                if not data:
+                    break
+                for out in routes[fd]:
+                    os.write(out, data)
+    return code
+
+
+def start_attached(store: Containers, c: Container, *, interactive: bool, tty: bool) -> int:
+    """Start ``c`` with our terminal or stdio attached; returns the exit code of its command."""
+    if not tty and not c.options.get("docker") and c.options.get("net", "none") == "none":
+        return _run_attached_plain(store, c, interactive=interactive)
+    _subreaper()
+    bundle = store.bundle(c.id)
+    log = os.open(bundle / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    from flex.runtime.tasks.console import ConsoleSocket, console_size, raw_terminal, resize_on_sigwinch
+
+    if tty and (size := console_size(0)) is not None:
+        # the pty gets our size before the command runs (a SIGWINCH later would race with it)
+        config_path = bundle / "config.json"
+        config = json.loads(config_path.read_text())
+        config["process"]["consoleSize"] = size
+        write_atomic(config_path, json.dumps(config), durable=False)
+    console = ConsoleSocket() if tty else None
+    out_r = out_w = err_r = err_w = -1
+    try:
+        if console is None:
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            pid, master = _create(store, c, stdin=None if interactive else subprocess.DEVNULL,
+                                  stdout=out_w, stderr=err_w, console=None)
+            os.close(out_w)
+            os.close(err_w)
+        else:
+            pid, master = _create(store, c, stdin=subprocess.DEVNULL, stdout=None, stderr=None, console=console)
+        forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                     signal.SIGUSR2)
+        old = {s: signal.signal(s, lambda sig, _f: os.kill(pid, sig)) for s in forwarded}
+        try:
+            _before_start(store, c, pid, os.getpid())
+            _start(store, c, pid)
+            if master is not None:
+                with raw_terminal(0), resize_on_sigwinch(0, master):
+                    code = _pump(pid, {master: [1, log]}, master if interactive else None)
+            else:
+                code = _pump(pid, {out_r: [1, log], err_r: [2, log]}, None)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        store.record_exit(c.id, code)
+        return code
+    finally:
+        for fd in (out_r, err_r, log):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        if console is not None:
+            console.close()
+
+
+def _run_attached_plain(store: Containers, c: Container, *, interactive: bool) -> int:
+    """The common case (no terminal, no Docker, no network to attach): one `crun run`, which creates,
+    starts and waits, and exits with the container's status. One process fewer on the start path."""
+    bundle = store.bundle(c.id)
+    log = os.open(bundle / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        store.set_state(c.id, state="running", pid=None, monitor_pid=os.getpid(), started_at=time.time(),
+                        exit_code=None, finished_at=None)
+        enter = store.keeper.enter_fn() if store.keeper is not None else None
+        args = ["run", "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), c.id]
+        if store.runtime.binary.endswith("crun"):
+            args.insert(0, f"--log=file:{bundle / 'crun.log'}")
+        proc = subprocess.Popen(store.runtime.argv(*args, direct=enter is not None), preexec_fn=enter,
+                                stdin=None if interactive else subprocess.DEVNULL, stdout=out_w, stderr=err_w)
+        os.close(out_w)
+        os.close(err_w)
+
+        def forward(sig: int, _frame: object) -> None:
+            with contextlib.suppress(FlexError):
+                store.runtime.kill(c.id, str(sig))
+
+        forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+        old = {s: signal.signal(s, forward) for s in forwarded}
+        try:
+            code = _pump(proc.pid, {out_r: [1, log], err_r: [2, log]}, None)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        proc.returncode = code
+        crun_log = bundle / "crun.log"
+        if code != 0 and crun_log.exists() and crun_log.stat().st_size:
+            # crun itself failed (not the command): say why, as create would have
+            text = crun_log.read_text(errors="replace").strip().splitlines()
+            if text and not (bundle / "pid").exists():
+                store.record_exit(c.id, code)
+                raise FlexError(f"creating container {c.name} failed: {text[-1]}")
+        store.record_exit(c.id, code)
+        return code
+    finally:
+        for fd in (out_r, err_r, log):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def start_detached(store: Containers, c: Container) -> None:
+    """Start ``c`` in the background; a forked monitor waits for it, records the exit, honours --rm."""
+    bundle = store.bundle(c.id)
+    tty = bool(c.options.get("tty"))
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # the monitor
+        os.close(r)
+        code = 0
+        try:
+            os.setsid()
+            if os.fork() != 0:  # double fork: the monitor is nobody's child (no zombie in a runner)
+                os._exit(0)
+            _subreaper()
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            log = os.open(bundle / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            if tty:
+                from flex.runtime.tasks.console import ConsoleSocket
+            console = ConsoleSocket() if tty else None
+            try:
+                pid, master = _create(store, c, stdin=subprocess.DEVNULL, stdout=log, stderr=log, console=console)
+            except FlexError as err:
+                os.write(w, f"err {err}".encode())
+                os._exit(1)
+            os.write(w, f"ok {pid}".encode())
+            os.close(w)
+            exit_code = _pump(pid, {master: [log]}, None) if master is not None else _reap_until(pid, block=True)
+            mine = Containers(Home.open(store.home.root), MetadataDB(store.db.path), rootless=store.rootless)
+            mine.record_exit(c.id, exit_code if exit_code is not None else -1)
+            if c.auto_remove:
+                mine.remove(c.id, force=True)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    while True:
+        data = os.read(r, 4096)
+        if not data:
+            break
+        chunks.append(data)
+    os.close(r)
+    msg = b"".join(chunks).decode(errors="replace")
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(child, 0)  # the intermediate process, gone at once
+    if not msg.startswith("ok "):
+        raise FlexError(msg.removeprefix("err ") or f"creating container {c.name} failed")
+    pid = int(msg.split()[1])
+    _before_start(store, c, pid, _monitor_of(pid))
+    _start(store, c, pid)
+
+
+def _monitor_of(pid: int) -> int | None:
+    """The monitor waiting for PID 1 ``pid``: its parent (the monitor is a subreaper)."""
+    st = proc_stat(pid)
+    return st.ppid if st is not None else None
+
+
+def exec_process(store: Containers, c: Container, args: list[str], *, tty: bool, interactive: bool,
+                 env: list[str], workdir: str | None, user: tuple[int, int, list[int]] | None) -> int:
+    """Run ``args`` in the running container ``c``; returns its exit code."""
+    if c.state != "running":
+        raise NotFound(f"container {c.name} is not running")
+    bundle = store.bundle(c.id)
+    config = json.loads((bundle / "config.json").read_text())
+    proc = dict(config["process"])
+    proc["args"] = args
+    proc["terminal"] = tty
+    if workdir:
+        proc["cwd"] = workdir
+    if user is not None:
+        proc["user"] = {"uid": user[0], "gid": user[1], "additionalGids": user[2]}
+    merged = {e.partition("=")[0]: e for e in proc["env"]}
+    for e in env:
+        merged[e.partition("=")[0]] = e
+    proc["env"] = list(merged.values())
+    token = os.urandom(6).hex()
+    pfile = bundle / f"exec-{token}.json"
+    pfile.write_text(json.dumps(proc))
+    if tty:
+        from flex.runtime.tasks.console import ConsoleSocket, console_size, raw_terminal, resize_on_sigwinch
+
+        if (size := console_size(0)) is not None:
+            proc["consoleSize"] = size
+            pfile.write_text(json.dumps(proc))
+    console = ConsoleSocket() if tty else None
+    try:
+        argv = store.runtime.exec_argv(c.id, pfile, tty=tty, console_socket=console.path if console else None)
+        if console is None:
+            return subprocess.call(argv, stdin=None if interactive else subprocess.DEVNULL)
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        master = console.receive()
+        try:
+            with raw_terminal(0), resize_on_sigwinch(0, master):
+                return _pump(p.pid, {master: [1]}, master if interactive else None)
+        finally:
+            os.close(master)
+            p.poll()
+    finally:
+        if console is not None:
+            console.close()
+        with contextlib.suppress(FileNotFoundError):
+            pfile.unlink()
+

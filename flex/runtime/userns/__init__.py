@@ -1,0 +1,1 @@
+"""User namespaces: id maps, the root runner's machine-wide id pool, and the rootless keeper namespace."""
