@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.conftest import missing
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -18,7 +18,7 @@ def _tool(name: str) -> str:
     if not path.exists():
         found = shutil.which(name)
         if found is None:
-            pytest.skip(f"{name} is not installed (installer/install.sh --dev installs it)")
+            missing(f"{name} is not installed (installer/install.sh --dev installs it)")
         return found
     return str(path)
 

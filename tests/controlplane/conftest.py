@@ -24,6 +24,7 @@ import pytest
 from flex.client import AsyncFlexClient
 from flex.controlplane.app import create_app
 from flex.controlplane.config import Settings
+from tests.conftest import missing
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -61,9 +62,9 @@ class Postgres:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
     if not (PG_BIN / "initdb").exists():
-        pytest.skip("PostgreSQL 15 is not installed (installer/install.sh --dev installs it)")
+        missing("PostgreSQL 15 is not installed (installer/install.sh --dev installs it)")
     if os.geteuid() != 0:
-        pytest.skip("starting PostgreSQL as the postgres user needs root")
+        missing("starting PostgreSQL as the postgres user needs root")
     root = Path(tempfile.mkdtemp(prefix="flex-pg-"))
     shutil.chown(root, "postgres", "postgres")
     port = free_port()

@@ -21,7 +21,7 @@ import pytest
 
 from flex.devcontainer.config import read_config
 from flex.errors import InvalidConfiguration
-from tests.conftest import REPO, run_flex
+from tests.conftest import REPO, missing, run_flex
 from tests.devcontainer.conftest import WriteConfig
 from tests.devcontainer.test_schema import COMPOSE_CONFIG, DOCKERFILE_CONFIG, IMAGE_CONFIG, LEGACY_DOCKERFILE_CONFIG
 
@@ -34,7 +34,7 @@ ENV = {"HOME": "/home/tester", "MY_VARIABLE": "my value", "EMPTY": "", "USER": "
 @pytest.fixture(scope="module", autouse=True)
 def _reference_installed() -> None:
     if not REFERENCE.exists():
-        pytest.skip(f"the reference CLI is not installed at {REFERENCE} (installer/install.sh --dev installs it)")
+        missing(f"the reference CLI is not installed at {REFERENCE} (installer/install.sh --dev installs it)")
 
 
 def reference(folder: Path, *args: str, docker: str = "/bin/true", env: dict[str, str] | None = None,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Result, debian_rootfs_tar
+from tests.conftest import REPO, Result, debian_rootfs_tar, missing
 
 USER = "flextest"
 
@@ -96,7 +96,7 @@ def _python_for_user() -> list[str]:
                            capture_output=True, cwd="/", env=env)
         if p.returncode == 0:
             return [cand]
-    pytest.skip("no python interpreter with flex's dependencies that the user flextest may run")
+    missing("no python interpreter with flex's dependencies that the user flextest may run")
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +104,7 @@ def workdir() -> Iterator[Path]:
     """A scratch directory that both root and flextest can reach (pytest's tmp dirs are 0700 root)."""
     reason = _have_runtime()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     d = Path(tempfile.mkdtemp(prefix="flex-ctr-tests-", dir="/var/tmp"))
     d.chmod(0o755)
     yield d
@@ -130,7 +130,7 @@ def _subid_start() -> int:
         name, start, _count = line.split(":")
         if name == USER:
             return int(start)
-    pytest.skip("flextest has no /etc/subuid range")
+    missing("flextest has no /etc/subuid range")
 
 
 @pytest.fixture(scope="session")
@@ -211,7 +211,7 @@ def mode(request: pytest.FixtureRequest, workdir: Path, delegated: None, homes: 
             try:
                 pwd.getpwnam(USER)
             except KeyError:
-                pytest.skip("test user flextest missing: run installer/install.sh --dev as root")
+                missing("test user flextest missing: run installer/install.sh --dev as root")
             python = _python_for_user()
         else:
             python = [sys.executable]

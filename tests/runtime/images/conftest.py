@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import missing
+
 REGISTRY_BIN = "/usr/bin/docker-registry"
 
 
@@ -41,7 +43,7 @@ class RegistryServer:
 
 def start_registry(tmp: Path, auth_yaml: str = "") -> RegistryServer:
     if not Path(REGISTRY_BIN).exists():
-        pytest.skip("docker-registry is not installed (run installer/install.sh --dev)")
+        missing("docker-registry is not installed (run installer/install.sh --dev)")
     port = free_port()
     (tmp / "storage").mkdir(parents=True, exist_ok=True)
     config = tmp / "config.yml"
@@ -118,7 +120,7 @@ def umoci_image_from_dirs(work: Path, layers: list[Path | None], *, tag: str = "
     layer i (umoci computes the diff, whiteouts included)."""
     for tool in ("umoci", "skopeo"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (run installer/install.sh --dev)")
+            missing(f"{tool} is not installed (run installer/install.sh --dev)")
     layout = work / "layout"
     run("umoci", "init", "--layout", str(layout))
     run("umoci", "new", "--image", f"{layout}:{tag}")

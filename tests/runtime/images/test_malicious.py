@@ -18,6 +18,7 @@ from flex.runtime.base.home import Home
 from flex.runtime.diff.tarsafe import UnsafeLayer
 from flex.runtime.images.store import ImageStore, parse_manifest
 from flex.runtime.unpack.unpacker import LayerTooLarge, unpack_layer
+from tests.conftest import missing
 
 Entry = tuple[str, str, object]  # (name, kind, payload)
 
@@ -158,7 +159,7 @@ def test_diff_id_mismatch_is_refused(store: ImageStore, tmp_path: Path) -> None:
 
 def test_device_nodes_as_root_and_whiteout_form(store: ImageStore, tmp_path: Path) -> None:
     if os.geteuid() != 0:
-        pytest.skip("needs root")
+        missing("needs root")
     dev = tarfile.TarInfo("dev/null")
     dev.type = tarfile.CHRTYPE
     dev.devmajor, dev.devminor, dev.mode = 1, 3, 0o666

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import missing
+
 from .conftest import RegistryServer
 from .test_pull import two_layer_image
 
@@ -32,7 +34,7 @@ def _subid(path: str) -> int:
         name, start, _ = line.split(":")
         if name == USER:
             return int(start)
-    pytest.skip(f"{USER} has no range in {path}")
+    missing(f"{USER} has no range in {path}")
 
 
 @pytest.fixture
@@ -40,7 +42,7 @@ def user_home() -> Iterator[Path]:
     try:
         pwd.getpwnam(USER)
     except KeyError:
-        pytest.skip(f"test user {USER} missing: run installer/install.sh --dev")
+        missing(f"test user {USER} missing: run installer/install.sh --dev")
     d = Path(tempfile.mkdtemp(prefix="flex-img-rootless-", dir="/var/tmp"))
     d.chmod(0o755)
     shutil.chown(d, USER, USER)
@@ -63,7 +65,7 @@ def _python(home: Path) -> str:
     for cand in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
         if as_user(cand, "-c", want, home=home).returncode == 0:
             return cand
-    pytest.skip(f"no python with flex's dependencies that {USER} may run")
+    missing(f"no python with flex's dependencies that {USER} may run")
 
 
 def test_rootless_pull_shifts_ownership(user_home: Path, registry: RegistryServer,

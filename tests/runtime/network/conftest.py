@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import missing
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 ROOTLESS_PY = "/usr/bin/python3"
@@ -219,12 +221,12 @@ def _can_run_rootless() -> str | None:
 @pytest.fixture(params=["root", "rootless"])
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     if os.geteuid() != 0:
-        pytest.skip("the network lab creates namespaces: run the tests as root")
+        missing("the network lab creates namespaces: run the tests as root")
     if shutil.which("nft") is None:
-        pytest.skip("nftables is not installed (installer/install.sh)")
+        missing("nftables is not installed (installer/install.sh)")
     rootless = request.param == "rootless"
     if rootless and (reason := _can_run_rootless()):
-        pytest.skip(reason)
+        missing(reason)
     lab = Lab(rootless)
     try:
         lab.start()

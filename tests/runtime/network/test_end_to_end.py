@@ -8,7 +8,6 @@ rules and published ports are the lab's, never the machine's. The containers run
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, debian_rootfs_tar
+from tests.conftest import REPO, debian_rootfs_tar, missing
 
 pytestmark = [pytest.mark.userns, pytest.mark.slow]
 
@@ -54,8 +53,8 @@ def _image(rootless: bool) -> Path:
 
 
 def test_flex_runtime_run_publishes_and_isolates_two_containers(lab) -> None:
-    if importlib.util.find_spec("flex.runtime.containers.store") is None or shutil.which("crun") is None:
-        pytest.skip("`flex runtime run` (flex/runtime/containers/store.py) or crun is not available")
+    if shutil.which("crun") is None:
+        missing("crun is not installed (installer/install.sh)")
     image = _image(lab.rootless)
     pythonpath = f"{REPO}:{sysconfig.get_paths()['purelib']}"
 
