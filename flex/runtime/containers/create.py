@@ -172,10 +172,8 @@ def _with_network(store: Containers, cid: str, name: str, opts: CreateOptions, s
         if opts.publish:
             raise InvalidArgument("-p needs a network: --net private")
         return s
-    try:
-        from flex.runtime.network.networks import NetworkRequest, parse_publish
-    except ImportError:
-        raise FailedPrecondition(f"--net {opts.net} is not available in this build; use --net none") from None
+    from flex.runtime.network.networks import NetworkRequest, parse_publish
+
     networks = store.networks()
     req = NetworkRequest(mode=opts.net, ports=[parse_publish(p) for p in opts.publish], hostname=name[:63],
                          allow_host_network=opts.allow_host_network)

@@ -58,11 +58,8 @@ class StoreImages:
         cached = self._cached(ref)
         if cached is not None:
             return cached
-        try:
-            from flex.runtime.images.store import ImageStore
-        except ImportError:
-            raise NotFound(f"image {ref!r} not found", hint="this build has no image store; give the absolute "
-                           "path of a root filesystem directory") from None
+        from flex.runtime.images.store import ImageStore
+
         store = ImageStore(self.home)
         image = store.get(ref)
         # (cast: ImageStore's own `list` method shadows the builtin in its annotations)

@@ -21,7 +21,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flex.atomic import write_atomic
 from flex.errors import Conflict, FailedPrecondition, NotFound
@@ -34,6 +34,9 @@ from flex.runtime.oci.crun import OCIRuntime
 from flex.runtime.userns.idmap import IdMap, rootless_map
 from flex.runtime.userns.idpool import IdPool
 from flex.runtime.userns.keeper import Keeper
+
+if TYPE_CHECKING:
+    from flex.runtime.network.networks import Networks
 
 __all__ = ["Container", "Containers"]
 
@@ -242,10 +245,9 @@ class Containers:
         if cgroup:
             cgroups.remove(cgroup)
         # network.py is only imported for containers that have a network (it is not cheap to import)
-        networks = self.networks() if networked else None
-        if networks is not None:
+        if networked:
             with contextlib.suppress(Exception):
-                networks.release(cid)
+                self.networks().release(cid)
         bundle = self.bundle(cid)
         if bundle.exists():
             unmount_rootfs(bundle, self.keeper)
@@ -272,11 +274,9 @@ class Containers:
             with contextlib.suppress(FailedPrecondition):
                 self.keeper.call(lambda: shutil.rmtree(path), "removing the container's files")
 
-    def networks(self) -> Any:
-        try:
-            from flex.runtime.network.networks import Networks
-        except ImportError:
-            return None
+    def networks(self) -> Networks:
+        from flex.runtime.network.networks import Networks  # not at import time: `runtime ps` needs none of it
+
         return Networks(self.home, self.db, rootless=self.rootless)
 
     def gc(self) -> list[str]:
@@ -320,10 +320,8 @@ class Containers:
                     if sub.is_dir() and sub.name not in known:
                         cgroups.remove(f"{parent}/{sub.name}")
                         removed.append(f"cgroup:{sub.name}")
-        networks = self.networks()
-        if networks is not None:
-            with contextlib.suppress(Exception):
-                removed += [f"net:{x}" for x in networks.gc(known)]
+        with contextlib.suppress(Exception):
+            removed += [f"net:{x}" for x in self.networks().gc(known)]
         if not known:
             for parent in self._cgroup_parents():  # this home's own parent cgroup, now empty
                 if cgroups.cgroup_dirs(parent):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import json
 import os
 import select
@@ -83,8 +84,7 @@ def _before_start(store: Containers, c: Container, pid: int, monitor_pid: int | 
     if c.options.get("net", "none") != "none":
         networks = store.networks()
         attached = networks.attach(c.id, pid)
-        ports = [vars(p) if not hasattr(p, "__dataclass_fields__") else
-                 {k: getattr(p, k) for k in p.__dataclass_fields__} for p in attached.ports]
+        ports = [dataclasses.asdict(p) for p in attached.ports]
     store.set_state(c.id, state="running", pid=pid, monitor_pid=monitor_pid, started_at=time.time(),
                     exit_code=None, finished_at=None, ports=json.dumps(ports))
 
