@@ -97,6 +97,13 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
     if cg_parent:
         cgroups.ensure_parent(cg_parent)
     bundle = store.bundle(cid)
+    with store.creating():  # GC would sweep a creation in progress: it has no finished record yet
+        return _create(store, cid, name, opts, image, volumes, limits, cgroup, bundle)
+
+
+def _create(store: Containers, cid: str, name: str, opts: CreateOptions, image: ResolvedImage,
+            volumes: list[tuple[Path, str, bool]], limits: cgroups.Limits, cgroup: str | None,
+            bundle: Path) -> Container:
     idmap = _record(store, cid, name, opts, cgroup, bundle, image.snapshot)  # first: GC can undo the rest
     try:
         bundle.mkdir(mode=0o711)

@@ -1,0 +1,132 @@
+"""GC running while containers are created, on a root runner (real crun, overlayfs and id ranges).
+
+The interleavings are made exact with an audit hook (sys.addaudithook): when GC lists the bundles, a
+creation runs in another thread, and GC goes on once that creation has finished or waits on GC's lock
+(seen in /proc/locks). Nothing is mocked: the hook only chooses when the real code runs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flex.runtime.base.home import Home
+from flex.runtime.containers.create import CreateOptions, create_container
+from flex.runtime.containers.rootfs import DirectoryImages
+from flex.runtime.containers.store import Container, Containers
+from tests.runtime.containers.conftest import dir_image_for
+
+pytestmark = pytest.mark.userns
+
+_hooks: dict[str, Callable[[str, tuple[Any, ...]], None]] = {}
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    hook = _hooks.get(threading.current_thread().name)
+    if hook is not None:
+        hook(event, args)
+
+
+sys.addaudithook(_audit)  # (cannot be removed: it does nothing unless a test's thread installs a hook)
+
+
+@pytest.fixture
+def store(workdir: Path) -> Iterator[Containers]:
+    if os.geteuid() != 0:
+        pytest.skip("root runner races (id ranges, idmapped layers)")
+    home = Path(subprocess.check_output(["mktemp", "-d", f"{workdir}/races-XXXXXX"], text=True).strip())
+    home.chmod(0o711)
+    s = Containers(Home.open(home))
+    yield s
+    for c in s.all():
+        s.remove(c.id, force=True)
+    s.gc()
+    subprocess.run(["rm", "-rf", str(home)], check=False)
+
+
+def _waiting_on(path: Path) -> bool:
+    """Someone waits for a flock on ``path`` (a `->` line in /proc/locks)."""
+    try:
+        ino = path.stat().st_ino
+    except FileNotFoundError:
+        return False
+    return any("->" in line and line.split()[-3].endswith(f":{ino}")
+               for line in Path("/proc/locks").read_text().splitlines())
+
+
+def _during(trigger: Callable[[str, tuple[Any, ...]], bool], work: Callable[[], Any], lock: Path
+            ) -> tuple[Callable[[str, tuple[Any, ...]], None], dict[str, Any]]:
+    """A hook that, the first time ``trigger`` matches, runs ``work`` in a thread until it is done or
+    waits on ``lock``; the outcome lands in the returned dict."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = work()
+        except BaseException as err:  # reported by the test
+            out["error"] = err
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if "thread" in out or not trigger(event, args):
+            return
+        out["thread"] = t = threading.Thread(target=run, name="during")
+        t.start()
+        deadline = time.monotonic() + 120
+        while t.is_alive() and not _waiting_on(lock) and time.monotonic() < deadline:
+            time.sleep(0.005)
+    return hook, out
+
+
+def _gc_in_thread(store: Containers, hook: Callable[[str, tuple[Any, ...]], None]) -> list[str]:
+    result: dict[str, Any] = {}
+
+    def gc() -> None:
+        _hooks["gc"] = hook
+        try:
+            result["removed"] = store.gc()
+        finally:
+            del _hooks["gc"]
+    t = threading.Thread(target=gc, name="gc")
+    t.start()
+    t.join(300)
+    assert "removed" in result, "gc failed"
+    removed: list[str] = result["removed"]
+    return removed
+
+
+def test_a_container_created_while_gc_sweeps_keeps_its_rootfs_and_id_range(store: Containers,
+                                                                            images: dict[str, str],
+                                                                            workdir: Path) -> None:
+    # Before the fix, GC read the list of containers once, unlocked: a container created after that read
+    # lost its bundle (and mounted rootfs) and its id range, which the next creation was handed again.
+    image = dir_image_for(images, workdir, "root")
+    bundles = lambda event, args: event == "os.listdir" and str(args[0]) == str(store.dir)  # noqa: E731
+    hook, out = _during(bundles, lambda: create_container(store, DirectoryImages(), CreateOptions(
+        image=image, command=["cat", "/etc/debian_version"])), store.home.root / "containers.lock")
+    removed = _gc_in_thread(store, hook)
+    out["thread"].join(120)
+    assert "error" not in out, f"create failed: {out.get('error')!r}"
+    c: Container = out["value"]
+    assert not [r for r in removed if c.id in r], f"gc removed parts of a live container: {removed}"
+    assert (store.bundle(c.id) / "config.json").exists()
+    assert c.id in store.pool.owners() if store.pool else False
+    assert str(store.bundle(c.id) / "rootfs") in Path("/proc/self/mountinfo").read_text()
+    other = create_container(store, DirectoryImages(), CreateOptions(image=image, command=["true"]))
+    assert other.idmap.uids != c.idmap.uids, "two live containers never share an id range"
+    assert _flex(store, "start", c.id) == "" and _flex(store, "wait", c.id).strip() == "0"
+    assert _flex(store, "logs", c.id).strip() == (Path(image) / "rootfs/etc/debian_version").read_text().strip()
+
+
+def _flex(store: Containers, *args: str) -> str:
+    r = subprocess.run([sys.executable, "-m", "flex", "runtime", *args], capture_output=True, text=True,
+                       env={**os.environ, "FLEX_HOME": str(store.home.root)}, timeout=120, cwd="/")
+    assert r.returncode == 0, f"flex runtime {' '.join(args)}: {r.stderr}"
+    return r.stdout
