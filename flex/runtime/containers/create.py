@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flex.atomic import write_atomic
-from flex.errors import AlreadyExists, FailedPrecondition, InvalidArgument, UsageError
+from flex.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, UsageError
 from flex.runtime.cgroups import cgroups
 from flex.runtime.containers.binds import resolve_bind
 from flex.runtime.containers.rootfs import ImageSource, ResolvedImage, lookup_user, mount_rootfs
@@ -87,7 +87,6 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
         raise FailedPrecondition(
             "resource limits and --docker need a cgroup delegated to you, and none is",
             hint="as root: flex runtime delegate-cgroups USER (or run on cgroup v2 with systemd Delegate=yes)")
-    image: ResolvedImage = images.resolve(opts.image)
     volumes = [resolve_bind(v) for v in opts.volumes]
     cid = os.urandom(16).hex()
     name = opts.name or f"flex-{cid[:12]}"
@@ -98,13 +97,26 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
         cgroups.ensure_parent(cg_parent)
     bundle = store.bundle(cid)
     with store.creating():  # GC would sweep a creation in progress: it has no finished record yet
-        return _create(store, cid, name, opts, image, volumes, limits, cgroup, bundle)
+        for attempt in (1, 2):
+            image: ResolvedImage = images.resolve(opts.image)
+            try:
+                # first: GC can undo the rest; it also leases the image's layers, if they still exist
+                idmap = _record(store, cid, name, opts, cgroup, bundle, image.snapshot)
+                break
+            except _ImageGone:
+                if attempt == 2:
+                    raise NotFound(f"image {opts.image!r} was removed while the container was being created",
+                                   hint="pull or build it again") from None
+        return _create(store, cid, name, opts, image, volumes, limits, cgroup, bundle, idmap)
+
+
+class _ImageGone(Exception):
+    """The resolved image's layers were collected before the container's lease could hold them."""
 
 
 def _create(store: Containers, cid: str, name: str, opts: CreateOptions, image: ResolvedImage,
             volumes: list[tuple[Path, str, bool]], limits: cgroups.Limits, cgroup: str | None,
-            bundle: Path) -> Container:
-    idmap = _record(store, cid, name, opts, cgroup, bundle, image.snapshot)  # first: GC can undo the rest
+            bundle: Path, idmap: IdMap) -> Container:
     try:
         bundle.mkdir(mode=0o711)
         (bundle / "image.json").write_text(json.dumps({"ref": image.ref, "lowers": [str(p) for p in image.lowers]}))
@@ -154,6 +166,10 @@ def _record(store: Containers, cid: str, name: str, opts: CreateOptions, cgroup:
         leases.ensure_schema(store.db)
     with store.db.transaction() as conn:
         if snapshot is not None:
+            # resolution read the image unleased: GC may have swept it since (`image rm` + prune). GC
+            # sweeps rows in one transaction, so a row seen here stays until this lease lets it go.
+            if conn.execute("SELECT 1 FROM snapshots WHERE key = ?", (snapshot,)).fetchone() is None:
+                raise _ImageGone(snapshot)
             # a lease without an owner pid lives until we delete it (container removal, or GC)
             now = time.time()
             conn.execute("INSERT OR REPLACE INTO leases (id, created, expires, pid, pid_start) "

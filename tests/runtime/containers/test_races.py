@@ -130,3 +130,47 @@ def _flex(store: Containers, *args: str) -> str:
                        env={**os.environ, "FLEX_HOME": str(store.home.root)}, timeout=120, cwd="/")
     assert r.returncode == 0, f"flex runtime {' '.join(args)}: {r.stderr}"
     return r.stdout
+
+
+def _rootfs_tar(path: Path, marker: str) -> Path:
+    root = path.with_suffix("")
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/marker").write_text(marker)
+    subprocess.run(["tar", "-C", str(root), "-cf", str(path), "."], check=True)
+    return path
+
+
+def test_an_image_replaced_right_after_resolution_is_resolved_again(store: Containers, tmp_path: Path) -> None:
+    # Before the fix, create resolved the image, unleased, and leased its layers only later: an
+    # `image rm` + prune in between swept them and the create failed on a missing lower directory
+    # (or mounted a rootfs GC was deleting). Now the lease is checked in the transaction that takes it.
+    from flex.runtime.containers.image_source import StoreImages
+    from flex.runtime.gc.collect import collect
+    from flex.runtime.images.store import ImageStore
+    from flex.runtime.transfer.bootstrap import image_from_rootfs_tar
+
+    images = ImageStore(store.home)
+    image_from_rootfs_tar(images, _rootfs_tar(tmp_path / "v1.tar", "v1"), "flextest/swap:1")
+    source = StoreImages(store.home, store.db)
+    resolved = []
+
+    class ReplacedMeanwhile:
+        """The real store; the first resolution is followed, at once, by `image rm`, a prune and a new
+        image under the same name (another process, at the worst moment)."""
+
+        def resolve(self, ref: str) -> Any:
+            got = source.resolve(ref)
+            resolved.append(got.snapshot)
+            if len(resolved) == 1:
+                images.remove(ref)
+                assert got.snapshot in collect(images).snapshots
+                image_from_rootfs_tar(images, _rootfs_tar(tmp_path / "v2.tar", "v2"), ref)
+            return got
+
+    c = create_container(store, ReplacedMeanwhile(), CreateOptions(image="flextest/swap:1", command=["true"]))
+    assert len(resolved) == 2 and resolved[0] != resolved[1]
+    assert (store.bundle(c.id) / "rootfs/etc/marker").read_text() == "v2"
+    assert not collect(images).snapshots, "the container's lease holds the new image's layers"
+    images.remove("flextest/swap:1")
+    assert not collect(images).snapshots, "... also once the image is removed"
+    assert (store.bundle(c.id) / "rootfs/etc/marker").read_text() == "v2"
