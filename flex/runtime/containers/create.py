@@ -88,6 +88,8 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
             "resource limits and --docker need a cgroup delegated to you, and none is",
             hint="as root: flex runtime delegate-cgroups USER (or run on cgroup v2 with systemd Delegate=yes)")
     volumes = [resolve_bind(v) for v in opts.volumes]
+    if not store.rootless:
+        _check_searchable(store)
     cid = os.urandom(16).hex()
     name = opts.name or f"flex-{cid[:12]}"
     if store.db.query_one("SELECT id FROM containers WHERE name = ?", (name,)) is not None:
@@ -118,7 +120,7 @@ def _create(store: Containers, cid: str, name: str, opts: CreateOptions, image: 
             volumes: list[tuple[Path, str, bool]], limits: cgroups.Limits, cgroup: str | None,
             bundle: Path, idmap: IdMap) -> Container:
     try:
-        bundle.mkdir(mode=0o711)
+        _make_bundle(store, bundle, idmap)
         (bundle / "image.json").write_text(json.dumps({"ref": image.ref, "lowers": [str(p) for p in image.lowers]}))
         rootfs = mount_rootfs(bundle, image.lowers, idmap, store.keeper)
         cfg = image.config
@@ -147,13 +149,38 @@ def _create(store: Containers, cid: str, name: str, opts: CreateOptions, image: 
             s = spec.with_runc_compat(s)
         s = _with_network(store, cid, name, opts, s)
         # not durable: a create cut short by a crash is removed by gc, never resumed
-        write_atomic(bundle / "config.json", json.dumps(s), durable=False)
+        write_atomic(bundle / "config.json", json.dumps(s), mode=0o600, durable=False)  # env: secrets
         (bundle / "log").touch()
         store.set_state(cid, state="created", creator_pid=None)
     except BaseException:
         store.remove(cid, force=True)
         raise
     return store.get(cid)
+
+
+def _check_searchable(store: Containers) -> None:
+    """Refuse, up front, a FLEX_HOME the containers' roots cannot pass through (crun would fail with
+    "make .../rootfs private: Permission denied"): e.g. FLEX_HOME=$(mktemp -d)/home, below a 0700 dir.
+    Podman fails alike; making the parent searchable is the user's call, not ours."""
+    for d in [store.dir, *store.dir.parents]:
+        mode = d.stat().st_mode
+        if not mode & 0o001:
+            raise FailedPrecondition(
+                f"FLEX_HOME {store.home.root}: {d} is not searchable by other users (mode {mode & 0o7777:04o}), "
+                "and each container's root, an unprivileged id range, must pass through it to its rootfs",
+                hint=f"chmod o+x {d}, or use a FLEX_HOME whose parents others may search (default /var/lib/flex)")
+
+
+def _make_bundle(store: Containers, bundle: Path, idmap: IdMap) -> None:
+    """The container's directory. Root runner: crun reaches the rootfs mount inside it as the
+    container's root (a pool id, after entering the user namespace), so every directory above must be
+    searchable by others, and the bundle itself only by that root's group: root:<its gid>, 0710, as
+    Docker keeps its userns-remapped root. Nobody else may look in (the upper dir, the log)."""
+    bundle.mkdir(mode=0o700)
+    if store.rootless:
+        return
+    os.chown(bundle, 0, idmap.host_gid(0))
+    bundle.chmod(0o710)
 
 
 def _record(store: Containers, cid: str, name: str, opts: CreateOptions, cgroup: str | None,
