@@ -41,3 +41,27 @@ def test_processes_opening_a_new_database_at_once_all_get_in(tmp_path: Path) -> 
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             assert sorted(r[0] for r in conn.execute("SELECT who FROM t")) == [f"p{n}" for n in range(8)]
         conn.close()
+
+
+def test_the_database_is_private_new_or_made_by_an_older_version(tmp_path: Path) -> None:
+    # It holds every container's environment: before the fix it was 0644 (the umask's), -wal and -shm too.
+    from flex.runtime.base.metadata import MetadataDB
+
+    old = os.umask(0o022)
+    try:
+        new = MetadataDB(tmp_path / "new.db")
+        with new.transaction() as conn:
+            conn.execute("CREATE TABLE t (x)")
+        legacy = sqlite3.connect(tmp_path / "old.db")
+        legacy.execute("PRAGMA journal_mode=WAL")
+        legacy.execute("CREATE TABLE t (x)")
+        legacy.commit()  # (left open: its -wal and -shm stay, 0644)
+        assert (tmp_path / "old.db-wal").stat().st_mode & 0o777 == 0o644
+        MetadataDB(tmp_path / "old.db")
+        legacy.close()
+    finally:
+        os.umask(old)
+    for name in ("new.db", "new.db-wal", "new.db-shm", "old.db", "old.db-wal", "old.db-shm"):
+        if (tmp_path / name).exists():
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+    assert (tmp_path / "new.db-wal").exists() or (tmp_path / "new.db-shm").exists()

@@ -5,10 +5,13 @@ tables and declares them with ``db.ensure_schema(component, version, statements)
 statements for version N run once, in one transaction, when the recorded version is below N. Writers
 use ``with db.transaction():`` (BEGIN IMMEDIATE), so two processes never interleave a multi-step change;
 WAL mode lets readers go on meanwhile. A crash inside a transaction leaves nothing half-written.
+The file is private (0600; SQLite gives its -wal and -shm files the same mode): it holds every
+container's environment, and on a root runner FLEX_HOME is searchable by other users.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -28,6 +31,7 @@ class MetadataDB:
         self.path = path
         self._timeout = timeout
         self._local = threading.local()
+        _make_private(path)
         with self.transaction() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
@@ -99,3 +103,20 @@ class MetadataDB:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _make_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (it would use the umask), and take group and
+    other bits away from one made by an older version, with its -wal and -shm files."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if extra.stat().st_mode & 0o077:
+                extra.chmod(0o600)
+        except FileNotFoundError:
+            pass

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flex.atomic import write_atomic
-from flex.errors import AlreadyExists, FailedPrecondition, InvalidArgument, UsageError
+from flex.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, UsageError
 from flex.runtime.cgroups import cgroups
 from flex.runtime.containers.binds import resolve_bind
 from flex.runtime.containers.rootfs import ImageSource, ResolvedImage, lookup_user, mount_rootfs
@@ -87,8 +87,9 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
         raise FailedPrecondition(
             "resource limits and --docker need a cgroup delegated to you, and none is",
             hint="as root: flex runtime delegate-cgroups USER (or run on cgroup v2 with systemd Delegate=yes)")
-    image: ResolvedImage = images.resolve(opts.image)
     volumes = [resolve_bind(v) for v in opts.volumes]
+    if not store.rootless:
+        _check_searchable(store)
     cid = os.urandom(16).hex()
     name = opts.name or f"flex-{cid[:12]}"
     if store.db.query_one("SELECT id FROM containers WHERE name = ?", (name,)) is not None:
@@ -97,9 +98,29 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
     if cg_parent:
         cgroups.ensure_parent(cg_parent)
     bundle = store.bundle(cid)
-    idmap = _record(store, cid, name, opts, cgroup, bundle, image.snapshot)  # first: GC can undo the rest
+    with store.creating():  # GC would sweep a creation in progress: it has no finished record yet
+        for attempt in (1, 2):
+            image: ResolvedImage = images.resolve(opts.image)
+            try:
+                # first: GC can undo the rest; it also leases the image's layers, if they still exist
+                idmap = _record(store, cid, name, opts, cgroup, bundle, image.snapshot)
+                break
+            except _ImageGone:
+                if attempt == 2:
+                    raise NotFound(f"image {opts.image!r} was removed while the container was being created",
+                                   hint="pull or build it again") from None
+        return _create(store, cid, name, opts, image, volumes, limits, cgroup, bundle, idmap)
+
+
+class _ImageGone(Exception):
+    """The resolved image's layers were collected before the container's lease could hold them."""
+
+
+def _create(store: Containers, cid: str, name: str, opts: CreateOptions, image: ResolvedImage,
+            volumes: list[tuple[Path, str, bool]], limits: cgroups.Limits, cgroup: str | None,
+            bundle: Path, idmap: IdMap) -> Container:
     try:
-        bundle.mkdir(mode=0o711)
+        _make_bundle(store, bundle, idmap)
         (bundle / "image.json").write_text(json.dumps({"ref": image.ref, "lowers": [str(p) for p in image.lowers]}))
         rootfs = mount_rootfs(bundle, image.lowers, idmap, store.keeper)
         cfg = image.config
@@ -128,13 +149,38 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
             s = spec.with_runc_compat(s)
         s = _with_network(store, cid, name, opts, s)
         # not durable: a create cut short by a crash is removed by gc, never resumed
-        write_atomic(bundle / "config.json", json.dumps(s), durable=False)
+        write_atomic(bundle / "config.json", json.dumps(s), mode=0o600, durable=False)  # env: secrets
         (bundle / "log").touch()
         store.set_state(cid, state="created", creator_pid=None)
     except BaseException:
         store.remove(cid, force=True)
         raise
     return store.get(cid)
+
+
+def _check_searchable(store: Containers) -> None:
+    """Refuse, up front, a FLEX_HOME the containers' roots cannot pass through (crun would fail with
+    "make .../rootfs private: Permission denied"): e.g. FLEX_HOME=$(mktemp -d)/home, below a 0700 dir.
+    Podman fails alike; making the parent searchable is the user's call, not ours."""
+    for d in [store.dir, *store.dir.parents]:
+        mode = d.stat().st_mode
+        if not mode & 0o001:
+            raise FailedPrecondition(
+                f"FLEX_HOME {store.home.root}: {d} is not searchable by other users (mode {mode & 0o7777:04o}), "
+                "and each container's root, an unprivileged id range, must pass through it to its rootfs",
+                hint=f"chmod o+x {d}, or use a FLEX_HOME whose parents others may search (default /var/lib/flex)")
+
+
+def _make_bundle(store: Containers, bundle: Path, idmap: IdMap) -> None:
+    """The container's directory. Root runner: crun reaches the rootfs mount inside it as the
+    container's root (a pool id, after entering the user namespace), so every directory above must be
+    searchable by others, and the bundle itself only by that root's group: root:<its gid>, 0710, as
+    Docker keeps its userns-remapped root. Nobody else may look in (the upper dir, the log)."""
+    bundle.mkdir(mode=0o700)
+    if store.rootless:
+        return
+    os.chown(bundle, 0, idmap.host_gid(0))
+    bundle.chmod(0o710)
 
 
 def _record(store: Containers, cid: str, name: str, opts: CreateOptions, cgroup: str | None,
@@ -147,6 +193,10 @@ def _record(store: Containers, cid: str, name: str, opts: CreateOptions, cgroup:
         leases.ensure_schema(store.db)
     with store.db.transaction() as conn:
         if snapshot is not None:
+            # resolution read the image unleased: GC may have swept it since (`image rm` + prune). GC
+            # sweeps rows in one transaction, so a row seen here stays until this lease lets it go.
+            if conn.execute("SELECT 1 FROM snapshots WHERE key = ?", (snapshot,)).fetchone() is None:
+                raise _ImageGone(snapshot)
             # a lease without an owner pid lives until we delete it (container removal, or GC)
             now = time.time()
             conn.execute("INSERT OR REPLACE INTO leases (id, created, expires, pid, pid_start) "

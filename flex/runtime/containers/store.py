@@ -4,7 +4,10 @@ A container is a row in ``containers`` plus FLEX_HOME/containers/<id>/ (config.j
 upper/work dirs and mount point, the log, the exit status), an id range (root runner), a cgroup, a
 network (network.py) and the OCI runtime's own state. Creation records the row first (state
 ``creating``, with the creating process's pid), so that a crash at any later step leaves something GC
-can find and undo; ``remove`` and ``gc`` undo every step, each idempotently.
+can find and undo; ``remove`` and ``gc`` undo every step, each idempotently. GC and creation exclude
+each other (a flock on FLEX_HOME/containers.lock: shared while a container is being created, exclusive
+for GC, like containerd's GC lock): GC sweeps everything that is not recorded, and a creation's
+resources exist before it is done.
 
 Starting and waiting (stdio, terminals, the monitor that collects the exit status) live in tasks.py;
 creation options in containers_create.py. Imports nothing from flex but flex.errors.
@@ -19,6 +22,7 @@ import shutil
 import signal
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from flex.atomic import write_atomic
 from flex.errors import Conflict, FailedPrecondition, NotFound
 from flex.runtime.base.home import Home
+from flex.runtime.base.lock import file_lock
 from flex.runtime.base.metadata import MetadataDB
 from flex.runtime.base.procfs import proc_stat
 from flex.runtime.cgroups import cgroups
@@ -143,6 +148,12 @@ class Containers:
 
     def bundle(self, cid: str) -> Path:
         return self.dir / cid
+
+    @contextlib.contextmanager
+    def creating(self) -> Iterator[None]:
+        """Held (shared) from a creation's first record to its last file; GC waits for it."""
+        with file_lock(self.home.root / "containers.lock", shared=True):
+            yield
 
     # --- records -------------------------------------------------------------------------------------
     def all(self) -> list[Container]:
@@ -281,7 +292,12 @@ class Containers:
 
     def gc(self) -> list[str]:
         """Remove what belongs to no live container: half-created containers whose creator died,
-        stopped --rm containers, bundles, OCI states, id ranges and cgroups without a record."""
+        stopped --rm containers, bundles, OCI states, id ranges and cgroups without a record.
+        Waits for creations in progress, and creations wait for it."""
+        with file_lock(self.home.root / "containers.lock"):
+            return self._gc()
+
+    def _gc(self) -> list[str]:
         removed: list[str] = []
         known: set[str] = set()
         for row in self.db.query("SELECT * FROM containers"):

@@ -3,8 +3,11 @@
 Roots: every image name (its target, platform manifest, config, layer blobs and layer snapshots), every
 resource held by a live lease (see leases.py), and every active or view snapshot that is not an
 unpack in progress (``extract-…``: those live only under a lease). Ancestors of a kept snapshot are
-kept. The mark and the sweep run inside one write transaction, so a pull that adds a resource to its
-lease either sees it swept before it looks or is waited for. Imports nothing from flex but flex.errors.
+kept. The mark and the sweep of rows and blobs run inside one write transaction, so a pull that adds a
+resource to its lease either sees it swept before it looks or is waited for. Snapshot directories go
+after that transaction commits (their rows are gone, so nothing can reach them; a crash leaves them to
+``cleanup``): deleting trees under the write lock made pulls and creates time out behind GC.
+Imports nothing from flex but flex.errors.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from flex.errors import FlexError
 from flex.runtime.images.mediatypes import INDEX_TYPES, MAX_MANIFEST_SIZE
@@ -60,6 +64,7 @@ def _mark_manifest(store: ImageStore, digest: str, blobs: set[str], snaps: set[s
 
 def collect(store: ImageStore, *, dry_run: bool = False) -> GcResult:
     result = GcResult()
+    forgotten: list[Path] = []
     with store.db.transaction() as conn:
         held = held_resources(store.db)
         blobs = {ref for kind, ref in held if kind == "content"}
@@ -87,8 +92,7 @@ def collect(store: ImageStore, *, dry_run: bool = False) -> GcResult:
             for k in leaves:
                 if not dry_run:
                     with contextlib.suppress(FlexError):
-                        result.freed += store.snapshots.usage(k).size
-                        store.snapshots.remove(k)
+                        forgotten.append(store.snapshots.forget(k))
                 result.snapshots.append(k)
                 remaining.discard(k)
         for digest in store.content.walk():
@@ -99,6 +103,12 @@ def collect(store: ImageStore, *, dry_run: bool = False) -> GcResult:
             if not dry_run:
                 store.content.delete(digest)
             result.blobs.append(digest)
+    if dry_run:
+        for k in result.snapshots:  # (unlocked: sizes are a report, not a decision)
+            with contextlib.suppress(FlexError, OSError):
+                result.freed += store.snapshots.usage(k).size
+    for path in forgotten:
+        result.freed += store.snapshots.remove_dir(path)
     if not dry_run:
         store.content.clean_tmp()
         store.snapshots.cleanup()

@@ -154,23 +154,31 @@ class OverlaySnapshotter:
             conn.execute("DELETE FROM snapshots WHERE id = ?", (row["id"],))
         _remove_tree(self.root / str(row["id"]), self.root)
 
+    def forget(self, key: str) -> Path:
+        """Delete ``key``'s row (no children allowed) and return its directory, which the caller removes
+        with ``remove_dir`` once its transaction has committed: GC keeps the database's write lock for
+        rows only, never for a tree walk. A crash in between leaves a directory without a row (cleanup)."""
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT id FROM snapshots WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                raise NotFound(f"snapshot {key!r} does not exist")
+            if conn.execute("SELECT 1 FROM snapshots WHERE parent = ?", (key,)).fetchone():
+                raise FailedPrecondition(f"snapshot {key!r} has children; remove them first")
+            conn.execute("DELETE FROM snapshots WHERE id = ?", (row["id"],))
+        return self.root / str(row["id"])
+
+    def remove_dir(self, path: Path) -> int:
+        """Remove a forgotten snapshot's directory; returns the bytes it held."""
+        size = _tree_size(path)
+        _remove_tree(path, self.root)
+        return size
+
     def walk(self) -> Iterator[Info]:
         for row in self.db.query("SELECT * FROM snapshots ORDER BY id"):
             yield self._info(row)
 
     def usage(self, key: str) -> Usage:
-        row = self._row(key)
-        size = inodes = 0
-        seen: set[tuple[int, int]] = set()
-        for dirpath, dirnames, filenames in os.walk(self.root / str(row["id"])):
-            for name in dirnames + filenames:
-                st = os.lstat(os.path.join(dirpath, name))
-                if (st.st_dev, st.st_ino) in seen:
-                    continue
-                seen.add((st.st_dev, st.st_ino))
-                inodes += 1
-                size += st.st_blocks * 512
-        return Usage(size=size, inodes=inodes)
+        return _tree_usage(self.root / str(self._row(key)["id"]))
 
     def cleanup(self) -> int:
         """Remove snapshot directories that have no row (left by a crash); returns how many."""
@@ -186,6 +194,27 @@ class OverlaySnapshotter:
             elif entry.name.startswith(".removing-"):
                 shutil.rmtree(entry, ignore_errors=True)
         return n
+
+
+def _tree_usage(path: Path) -> Usage:
+    size = inodes = 0
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            inodes += 1
+            size += st.st_blocks * 512
+    return Usage(size=size, inodes=inodes)
+
+
+def _tree_size(path: Path) -> int:
+    try:
+        return _tree_usage(path).size
+    except OSError:
+        return 0
 
 
 def _remove_tree(path: Path, root: Path) -> None:

@@ -172,7 +172,7 @@ def start_attached(store: Containers, c: Container, *, interactive: bool, tty: b
         config_path = bundle / "config.json"
         config = json.loads(config_path.read_text())
         config["process"]["consoleSize"] = size
-        write_atomic(config_path, json.dumps(config), durable=False)
+        write_atomic(config_path, json.dumps(config), mode=0o600, durable=False)
     console = ConsoleSocket() if tty else None
     out_r = out_w = err_r = err_w = -1
     try:
@@ -337,13 +337,12 @@ def exec_process(store: Containers, c: Container, args: list[str], *, tty: bool,
     proc["env"] = list(merged.values())
     token = os.urandom(6).hex()
     pfile = bundle / f"exec-{token}.json"
-    pfile.write_text(json.dumps(proc))
     if tty:
         from flex.runtime.tasks.console import ConsoleSocket, console_size, raw_terminal, resize_on_sigwinch
 
         if (size := console_size(0)) is not None:
             proc["consoleSize"] = size
-            pfile.write_text(json.dumps(proc))
+    write_atomic(pfile, json.dumps(proc), mode=0o600, durable=False)  # its env may hold secrets
     console = ConsoleSocket() if tty else None
     try:
         argv = store.runtime.exec_argv(c.id, pfile, tty=tty, console_socket=console.path if console else None)

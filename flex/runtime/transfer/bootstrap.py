@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from flex.errors import FailedPrecondition, FlexError, InvalidArgument
 from flex.runtime.base.progress import NullProgress, Progress
@@ -31,6 +32,21 @@ from flex.runtime.unpack.image import unpack_image
 __all__ = ["DEFAULT_PATH", "bootstrap", "image_from_rootfs_tar", "run_mmdebstrap"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class _Hashing:
+    """A write-only file that hashes what goes through it (the compressed layer's digest)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def run_mmdebstrap(out: Path, *, suite: str, variant: str, include: Sequence[str]) -> None:
@@ -59,17 +75,19 @@ def image_from_rootfs_tar(store: ImageStore, tar: Path, name: str, *, progress: 
         progress.step(f"compressing {tar.name}")
         fd, tmp = tempfile.mkstemp(prefix="layer-", dir=store.home.tmp)
         try:
-            with os.fdopen(fd, "wb") as raw, open(tar, "rb") as src, \
-                    gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0, filename="") as gz:
-                while chunk := src.read(1 << 20):
-                    diff.update(chunk)
-                    gz.write(chunk)
+            with os.fdopen(fd, "wb") as raw, open(tar, "rb") as src:
+                hashed = _Hashing(raw)
+                with gzip.GzipFile(fileobj=hashed, mode="wb", compresslevel=6, mtime=0, filename="") as gz:
+                    while chunk := src.read(1 << 20):
+                        diff.update(chunk)
+                        gz.write(chunk)
+            layer_digest = "sha256:" + hashed.sha256.hexdigest()
+            held.add("content", layer_digest)  # before the blob exists: a prune meanwhile must not take it
             with open(tmp, "rb") as f:
-                layer_digest = store.content.ingest(iter(lambda: f.read(1 << 20), b""))
+                store.content.ingest(iter(lambda: f.read(1 << 20), b""), layer_digest)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        held.add("content", layer_digest)
         diff_id = "sha256:" + diff.hexdigest()
         plat = host_platform()
         config = {
@@ -83,8 +101,9 @@ def image_from_rootfs_tar(store: ImageStore, tar: Path, name: str, *, progress: 
         if "variant" in plat:
             config["variant"] = plat["variant"]
         config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
-        config_digest = store.content.put(config_bytes)
+        config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
         held.add("content", config_digest)
+        store.content.put(config_bytes, config_digest)
         manifest = {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
@@ -93,8 +112,9 @@ def image_from_rootfs_tar(store: ImageStore, tar: Path, name: str, *, progress: 
                         "size": store.content.size(layer_digest)}],
         }
         manifest_bytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-        manifest_digest = store.content.put(manifest_bytes)
+        manifest_digest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
         held.add("content", manifest_digest)
+        store.content.put(manifest_bytes, manifest_digest)
         progress.step(f"unpacking {layer_digest}")
         unpack_image(store, [(layer_digest, diff_id)], held, progress)
         store.set_name(target_name, manifest_digest, OCI_MANIFEST, manifest_digest)

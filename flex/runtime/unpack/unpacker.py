@@ -198,9 +198,9 @@ def unpack_layer(snapshots: OverlaySnapshotter, blob_path: Path, diff_id: str, p
         if snapshots.stat(chain).kind.value == "committed":
             return UnpackResult(chain, False)
     key = f"extract-{uuid.uuid4().hex[:12]}-{chain}"
-    snapshots.prepare(key, parent, labels={"flex.dev/diff-id": diff_id})
     if on_key:
-        on_key(key)
+        on_key(key)  # leased before it exists: GC removes an extract-… snapshot that no lease holds
+    snapshots.prepare(key, parent, labels={"flex.dev/diff-id": diff_id})
     try:
         lowers = snapshots.lowers(parent) if parent else []
         apply = applier or (lambda d, b, lw: apply_layer_file(d, b, lw))

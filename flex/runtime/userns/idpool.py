@@ -8,8 +8,10 @@ Several FLEX_HOMEs on one machine (a runner, tests, a developer's own) each have
 range is also *claimed* machine-wide: a symlink ``CLAIMS/<base> -> <the container's directory>``, made
 with symlink(2), which fails if the name exists. A claim whose target directory is gone, and which is
 older than a grace period (creation makes the directory just after the claim), is stale: its container
-was removed without release, or its creation crashed; it may be taken over. Imports nothing from flex but
-flex.errors.
+was removed without release, or its creation crashed; it may be taken over. Making, taking over and
+dropping a claim happen under an exclusive lock on ``CLAIMS/.lock``: a takeover reads, unlinks and
+re-links the name, and without the lock a second home could unlink the first one's fresh claim and make
+its own, leaving both holding the range. Imports nothing from flex but flex.errors.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 from flex.errors import Unavailable
+from flex.runtime.base.lock import file_lock
 from flex.runtime.base.metadata import MetadataDB
 from flex.runtime.userns.idmap import RANGE_SIZE, all_subid_ranges
 
@@ -33,7 +36,11 @@ CLAIMS = Path(os.environ.get("FLEX_ID_CLAIMS", "/var/lib/flex-id-claims"))
 
 
 def _claim(base: int, target: Path) -> bool:
-    path = CLAIMS / str(base)
+    with file_lock(CLAIMS / ".lock"):
+        return _claim_locked(CLAIMS / str(base), target)
+
+
+def _claim_locked(path: Path, target: Path) -> bool:
     for _ in range(2):
         try:
             os.symlink(target, path)
@@ -60,7 +67,7 @@ def _unclaim(base: int, target: str | None) -> None:
     if target is None:
         return
     path = CLAIMS / str(base)
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError), file_lock(CLAIMS / ".lock"):
         if os.readlink(path) == target:
             os.unlink(path)
 
