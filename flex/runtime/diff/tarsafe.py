@@ -82,9 +82,12 @@ class _Tree:
 
     def lower_lstat(self, parts: Sequence[str]) -> tuple[os.stat_result, Path] | None:
         """What the lower layers (top first) show at ``parts``: stat and path, None if absent/whited out.
-        Lowers were written by this module, yet intermediate symlinks are still not followed."""
+        As overlayfs looks it up: a whiteout on the way hides the name, and an opaque
+        directory on the way, at any depth, hides every layer below it. Lowers were written by this
+        module (or another tool), yet intermediate symlinks are still not followed."""
         for lower in self.lowers:
             cur = lower
+            hides_below = self._opaque(cur) == b"y"
             for i, comp in enumerate(parts):
                 cur = cur / comp
                 try:
@@ -97,12 +100,16 @@ class _Tree:
                     return st, cur
                 if not stat.S_ISDIR(st.st_mode):
                     return st, cur  # a non-directory shadows what is below; caller checks the kind
-            else:
-                continue
-            with contextlib.suppress(OSError):
-                if os.getxattr(cur.parent, self.prefix + "overlay.opaque") == b"y":
-                    return None
+                hides_below = hides_below or self._opaque(cur) == b"y"
+            if hides_below:
+                return None
         return None
+
+    def _opaque(self, path: Path) -> bytes | None:
+        try:
+            return os.getxattr(path, self.prefix + "overlay.opaque", follow_symlinks=False)
+        except OSError:
+            return None
 
     def dir_fd(self, parts: Sequence[str], *, create: bool, name: str) -> int:
         """An fd of directory ``parts``, creating missing ones (metadata copied from a lower dir)."""
