@@ -82,7 +82,7 @@ class _Tree:
 
     def lower_lstat(self, parts: Sequence[str]) -> tuple[os.stat_result, Path] | None:
         """What the lower layers (top first) show at ``parts``: stat and path, None if absent/whited out.
-        As overlayfs looks it up: a whiteout on the way hides the name, and an opaque
+        As overlayfs looks it up: a whiteout (either form) on the way hides the name, and an opaque
         directory on the way, at any depth, hides every layer below it. Lowers were written by this
         module (or another tool), yet intermediate symlinks are still not followed."""
         for lower in self.lowers:
@@ -94,8 +94,8 @@ class _Tree:
                     st = os.lstat(cur)
                 except (FileNotFoundError, NotADirectoryError):
                     break
-                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                    return None  # whiteout
+                if self._is_whiteout(cur, st):
+                    return None
                 if i == len(parts) - 1:
                     return st, cur
                 if not stat.S_ISDIR(st.st_mode):
@@ -110,6 +110,20 @@ class _Tree:
             return os.getxattr(path, self.prefix + "overlay.opaque", follow_symlinks=False)
         except OSError:
             return None
+
+    def _is_whiteout(self, path: Path, st: os.stat_result) -> bool:
+        """A 0/0 char device, or (overlayfs 6.7+) an empty regular file with ``overlay.whiteout``. The
+        kernel's lookup honours the latter whatever its directory says (only readdir needs the
+        directory's ``overlay.opaque=x``), so neither do we ask."""
+        if stat.S_ISCHR(st.st_mode):
+            return st.st_rdev == 0
+        if not stat.S_ISREG(st.st_mode) or st.st_size != 0:
+            return False
+        try:
+            os.getxattr(path, self.prefix + "overlay.whiteout", follow_symlinks=False)
+        except OSError:
+            return False
+        return True
 
     def dir_fd(self, parts: Sequence[str], *, create: bool, name: str) -> int:
         """An fd of directory ``parts``, creating missing ones (metadata copied from a lower dir)."""

@@ -4,6 +4,7 @@ directories at any depth. A hardlink to a name the image deleted is refused, nev
 from __future__ import annotations
 
 import ctypes
+import io
 import os
 import tarfile
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flex.runtime.base.home import Home
-from flex.runtime.diff.tarsafe import UnsafeLayer
+from flex.runtime.diff.tarsafe import UnsafeLayer, apply_tar
 from flex.runtime.images.store import ImageStore
 from tests.runtime.images.test_malicious import directory, link, make_tar, reg, snapshot_of
 
@@ -49,3 +50,30 @@ def test_opaque_ancestor_hides_every_layer_below(store: ImageStore, tmp_path: Pa
     assert not kernel_sees(tmp_path, lowers, "a/b/secret")
     with pytest.raises(UnsafeLayer, match="does not exist in the image"):
         snapshot_of(store, tmp_path, make_tar([link("hl", "a/b/secret", tarfile.LNKTYPE)]), parent=middle)
+
+
+def _xattr_whiteout_lowers(tmp_path: Path, marked: bool) -> list[Path]:
+    """Two lower dirs as some tools write them: the top one deletes a/secret with an xattr whiteout
+    (an empty file with trusted.overlay.whiteout; its directory marked trusted.overlay.opaque=x, which
+    only readdir needs: lookups honour the whiteout either way)."""
+    base, top = tmp_path / "base", tmp_path / "top"
+    (base / "a").mkdir(parents=True)
+    (base / "a" / "secret").write_bytes(b"s3cret")
+    (top / "a").mkdir(parents=True)
+    (top / "a" / "secret").write_bytes(b"")
+    os.setxattr(top / "a" / "secret", "trusted.overlay.whiteout", b"y")
+    if marked:
+        os.setxattr(top / "a", "trusted.overlay.opaque", b"x")
+    return [top, base]
+
+
+@needs_root
+@pytest.mark.parametrize("marked", [True, False], ids=["opaque-x", "unmarked"])
+def test_xattr_whiteout_in_a_lower_layer_hides_the_name(tmp_path: Path, marked: bool) -> None:
+    lowers = _xattr_whiteout_lowers(tmp_path, marked)
+    assert not kernel_sees(tmp_path, lowers, "a/secret")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(UnsafeLayer, match="does not exist in the image"):
+        apply_tar(dest, io.BytesIO(make_tar([link("hl", "a/secret", tarfile.LNKTYPE)])), lowers=lowers)
+    assert not (dest / "hl").exists()
