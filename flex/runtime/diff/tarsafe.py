@@ -2,8 +2,9 @@
 
 tarfile is used only to parse headers; nothing is extracted through it (its filters had bypasses
 before 2025 and 3.11.7 predates the fixes). Every path is resolved here component by component from
-an open directory fd of the snapshot root, never following a symlink: an entry whose name is absolute
-or has a ``..`` component is refused, as is one whose parent is a symlink (symlink-then-write, in this
+an open directory fd of the snapshot root, never following a symlink: an absolute name (or hardlink
+target) is taken relative to that root, as Docker and containerd do; one with a ``..`` component is
+refused, as is one whose parent is a symlink (symlink-then-write, in this
 layer or in a lower one) and a hardlink whose target is outside, missing or a directory. Device nodes
 are skipped with a warning unless we are real root. Overlay xattrs in a layer are never copied (they
 would let a layer redirect lookups). OCI whiteouts become overlay whiteouts (0/0 char devices, or the
@@ -49,8 +50,8 @@ class LayerStats:
 
 
 def _split(name: str, what: str) -> list[str]:
-    if name.startswith("/"):
-        raise UnsafeLayer(f"layer entry {what} {name!r} is an absolute path")
+    # a leading "/" means the snapshot root, as Docker and containerd read it (both join the name
+    # onto the root; some tools write "/etc/passwd" for "etc/passwd")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise UnsafeLayer(f"layer entry {what} {name!r} contains '..'")
