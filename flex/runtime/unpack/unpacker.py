@@ -29,7 +29,7 @@ from flex.errors import AlreadyExists, InvalidArgument
 from flex.runtime.content.store import DigestMismatch
 from flex.runtime.diff.tarsafe import LayerStats, apply_tar
 from flex.runtime.images.store import chain_ids
-from flex.runtime.snapshots.overlay import OverlaySnapshotter
+from flex.runtime.snapshots.base import DirectorySnapshotter
 
 __all__ = ["DEFAULT_MAX_LAYER_SIZE", "Applier", "LayerTooLarge", "UnpackResult", "apply_layer_file",
            "apply_layer_stream", "chain_ids", "max_layer_size", "open_uncompressed", "unpack_layer"]
@@ -208,7 +208,7 @@ class UnpackResult:
     stats: LayerStats | None = None
 
 
-def unpack_layer(snapshots: OverlaySnapshotter, blob_path: Path, diff_id: str, parent: str | None,
+def unpack_layer(snapshots: DirectorySnapshotter, blob_path: Path, diff_id: str, parent: str | None,
                  *, applier: Applier | None = None, on_key: Callable[[str], None] | None = None) -> UnpackResult:
     """Make the committed snapshot for this layer on top of ``parent`` (a chain id), unless it exists."""
     chain = diff_id if parent is None else "sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
