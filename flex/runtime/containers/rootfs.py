@@ -5,7 +5,8 @@ The seam to the image store: an ``ImageSource`` resolves an image reference to i
 directory (``/path/to/rootfs`` or a directory holding ``rootfs/`` and an OCI image ``config.json``);
 ``images_adapter.py`` plugs in the snapshots of ``flex image``. Root runners idmap-mount each layer
 directory (unshifted on disk) into the container's id range; rootless runners mount inside the user's
-namespace, with layers shifted at unpack time. Imports nothing from flex but flex.errors.
+namespace, with layers shifted at unpack time. Any number of layers (base/overlayfs.py: a mount(2)
+option page holds only ~59 absolute lower dirs). Imports nothing from flex but flex.errors.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flex.errors import FailedPrecondition, InvalidArgument, NotFound
+from flex.runtime.base.overlayfs import mount_overlay
 from flex.runtime.userns.idmap import IdMap, idmapped_bind, userns_fd
 from flex.runtime.userns.keeper import Keeper
 
@@ -82,12 +84,12 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _MNT_DETACH = 2
 
 
-def _mount(source: str, target: Path, fstype: str, options: str) -> None:
-    rv = _libc.mount(source.encode(), os.fsencode(target), fstype.encode(), ctypes.c_ulong(0), options.encode())
-    if rv != 0:
-        err = ctypes.get_errno()
+def _mount(target: Path, lowers: Sequence[Path], upper: Path, work: Path, options: Sequence[str] = ()) -> None:
+    try:
+        mount_overlay(target, lowers, upper=upper, work=work, options=options)
+    except OSError as err:
         raise FailedPrecondition(f"mounting the container's root filesystem on {target} failed: "
-                                 f"{os.strerror(err)}")
+                                 f"{err.strerror or err}") from err
 
 
 def _umount(target: Path) -> None:
@@ -100,8 +102,7 @@ def mount_rootfs(cdir: Path, lowers: Sequence[Path], idmap: IdMap, keeper: Keepe
     for d in (upper, work, target):
         d.mkdir(exist_ok=True)
     if keeper is not None:
-        opts = f"lowerdir={':'.join(str(p) for p in lowers)},upperdir={upper},workdir={work},userxattr"
-        keeper.call(lambda: _mount("overlay", target, "overlay", opts), "mounting the overlay")
+        keeper.call(lambda: _mount(target, lowers, upper, work, ("userxattr",)), "mounting the overlay")
         return target
     os.chown(upper, idmap.host_uid(0), idmap.host_gid(0))
     os.chmod(upper, 0o755)
@@ -115,8 +116,7 @@ def mount_rootfs(cdir: Path, lowers: Sequence[Path], idmap: IdMap, keeper: Keepe
             mapped.append(m)
     finally:
         os.close(ns)
-    _mount("overlay", target, "overlay",
-           f"lowerdir={':'.join(str(p) for p in mapped)},upperdir={upper},workdir={work}")
+    _mount(target, mapped, upper, work)
     return target
 
 

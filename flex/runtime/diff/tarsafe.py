@@ -2,8 +2,9 @@
 
 tarfile is used only to parse headers; nothing is extracted through it (its filters had bypasses
 before 2025 and 3.11.7 predates the fixes). Every path is resolved here component by component from
-an open directory fd of the snapshot root, never following a symlink: an entry whose name is absolute
-or has a ``..`` component is refused, as is one whose parent is a symlink (symlink-then-write, in this
+an open directory fd of the snapshot root, never following a symlink: an absolute name (or hardlink
+target) is taken relative to that root, as Docker and containerd do; one with a ``..`` component is
+refused, as is one whose parent is a symlink (symlink-then-write, in this
 layer or in a lower one) and a hardlink whose target is outside, missing or a directory. Device nodes
 are skipped with a warning unless we are real root. Overlay xattrs in a layer are never copied (they
 would let a layer redirect lookups). OCI whiteouts become overlay whiteouts (0/0 char devices, or the
@@ -49,8 +50,8 @@ class LayerStats:
 
 
 def _split(name: str, what: str) -> list[str]:
-    if name.startswith("/"):
-        raise UnsafeLayer(f"layer entry {what} {name!r} is an absolute path")
+    # a leading "/" means the snapshot root, as Docker and containerd read it (both join the name
+    # onto the root; some tools write "/etc/passwd" for "etc/passwd")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise UnsafeLayer(f"layer entry {what} {name!r} contains '..'")
@@ -82,27 +83,48 @@ class _Tree:
 
     def lower_lstat(self, parts: Sequence[str]) -> tuple[os.stat_result, Path] | None:
         """What the lower layers (top first) show at ``parts``: stat and path, None if absent/whited out.
-        Lowers were written by this module, yet intermediate symlinks are still not followed."""
+        As overlayfs looks it up: a whiteout (either form) on the way hides the name, and an opaque
+        directory on the way, at any depth, hides every layer below it. Lowers were written by this
+        module (or another tool), yet intermediate symlinks are still not followed."""
         for lower in self.lowers:
             cur = lower
+            hides_below = self._opaque(cur) == b"y"
             for i, comp in enumerate(parts):
                 cur = cur / comp
                 try:
                     st = os.lstat(cur)
                 except (FileNotFoundError, NotADirectoryError):
                     break
-                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                    return None  # whiteout
+                if self._is_whiteout(cur, st):
+                    return None
                 if i == len(parts) - 1:
                     return st, cur
                 if not stat.S_ISDIR(st.st_mode):
                     return st, cur  # a non-directory shadows what is below; caller checks the kind
-            else:
-                continue
-            with contextlib.suppress(OSError):
-                if os.getxattr(cur.parent, self.prefix + "overlay.opaque") == b"y":
-                    return None
+                hides_below = hides_below or self._opaque(cur) == b"y"
+            if hides_below:
+                return None
         return None
+
+    def _opaque(self, path: Path) -> bytes | None:
+        try:
+            return os.getxattr(path, self.prefix + "overlay.opaque", follow_symlinks=False)
+        except OSError:
+            return None
+
+    def _is_whiteout(self, path: Path, st: os.stat_result) -> bool:
+        """A 0/0 char device, or (overlayfs 6.7+) an empty regular file with ``overlay.whiteout``. The
+        kernel's lookup honours the latter whatever its directory says (only readdir needs the
+        directory's ``overlay.opaque=x``), so neither do we ask."""
+        if stat.S_ISCHR(st.st_mode):
+            return st.st_rdev == 0
+        if not stat.S_ISREG(st.st_mode) or st.st_size != 0:
+            return False
+        try:
+            os.getxattr(path, self.prefix + "overlay.whiteout", follow_symlinks=False)
+        except OSError:
+            return False
+        return True
 
     def dir_fd(self, parts: Sequence[str], *, create: bool, name: str) -> int:
         """An fd of directory ``parts``, creating missing ones (metadata copied from a lower dir)."""

@@ -21,6 +21,7 @@ from flex.errors import FlexError
 from flex.runtime.images.mediatypes import INDEX_TYPES, MAX_MANIFEST_SIZE
 from flex.runtime.images.store import ImageStore
 from flex.runtime.leases.leases import held_resources
+from flex.runtime.snapshots.base import Cleaner
 from flex.runtime.unpack.unpacker import chain_ids
 
 __all__ = ["GcResult", "collect"]
@@ -111,5 +112,6 @@ def collect(store: ImageStore, *, dry_run: bool = False) -> GcResult:
         result.freed += store.snapshots.remove_dir(path)
     if not dry_run:
         store.content.clean_tmp()
-        store.snapshots.cleanup()
+        if isinstance(store.snapshots, Cleaner):
+            store.snapshots.cleanup()
     return result

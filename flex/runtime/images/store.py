@@ -30,6 +30,7 @@ from flex.runtime.images.mediatypes import (
     MAX_MANIFEST_SIZE,
 )
 from flex.runtime.images.reference import parse_reference
+from flex.runtime.snapshots.base import DirectorySnapshotter
 from flex.runtime.snapshots.overlay import OverlaySnapshotter
 
 __all__ = ["Descriptor", "Image", "ImageStore", "Manifest", "chain_ids", "host_platform", "media_type_of",
@@ -208,12 +209,14 @@ class Image:
 class ImageStore:
     """Names, content and snapshots of one FLEX_HOME."""
 
-    def __init__(self, home: Home, *, ownership: str = "unshifted"):
+    def __init__(self, home: Home, *, ownership: str = "unshifted", snapshots: DirectorySnapshotter | None = None):
+        """``snapshots`` defaults to the overlay snapshotter of ``home`` (sharing its database)."""
         self.home = home
         self.db = MetadataDB(home.db_path)
         self.db.ensure_schema("images", 1, _SCHEMA)
         self.content = ContentStore(home.sub("content"), home.tmp)
-        self.snapshots = OverlaySnapshotter(home.sub("snapshots"), self.db, ownership=ownership)
+        self.snapshots: DirectorySnapshotter = snapshots if snapshots is not None else \
+            OverlaySnapshotter(home.sub("snapshots"), self.db, ownership=ownership)
 
     @staticmethod
     def normalize(name: str) -> str:

@@ -1,5 +1,5 @@
 """Snapshots: filesystem states with a parent (containerd's Snapshotter model). See base.py."""
 
-from flex.runtime.snapshots.base import Info, Kind, Snapshotter, Usage
+from flex.runtime.snapshots.base import Cleaner, Directories, DirectorySnapshotter, Info, Kind, Snapshotter, Usage
 
-__all__ = ["Info", "Kind", "Snapshotter", "Usage"]
+__all__ = ["Cleaner", "Directories", "DirectorySnapshotter", "Info", "Kind", "Snapshotter", "Usage"]

@@ -93,9 +93,8 @@ class OverlaySnapshotter:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(base)  # left by a crash between an old remove's row delete and rmtree
         base.mkdir(mode=0o711)
-        if kind is not Kind.VIEW:
-            (base / "fs").mkdir(mode=0o755)
-            (base / "work").mkdir(mode=0o700)
+        (base / "fs").mkdir(mode=0o755)
+        (base / "work").mkdir(mode=0o700)
 
     # -- Snapshotter ------------------------------------------------------------------------------
     def stat(self, key: str) -> Info:
@@ -104,11 +103,7 @@ class OverlaySnapshotter:
     def prepare(self, key: str, parent: str | None = None, *,
                 labels: Mapping[str, str] | None = None) -> list[Mount]:
         self._create(key, parent, Kind.ACTIVE, labels)
-        return self.mounts(key)
-
-    def view(self, key: str, parent: str, *, labels: Mapping[str, str] | None = None) -> list[Mount]:
-        self._create(key, parent, Kind.VIEW, labels)
-        return self.mounts(key)
+        return self._mounts(key)
 
     def commit(self, name: str, key: str, *, labels: Mapping[str, str] | None = None) -> None:
         with self.db.transaction() as conn:
@@ -125,22 +120,15 @@ class OverlaySnapshotter:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(self.root / str(row["id"]) / "work")
 
-    def mounts(self, key: str) -> list[Mount]:
+    def _mounts(self, key: str) -> list[Mount]:
+        """An active snapshot's mounts: a bind of its directory, or an overlay on its parents (top first;
+        mount one with base/overlayfs.py, which takes any number of lower dirs)."""
         row = self._row(key)
-        kind = Kind(row["kind"])
         base = self.root / str(row["id"])
-        parents = self.lowers(row["parent"]) if row["parent"] else []
-        extra = ("userxattr",) if row["ownership"] != "unshifted" else ()
-        if kind is Kind.COMMITTED:
-            raise FailedPrecondition(f"snapshot {key!r} is committed; prepare or view a child to mount it")
-        if kind is Kind.VIEW:
-            if len(parents) == 1:
-                return [Mount("bind", str(parents[0]), options=("rbind", "ro"))]
-            lower = ":".join(str(p) for p in parents)
-            return [Mount("overlay", "overlay", options=(f"lowerdir={lower}", *extra, "ro"))]
-        if not parents:
+        if not row["parent"]:
             return [Mount("bind", str(base / "fs"), options=("rbind", "rw"))]
-        lower = ":".join(str(p) for p in parents)
+        lower = ":".join(str(p) for p in self.lowers(row["parent"]))
+        extra = ("userxattr",) if row["ownership"] != "unshifted" else ()
         return [Mount("overlay", "overlay", options=(f"lowerdir={lower}", f"upperdir={base / 'fs'}",
                                                       f"workdir={base / 'work'}", *extra))]
 

@@ -86,12 +86,12 @@ def case_symlink_dir(out: Path) -> list[tarfile.TarInfo | tuple[tarfile.TarInfo,
 CASES = {
     "dotdot": (lambda out: [reg("../../../../evil")], "contains '..'"),
     "dotdot-inside": (lambda out: [directory("a"), reg("a/../../evil")], "contains '..'"),
-    "absolute": (lambda out: [reg(str(out / "evil"))], "absolute path"),
     "symlink-then-write": (case_symlink_dir, "is a symlink"),
     "relative-symlink-then-write": (lambda out: [link("up", "../../../../../../.."), reg("up" + str(out) + "/evil")],
                                     "is a symlink"),
     "hardlink-dotdot": (lambda out: [link("hl", "../../outside/secret", tarfile.LNKTYPE)], "contains '..'"),
-    "hardlink-absolute": (lambda out: [link("hl", str(out / "secret"), tarfile.LNKTYPE)], "absolute path"),
+    # an absolute target means the snapshot's own /…/outside/secret, which does not exist
+    "hardlink-absolute": (lambda out: [link("hl", str(out / "secret"), tarfile.LNKTYPE)], "does not exist"),
     "hardlink-through-symlink": (lambda out: [link("s", str(out)), link("hl", "s/secret", tarfile.LNKTYPE)],
                                  "is a symlink"),
     "hardlink-missing": (lambda out: [link("hl", "etc/shadow", tarfile.LNKTYPE)], "does not exist"),
@@ -108,6 +108,19 @@ def test_escape_refused(store: ImageStore, outside: Path, tmp_path: Path, case: 
         snapshot_of(store, tmp_path, make_tar(build(outside)))
     assert outside_state(outside) == before
     assert list(store.snapshots.walk()) == []  # the half-written snapshot is gone
+
+
+def test_absolute_names_are_relative_to_the_snapshot(store: ImageStore, outside: Path, tmp_path: Path) -> None:
+    """As Docker and containerd read them: "/x" is the snapshot's x, for entries and hardlink targets."""
+    before = outside_state(outside)
+    chain = snapshot_of(store, tmp_path, make_tar([directory("/etc"), reg("/etc/abs", b"abs"),
+                                                   link("//etc/hl", "/etc/abs", tarfile.LNKTYPE),
+                                                   reg(str(outside / "evil"), b"inside")]))
+    layer = store.snapshots.lowers(chain)[0]
+    assert (layer / "etc/abs").read_bytes() == b"abs"
+    assert (layer / "etc/hl").stat().st_ino == (layer / "etc/abs").stat().st_ino
+    assert (layer / str(outside / "evil").lstrip("/")).read_bytes() == b"inside"
+    assert outside_state(outside) == before
 
 
 def test_symlink_in_lower_layer_then_write(store: ImageStore, outside: Path, tmp_path: Path) -> None:

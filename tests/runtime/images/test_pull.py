@@ -10,13 +10,13 @@ import os
 import shutil
 import stat
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from flex.runtime.base.home import Home
+from flex.runtime.base.overlayfs import mount_overlay
 from flex.runtime.images.store import Image, ImageStore
 from flex.runtime.transfer.pull import pull
 
@@ -85,24 +85,19 @@ def state_two(one: Path, root: Path) -> None:
 
 @contextlib.contextmanager
 def mounted(store: ImageStore, image: Image, where: Path) -> Iterator[Path]:
-    """Mount the image's layers read-only through a view snapshot, as a container would."""
-    key = f"test-view-{uuid.uuid4().hex[:8]}"
+    """Mount the image's layers read-only, as a container stacks them (its lower dirs, top first)."""
     top = image.top_snapshot
     assert top is not None
-    mounts = store.snapshots.view(key, top)
+    lowers = store.snapshots.lowers(top)
     where.mkdir(parents=True, exist_ok=True)
+    if len(lowers) == 1:  # an overlay needs two lower dirs when it has no upper one
+        run("mount", "--bind", "-o", "ro", str(lowers[0]), str(where))
+    else:
+        mount_overlay(where, lowers, options=("ro",))
     try:
-        m = mounts[0]
-        if m.type == "bind":
-            run("mount", "--bind", "-o", "ro", m.source, str(where))
-        else:
-            run("mount", "-t", m.type, "-o", ",".join(m.options), m.source, str(where))
-        try:
-            yield where
-        finally:
-            subprocess.run(["umount", str(where)], check=False)
+        yield where
     finally:
-        store.snapshots.remove(key)
+        subprocess.run(["umount", str(where)], check=False)
 
 
 @pytest.fixture(scope="module")
