@@ -1,8 +1,8 @@
 """OCI distribution client over httpx: manifests and blobs, pull and push, with auth and retries.
 
 Auth follows the challenge flow Docker Hub and GHCR use: a request answered 401 carries
-``WWW-Authenticate``; for ``Basic`` we resend with the stored credentials, for ``Bearer`` we fetch a token
-from the realm (with the credentials, if any) for the request's scope and cache it per scope. 429 and
+``WWW-Authenticate``, which the host's Authorizer (authorizer.py) answers — Basic, or a bearer token per
+scope, renewed before it expires. 429 and
 5xx (and connection errors) are retried with exponential backoff, honouring Retry-After. Plain HTTP only
 for loopback registries and FLEX_INSECURE_REGISTRIES. The transport is injectable (tests, proxies).
 Imports nothing from flex but flex.errors.
@@ -10,10 +10,8 @@ Imports nothing from flex but flex.errors.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import BinaryIO
 
 import httpx
@@ -23,19 +21,13 @@ from flex.runtime.content.spool import Spool
 from flex.runtime.content.store import ContentStore, DigestMismatch, sha256_digest
 from flex.runtime.images.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_SIZE
 from flex.runtime.images.reference import is_insecure_registry
-from flex.runtime.remotes.auth import Credentials, lookup_credentials, parse_challenge
+from flex.runtime.remotes.auth import Credentials, lookup_credentials
+from flex.runtime.remotes.authorizer import Authorizer
 
 __all__ = ["Registry", "RegistryClient"]
 
 _CHUNK = 1 << 20
 _UPLOAD_CHUNK = 16 << 20
-
-
-@dataclass
-class _Auth:
-    creds: Credentials | None
-    basic: bool = False
-    tokens: dict[str, str] | None = None
 
 
 class Registry:
@@ -52,8 +44,9 @@ class Registry:
         self.backoff = backoff
         self._client = httpx.Client(transport=transport, timeout=httpx.Timeout(timeout, connect=15.0),
                                      follow_redirects=True, headers={"User-Agent": "flex/0.1"})
-        self._auth = _Auth(credentials if credentials is not None else lookup_credentials(host), tokens={})
-        self._lock = threading.Lock()
+        given = credentials
+        self.auth = Authorizer(host, self._client,
+                               (lambda: given) if given is not None else (lambda: lookup_credentials(host)))
 
     def close(self) -> None:
         self._client.close()
@@ -63,57 +56,6 @@ class Registry:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- auth -------------------------------------------------------------------------------------
-    def _auth_header(self, scope: str) -> dict[str, str]:
-        with self._lock:
-            tokens = self._auth.tokens or {}
-            if scope in tokens:
-                return {"Authorization": f"Bearer {tokens[scope]}"}
-            if self._auth.basic and self._auth.creds:
-                return {"Authorization": _basic(self._auth.creds)}
-        return {}
-
-    def _answer_challenge(self, resp: httpx.Response, scope: str) -> bool:
-        """React to a 401; True if a retry with new credentials makes sense."""
-        challenge = parse_challenge(resp.headers.get("www-authenticate", ""))
-        if challenge is None:
-            return False
-        if challenge.scheme == "basic":
-            with self._lock:
-                if self._auth.basic or self._auth.creds is None:
-                    return False
-                self._auth.basic = True
-            return True
-        if challenge.scheme != "bearer" or "realm" not in challenge.params:
-            return False
-        with self._lock:
-            if scope in (self._auth.tokens or {}):
-                return False  # the token we already had was refused
-        params: list[tuple[str, str | int | float | bool | None]] = [
-            (k, v) for k, v in challenge.params.items() if k == "service"]
-        params += [("scope", part) for part in scope.split()]  # one scope parameter per resource
-        headers = {"Authorization": _basic(self._auth.creds)} if self._auth.creds else {}
-        try:
-            tok = self._client.get(challenge.params["realm"], params=params, headers=headers)
-        except httpx.HTTPError as err:
-            raise Unavailable(f"{self.host}: token server {challenge.params['realm']} unreachable: {err}") from err
-        if tok.status_code in (401, 403):
-            raise Unauthenticated(f"{self.host}: the token server refused the credentials",
-                                  hint=f"run `flex image login {self.host}`")
-        if tok.status_code != 200:
-            raise Unavailable(f"{self.host}: token server answered HTTP {tok.status_code}")
-        try:
-            body = tok.json()
-            token = body.get("token") or body.get("access_token")
-        except ValueError:
-            token = None
-        if not token:
-            raise Unavailable(f"{self.host}: token server sent no token")
-        with self._lock:
-            assert self._auth.tokens is not None
-            self._auth.tokens[scope] = str(token)
-        return True
 
     # -- requests ---------------------------------------------------------------------------------
     def request(self, method: str, url: str, *, scope: str, headers: dict[str, str] | None = None,
@@ -125,7 +67,7 @@ class Registry:
         attempt = 0
         reauthed = False
         while True:
-            hdrs = {**(headers or {}), **self._auth_header(scope)}
+            hdrs = {**(headers or {}), **self.auth.header(scope)}
             try:
                 req = self._client.build_request(method, url, headers=hdrs, content=content, params=params)
                 resp = self._client.send(req, stream=stream)
@@ -143,7 +85,7 @@ class Registry:
             if stream:
                 resp.read()
                 resp.close()
-            if resp.status_code == 401 and not reauthed and self._answer_challenge(resp, scope):
+            if resp.status_code == 401 and not reauthed and self.auth.answer(resp, scope):
                 reauthed = True
                 continue
             if (resp.status_code == 429 or resp.status_code >= 500) and attempt < self.retries \
@@ -297,12 +239,6 @@ class RegistryClient:
         if got and got != digest:
             raise DigestMismatch(f"registry stored manifest {self.repo}:{tag} as {got}, expected {digest}")
         return digest
-
-
-def _basic(creds: Credentials) -> str:
-    import base64
-
-    return "Basic " + base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
 
 
 def _retry_after(resp: httpx.Response, default: float) -> float:
