@@ -15,7 +15,7 @@ from flex.runtime.base.home import Home
 from flex.runtime.base.metadata import MetadataDB
 from flex.runtime.content.store import ContentStore, DigestMismatch, sha256_digest
 from flex.runtime.images.reference import is_insecure_registry, parse_reference
-from flex.runtime.images.store import host_platform, select_platform
+from flex.runtime.images.store import host_platform, parse_platform, select_platform
 from flex.runtime.snapshots.base import Kind
 from flex.runtime.snapshots.overlay import OverlaySnapshotter
 
@@ -65,6 +65,26 @@ def test_platform_selection() -> None:
     index["manifests"] = index["manifests"][:1]
     with pytest.raises(NotFound, match=f"no image for linux/{plat['architecture']}"):
         select_platform(json.dumps(index).encode(), "x")
+
+
+def test_platform_parsing_and_arm_variants() -> None:
+    assert parse_platform("linux/amd64") == {"os": "linux", "architecture": "amd64"}
+    assert parse_platform("Linux/aarch64") == {"os": "linux", "architecture": "arm64", "variant": "v8"}
+    assert parse_platform("linux/arm/v6") == {"os": "linux", "architecture": "arm", "variant": "v6"}
+    for bad in ("arm64", "linux/", "linux/amd64/v1/x", "linux/am d64", "../etc"):
+        with pytest.raises(InvalidArgument, match="invalid platform"):
+            parse_platform(bad)
+
+    def index(*variants: str) -> bytes:
+        return json.dumps({"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + str(i) * 64,
+             "size": 1, "platform": {"os": "linux", "architecture": "arm", "variant": v}}
+            for i, v in enumerate(variants, 1)]}).encode()
+
+    assert select_platform(index("v6", "v7"), "x", parse_platform("linux/arm/v7")).digest == "sha256:" + "2" * 64
+    assert select_platform(index("v5", "v6"), "x", parse_platform("linux/arm/v7")).digest.startswith("sha256:")
+    with pytest.raises(NotFound, match="no image for linux/arm/v6"):  # v7 code does not run on an armv6
+        select_platform(index("v7"), "x", parse_platform("linux/arm/v6"))
 
 
 def test_content_store_verifies_and_never_shows_partial_blobs(tmp_path: Path) -> None:
