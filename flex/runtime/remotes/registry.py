@@ -18,7 +18,7 @@ import httpx
 
 from flex.errors import FlexError, InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unavailable
 from flex.runtime.content.spool import Spool
-from flex.runtime.content.store import ContentStore, DigestMismatch, sha256_digest
+from flex.runtime.content.store import BlobWriter, ContentStore, DigestMismatch, sha256_digest
 from flex.runtime.images.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_SIZE
 from flex.runtime.images.reference import is_insecure_registry
 from flex.runtime.remotes.auth import Credentials, lookup_credentials
@@ -159,24 +159,69 @@ class RegistryClient:
             return digest
         if max_size is not None and size > max_size:
             raise InvalidArgument(f"blob {digest} of {self.repo} is {size} bytes; the limit is {max_size}")
-        resp = self.reg.request("GET", f"/v2/{self.repo}/blobs/{digest}", scope=self._scope(), stream=True,
-                                what=f"blob {self.repo}@{digest}")
+        resumed = False
         try:
-            with store.writer(digest, size) as w:
-                if spool is not None:
-                    spool.opened(w.path)
-                for chunk in resp.iter_bytes(_CHUNK):
+            with store.resumable_writer(digest, size) as w:
+                resumed = w.written > 0
+                # bytes an earlier attempt left are unverified until the end: a reader (spool) of a resumed
+                # download waits for the committed blob instead
+                return self._download(w, digest, size, progress, None if resumed else spool)
+        except DigestMismatch:
+            if not resumed:
+                raise
+        # what an earlier attempt left did not check out (a torn tail after a crash): once more, from 0
+        with store.resumable_writer(digest, size) as w:
+            return self._download(w, digest, size, progress, spool)
+
+    def _download(self, w: BlobWriter, digest: str, size: int, progress: Callable[[int], None] | None,
+                  spool: Spool | None) -> str:
+        """Fetch what ``w`` lacks, continuing with a Range request after what is there, and again after
+        a connection that breaks off mid-blob (up to the registry's retries)."""
+        what = f"blob {self.repo}@{digest}"
+        attempt = 0
+        opened = False
+        while w.written < size:
+            offset = w.written
+            resp = self.reg.request("GET", f"/v2/{self.repo}/blobs/{digest}", scope=self._scope(), stream=True,
+                                    headers={"Range": f"bytes={offset}-"} if offset else None,
+                                    ok=(200, 206, 416), what=what)
+            try:
+                if not _range_starts_at(resp, offset):
+                    if opened:  # a reader has seen those bytes: they must not be rewritten under it
+                        raise Unavailable(f"{self.reg.host}: {what}: the registry stopped honouring Range "
+                                          f"requests (HTTP {resp.status_code})", hint="pull again")
+                    w.restart()
+                    if resp.status_code != 200:
+                        continue  # 416 or a range we did not ask for: ask for the whole blob
+                if not opened:
+                    opened = True
+                    if spool is not None:
+                        spool.opened(w.path)
+                        spool.wrote(w.written)
+                    if progress and w.written:
+                        progress(w.written)
+                # as the bytes arrive (no chunker holding a tail back), so a break loses none of them
+                for chunk in resp.iter_bytes():
                     w.write(chunk)
                     if spool is not None:
                         w.flush()
                         spool.wrote(len(chunk))
                     if progress:
                         progress(len(chunk))
-                return w.commit()
-        except httpx.HTTPError as err:
-            raise Unavailable(f"{self.reg.host}: download of {digest} broke off: {err}") from err
-        finally:
-            resp.close()
+                if w.written < size:
+                    raise httpx.RemoteProtocolError(f"body ended after {w.written} of {size} bytes")
+            except httpx.HTTPError as err:
+                if attempt >= self.reg.retries:
+                    raise Unavailable(f"{self.reg.host}: download of {digest} broke off at byte {w.written}: "
+                                      f"{err}", hint="pull again: the download continues where it stopped") from err
+                time.sleep(self.reg.backoff * 2 ** attempt)
+                attempt += 1
+            finally:
+                resp.close()
+        if not opened and spool is not None:  # everything was already there
+            spool.opened(w.path)
+            spool.wrote(w.written)
+        return w.commit()
 
     def blob_exists(self, digest: str) -> bool:
         try:
@@ -277,3 +322,14 @@ def _location(reg: Registry, resp: httpx.Response) -> str:
     if loc.startswith("/"):
         return reg.base + loc
     return loc
+
+
+def _range_starts_at(resp: httpx.Response, offset: int) -> bool:
+    """A 200 for offset 0, or a 206 whose ``Content-Range: bytes START-END/TOTAL`` starts at ``offset``."""
+    if resp.status_code == 200:
+        return offset == 0
+    if resp.status_code != 206:
+        return False
+    unit, _, rng = resp.headers.get("content-range", "").partition(" ")
+    start = rng.split("-", 1)[0]
+    return unit == "bytes" and start.isdigit() and int(start) == offset
