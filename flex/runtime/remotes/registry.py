@@ -2,9 +2,10 @@
 
 Auth follows the challenge flow Docker Hub and GHCR use: a request answered 401 carries
 ``WWW-Authenticate``, which the host's Authorizer (authorizer.py) answers — Basic, or a bearer token per
-scope, renewed before it expires. 429 and
-5xx (and connection errors) are retried with exponential backoff, honouring Retry-After. Plain HTTP only
-for loopback registries and FLEX_INSECURE_REGISTRIES. The transport is injectable (tests, proxies).
+scope, renewed before it expires. 429 and 5xx (and connection errors) are retried with exponential
+backoff, honouring Retry-After. TLS trusts the system's CAs and the host's certs.d (tls.py). Plain HTTP
+only for loopback registries and FLEX_INSECURE_REGISTRIES, and not for a host with a certs.d
+directory. The transport is injectable (tests, proxies).
 Imports nothing from flex but flex.errors.
 """
 
@@ -16,13 +17,22 @@ from typing import BinaryIO
 
 import httpx
 
-from flex.errors import FlexError, InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unavailable
+from flex.errors import (
+    FailedPrecondition,
+    FlexError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 from flex.runtime.content.spool import Spool
 from flex.runtime.content.store import BlobWriter, ContentStore, DigestMismatch, sha256_digest
 from flex.runtime.images.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_SIZE
 from flex.runtime.images.reference import is_insecure_registry
 from flex.runtime.remotes.auth import Credentials, lookup_credentials
 from flex.runtime.remotes.authorizer import Authorizer
+from flex.runtime.remotes.tls import host_cert_dir, ssl_context, verify_failure
 
 __all__ = ["Registry", "RegistryClient"]
 
@@ -38,11 +48,13 @@ class Registry:
                  timeout: float = 60.0):
         self.host = host
         api_host = "registry-1.docker.io" if host == "docker.io" else host
-        self.scheme = "http" if is_insecure_registry(host) else "https"
+        # a host given CAs in certs.d speaks TLS, loopback or not
+        self.scheme = "http" if is_insecure_registry(host) and host_cert_dir(host) is None else "https"
         self.base = f"{self.scheme}://{api_host}"
         self.retries = retries
         self.backoff = backoff
         self._client = httpx.Client(transport=transport, timeout=httpx.Timeout(timeout, connect=15.0),
+                                     verify=ssl_context(host) if transport is None else True,
                                      follow_redirects=True, headers={"User-Agent": "flex/0.1"})
         given = credentials
         self.auth = Authorizer(host, self._client,
@@ -72,6 +84,12 @@ class Registry:
                 req = self._client.build_request(method, url, headers=hdrs, content=content, params=params)
                 resp = self._client.send(req, stream=stream)
             except (httpx.TransportError, httpx.TimeoutException) as err:
+                untrusted = verify_failure(err)
+                if untrusted is not None:
+                    raise FailedPrecondition(
+                        f"{self.host}: TLS certificate not trusted: {untrusted.verify_message}",
+                        hint=f"put the registry's CA in /etc/docker/certs.d/{self.host}/ca.crt (or "
+                             "/etc/containers/certs.d/…, or the system's bundle)") from err
                 # a refused connection is rarely transient (wrong port, registry down): retry it once
                 limit = min(self.retries, 1) if isinstance(err, httpx.ConnectError) else self.retries
                 if attempt < limit and not isinstance(content, Iterator):
