@@ -94,7 +94,9 @@ def pull(store: ImageStore, ref_text: str, *, progress: Progress | None = None,
                     progress.done(layer.digest, "already present")
                     continue
                 progress.start(layer.digest, layer.size, "downloading")
-                spool = spools[i] = Spool() if streaming else None  # type: ignore[assignment]
+                spool = Spool() if streaming else None
+                if spool is not None:  # only a streamed layer skips waiting for its download (wait_blob)
+                    spools[i] = spool
                 futures[i] = pool.submit(client.fetch_blob, store.content, layer.digest, layer.size,
                                          lambda n, d=layer.digest: progress.advance(d, n),  # type: ignore[misc]
                                          None, spool)
