@@ -209,8 +209,12 @@ class RegistryClient:
                         raise Unavailable(f"{self.reg.host}: {what}: the registry stopped honouring Range "
                                           f"requests (HTTP {resp.status_code})", hint="pull again")
                     w.restart()
-                    if resp.status_code != 200:
-                        continue  # 416 or a range we did not ask for: ask for the whole blob
+                    if resp.status_code != 200:  # 416 or a range we did not ask for: ask for the whole blob
+                        if attempt >= self.reg.retries:
+                            raise Unavailable(f"{self.reg.host}: {what}: HTTP {resp.status_code} to a request "
+                                              "for the whole blob")
+                        attempt += 1
+                        continue
                 if not opened:
                     opened = True
                     if spool is not None:

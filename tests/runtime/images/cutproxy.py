@@ -1,7 +1,8 @@
 """An HTTP proxy in front of the real docker-registry that breaks blob downloads off for real: it sends
 the registry's status and headers, then only the first ``cut_after`` bytes of a blob's body, and then
 closes the connection (``cuts`` times), or holds it open until released (``stall``) so that a test can
-kill the client mid-download. Records each blob request's Range header and the body bytes it sent."""
+kill the client mid-download; ``drop_range`` makes it a server that ignores Range requests. Records
+each blob request's Range header and the body bytes it sent."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class CutProxy:
         self.cut_after = 1 << 20
         self.cuts = 0
         self.stall = False
+        self.drop_range = False  # forward without the Range header, as a server without Range support answers
         self.stalled = threading.Event()  # set when a download is being held
         self.release = threading.Event()
         self.blobs: list[BlobRequest] = []
@@ -39,7 +41,8 @@ class CutProxy:
                 pass
 
             def _forward(self) -> None:
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                dropped = ("host", "connection", "range") if proxy.drop_range else ("host", "connection")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 blob = "/blobs/sha256:" in self.path and self.command == "GET"

@@ -110,3 +110,16 @@ def test_resumed_bytes_that_do_not_check_out_are_fetched_again(flex_home: Path, 
     pull(store, f"{proxy.host}/flex/resume:1")
     _check(store, f"{proxy.host}/flex/resume:1", data)
     assert proxy.ranges_for(digest)[-2:] == [f"bytes={2 * MB}-", None]
+
+
+def test_registry_that_ignores_range_sends_the_whole_blob(flex_home: Path, big_layer: tuple[bytes, str, int],
+                                                          proxy: CutProxy) -> None:
+    data, digest, size = big_layer
+    _killed_mid_download(proxy, flex_home, digest, MB)
+    proxy.drop_range = True
+    sent_before = proxy.sent_for(digest)
+    store = ImageStore(Home.open())
+    pull(store, f"{proxy.host}/flex/resume:1")
+    _check(store, f"{proxy.host}/flex/resume:1", data)
+    assert proxy.ranges_for(digest)[-1] == f"bytes={MB}-"  # asked for the rest, got (and kept) all of it
+    assert proxy.sent_for(digest) - sent_before == size
