@@ -69,14 +69,18 @@ def register(app: typer.Typer) -> None:
 
     @group.command("pull")
     def pull_cmd(ref: str = typer.Argument(..., help="Image reference, e.g. debian:bookworm or host:port/repo:tag"),
+                 platform: str = typer.Option(None, "--platform", metavar="OS/ARCH[/VARIANT]",
+                                              help="Which image of a multi-platform index (default: this host's)"),
                  quiet: bool = _QUIET, debug: bool = _DEBUG) -> None:
         """Download an image and unpack it into snapshots."""
         from flex.runtime.base.progress import for_terminal
+        from flex.runtime.images.store import parse_platform
         from flex.runtime.transfer.pull import pull
 
+        want = parse_platform(platform) if platform is not None else None
         progress = for_terminal(quiet)
         try:
-            img = pull(_store(), ref, progress=progress)
+            img = pull(_store(), ref, progress=progress, platform=want)
         finally:
             progress.close()
         print(f"{img.name}@{img.manifest_digest}" if not quiet else img.manifest_digest)

@@ -41,7 +41,7 @@ def _images(ref: str, store: Containers) -> ImageSource:
         return DirectoryImages()
     from flex.runtime.containers.image_source import StoreImages
 
-    return StoreImages(store.home, store.db)
+    return StoreImages(store.home, store.db, pull_missing=True)
 
 
 def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool = False, detach: bool = False,

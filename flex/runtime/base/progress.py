@@ -72,10 +72,12 @@ class RichProgress:
     """Per-layer bars with rich (imported only when a terminal asks for it)."""
 
     def __init__(self) -> None:
+        from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+        # stderr, like the line form: stdout carries results (and a container's output)
         self._p = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                           TransferSpeedColumn(), transient=False)
+                           TransferSpeedColumn(), transient=False, console=Console(stderr=True))
         self._p.start()
         self._tasks: dict[str, Any] = {}
         self._lock = threading.Lock()

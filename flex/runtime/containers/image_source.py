@@ -5,7 +5,8 @@ layer directories, top first, and its config. Imported only when IMAGE is a name
 Importing the image store costs ~15 ms (content, snapshots, unpack, ...), a tenth of `flex runtime run`.
 So a resolution is remembered (table ``container_image_cache``) with the manifest digest it came from,
 and reused only while the store still names that same manifest and every layer directory still exists;
-anything else takes the full path. Imports nothing from flex but flex.errors (and flex.runtime).
+anything else takes the full path. With ``pull_missing`` (`flex runtime run`), a name the store does not
+have is pulled first. Imports nothing from flex but flex.errors (and flex.runtime).
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from flex.errors import NotFound
 from flex.runtime.base.home import Home
 from flex.runtime.base.metadata import MetadataDB
 from flex.runtime.containers.rootfs import ImageConfig, ResolvedImage
+
+if TYPE_CHECKING:
+    from flex.runtime.images.store import Image
 
 __all__ = ["StoreImages"]
 
@@ -33,9 +37,10 @@ _SCHEMA = [
 
 
 class StoreImages:
-    def __init__(self, home: Home, db: MetadataDB | None = None) -> None:
+    def __init__(self, home: Home, db: MetadataDB | None = None, *, pull_missing: bool = False) -> None:
         self.home = home
         self.db = db or MetadataDB(home.db_path)
+        self.pull_missing = pull_missing  # as `docker run` and `podman run` do (pull policy "missing")
         self.db.ensure_schema("container_image_cache", 2, _SCHEMA)
 
     def _cached(self, ref: str) -> ResolvedImage | None:
@@ -61,7 +66,12 @@ class StoreImages:
         from flex.runtime.images.store import ImageStore
 
         store = ImageStore(self.home)
-        image = store.get(ref)
+        try:
+            image = store.get(ref)
+        except NotFound:
+            if not self.pull_missing:
+                raise
+            image = _pull(self.home, ref)
         # (cast: ImageStore's own `list` method shadows the builtin in its annotations)
         lowers = [Path(p) for p in cast(Sequence[str], store.lowers(ref))]
         if not lowers:
@@ -75,3 +85,18 @@ class StoreImages:
                                                        json.dumps([str(p) for p in lowers]),
                                                        json.dumps(asdict(config)), image.top_snapshot))
         return ResolvedImage(ref=image.name, lowers=lowers, config=config, snapshot=image.top_snapshot)
+
+
+def _pull(home: Home, ref: str) -> Image:
+    """Pull a missing image, with progress on stderr (stdout is the container's)."""
+    from flex.runtime.base.progress import for_terminal
+    from flex.runtime.images.store import ImageStore
+    from flex.runtime.transfer.pull import pull
+    from flex.runtime.unpack.userns import store_ownership
+
+    progress = for_terminal()
+    try:
+        progress.step(f"image {ref} is not here: pulling it")
+        return pull(ImageStore(home, ownership=store_ownership()), ref, progress=progress)
+    finally:
+        progress.close()

@@ -3,12 +3,18 @@
 Every write streams into a temp file in FLEX_HOME/tmp, hashing and counting as it goes; only when the
 size and digest match what was expected is the file fsynced and renamed into place. A crash at any
 point leaves at most a stray temp file (removed by GC), never a blob that looks complete. Blobs are
-read-only once written. Imports nothing from flex but flex.errors.
+read-only once written.
+
+A download is resumable (``resumable_writer``): its temp file is ``tmp/partial-<algo>-<hex>``, keyed by
+the digest and held under flock while written, and it is kept when the download breaks off (or the
+process is killed), so the next attempt hashes what is there and continues after it (an HTTP Range
+request); the digest is still checked over the whole blob. Imports nothing from flex but flex.errors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -18,6 +24,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from flex.errors import InvalidArgument, NotFound
+
+_PARTIAL_MAX_AGE = 24 * 3600.0  # an unfinished download older than this is not worth resuming
 
 __all__ = ["DIGEST_RE", "BlobWriter", "ContentStore", "DigestMismatch", "check_digest", "sha256_digest"]
 
@@ -41,7 +49,7 @@ def sha256_digest(data: bytes) -> str:
 class BlobWriter:
     """Streams one blob into a temp file; ``commit()`` verifies and renames it into place."""
 
-    def __init__(self, store: ContentStore, expected: str | None, size: int | None):
+    def __init__(self, store: ContentStore, expected: str | None, size: int | None, *, resumable: bool = False):
         self.store = store
         self.expected = check_digest(expected) if expected else None
         self.expected_size = size
@@ -49,10 +57,36 @@ class BlobWriter:
         self._hash = hashlib.new(algo)
         self._algo = algo
         self.written = 0
-        fd, name = _mkstemp(store.tmp, f"ingest-{os.getpid()}-")
-        self.path = Path(name)
-        self._file: BinaryIO = os.fdopen(fd, "wb")
         self.digest: str | None = None
+        partial = _open_partial(store.tmp, self.expected) if resumable and self.expected else None
+        if partial is None:
+            fd, name = _mkstemp(store.tmp, f"ingest-{os.getpid()}-")
+            self.path = Path(name)
+            self.resumable = False
+        else:
+            fd, self.path = partial
+            self.resumable = True
+        self._file: BinaryIO = os.fdopen(fd, "r+b")
+        if self.resumable:
+            self._take_over()
+
+    def _take_over(self) -> None:
+        """Hash what an earlier attempt left, so the digest covers the whole blob (a kill can leave a
+        tail that was never written: the final check catches that)."""
+        have = os.fstat(self._file.fileno()).st_size
+        if self.expected_size is not None and have > self.expected_size:
+            self.restart()
+            return
+        for chunk in iter(lambda: self._file.read(1 << 20), b""):
+            self._hash.update(chunk)
+            self.written += len(chunk)
+
+    def restart(self) -> None:
+        """Throw away what is there and start from byte 0 (the server ignored a Range request)."""
+        self._file.seek(0)
+        self._file.truncate()
+        self._hash = hashlib.new(self._algo)
+        self.written = 0
 
     def write(self, chunk: bytes) -> None:
         self.written += len(chunk)
@@ -74,20 +108,25 @@ class BlobWriter:
                                  hint="the registry or the network corrupted the data; pull again")
         self._file.flush()
         os.fsync(self._file.fileno())
-        self._file.close()
         os.chmod(self.path, 0o444)
         final = self.store.path(digest)
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.path, final)
+        os.replace(self.path, final)  # still open: a partial's lock lasts until it has left its name
+        self._file.close()
         _fsync_dir(final.parent)
         self.digest = digest
         return digest
 
-    def abort(self) -> None:
+    def abort(self, keep: bool = False) -> None:
+        """Close; the temp file goes unless ``keep`` (a resumable download that broke off)."""
+        if keep and self.resumable:
+            with contextlib.suppress(OSError):
+                self._file.flush()
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()  # before the lock goes with the close
         with contextlib.suppress(OSError):
             self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
 
 
 class ContentStore:
@@ -138,6 +177,26 @@ class ContentStore:
             if w.digest is None:
                 w.abort()
 
+    @contextlib.contextmanager
+    def resumable_writer(self, expected: str, size: int | None = None) -> Iterator[BlobWriter]:
+        """Like ``writer``, continuing what an earlier attempt left for this digest (``w.written`` bytes,
+        already hashed): the caller fetches from there. Kept if the block raises anything but a digest
+        mismatch; when another process is writing the same blob, a private temp file is used."""
+        w = BlobWriter(self, expected, size, resumable=True)
+        keep = False
+        try:
+            yield w
+            if w.digest is None:
+                w.commit()
+        except DigestMismatch:
+            raise
+        except BaseException:
+            keep = True
+            raise
+        finally:
+            if w.digest is None:
+                w.abort(keep=keep)
+
     def ingest(self, chunks: Iterable[bytes], expected: str | None = None, size: int | None = None) -> str:
         with self.writer(expected, size) as w:
             for chunk in chunks:
@@ -173,6 +232,10 @@ class ContentStore:
                 if dead or now - p.stat().st_mtime > older_than:
                     p.unlink()
                     n += 1
+        for p in self.tmp.glob("partial-*"):  # kept for a resume, unless a writer holds it or it is stale
+            with contextlib.suppress(FileNotFoundError):
+                if now - p.stat().st_mtime > max(older_than, _PARTIAL_MAX_AGE) and _unlink_unlocked(p):
+                    n += 1
         return n
 
 
@@ -180,6 +243,44 @@ def _mkstemp(directory: Path, prefix: str) -> tuple[int, str]:
     import tempfile
 
     return tempfile.mkstemp(prefix=prefix, dir=directory)
+
+
+def _open_partial(tmp: Path, digest: str) -> tuple[int, Path] | None:
+    """Open and lock ``tmp/partial-<algo>-<hex>``; None if another writer holds it. The lock is checked
+    to be on the file that is still at that name: a writer that finished renamed it into the store, one
+    that failed unlinked it, and writing into either inode would be wrong."""
+    algo, _, hexpart = digest.partition(":")
+    path = tmp / f"partial-{algo}-{hexpart}"
+    for _ in range(3):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd, path
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    return None
+
+
+def _unlink_unlocked(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    else:
+        path.unlink()
+        return True
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -13,6 +13,7 @@ import builtins
 import hashlib
 import json
 import platform
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from flex.runtime.snapshots.base import DirectorySnapshotter
 from flex.runtime.snapshots.overlay import OverlaySnapshotter
 
 __all__ = ["Descriptor", "Image", "ImageStore", "Manifest", "chain_ids", "host_platform", "media_type_of",
-           "parse_config", "parse_manifest", "select_platform"]
+           "parse_config", "parse_manifest", "parse_platform", "platform_text", "select_platform"]
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS images (
@@ -136,16 +137,40 @@ def parse_config(data: bytes, manifest: Manifest, where: str) -> dict[str, Any]:
     return cfg
 
 
+_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "armel": "arm",
+                 "armv7l": "arm", "i386": "386", "i686": "386"}
+_PLATFORM_PART = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+
+
+def _with_default_variant(out: dict[str, str]) -> dict[str, str]:
+    # as containerd normalises: arm64 means v8, arm means v7
+    if out["architecture"] == "arm64":
+        out.setdefault("variant", "v8")
+    elif out["architecture"] == "arm":
+        out.setdefault("variant", "v7")
+    return out
+
+
 def host_platform() -> dict[str, str]:
     machine = platform.machine().lower()
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm",
-            "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}.get(machine, machine)
-    out = {"os": "linux", "architecture": arch}
-    if arch == "arm64":
-        out["variant"] = "v8"
-    elif arch == "arm":
-        out["variant"] = "v7"
-    return out
+    return _with_default_variant({"os": "linux", "architecture": _ARCH_ALIASES.get(machine, machine)})
+
+
+def parse_platform(text: str) -> dict[str, str]:
+    """``os/arch[/variant]`` (``linux/arm64``, ``linux/arm/v6``; ``x86_64``, ``aarch64`` accepted) → a
+    platform as in an index."""
+    parts = text.strip().lower().split("/")
+    if not 2 <= len(parts) <= 3 or not all(_PLATFORM_PART.match(p) for p in parts):
+        raise InvalidArgument(f"invalid platform {text!r}", hint="expected OS/ARCH[/VARIANT], e.g. linux/arm64")
+    out = {"os": parts[0], "architecture": _ARCH_ALIASES.get(parts[1], parts[1])}
+    if len(parts) == 3:
+        out["variant"] = parts[2]
+    return _with_default_variant(out)
+
+
+def platform_text(plat: dict[str, Any]) -> str:
+    out = f"{plat.get('os')}/{plat.get('architecture')}"
+    return f"{out}/{plat['variant']}" if plat.get("variant") else out
 
 
 def select_platform(index_data: bytes, where: str, want: dict[str, str] | None = None) -> Descriptor:
@@ -160,13 +185,18 @@ def select_platform(index_data: bytes, where: str, want: dict[str, str] | None =
         plat = desc.platform or {}
         if plat.get("os") != want["os"] or plat.get("architecture") != want["architecture"]:
             continue
-        score = 2 if plat.get("variant") in (None, want.get("variant")) else 1
+        variant, wanted = str(plat.get("variant") or ""), want.get("variant", "")
+        if want["architecture"] == "arm" and variant[1:].isdigit() and wanted[1:].isdigit() \
+                and int(variant[1:]) > int(wanted[1:]):
+            continue  # an armv7 image does not run on armv6; the reverse works (as containerd matches)
+        score = 2 if variant in ("", wanted) else 1
         if best is None or score > best[0]:
             best = (score, desc)
     if best is None:
         seen = sorted({f"{(m.get('platform') or {}).get('os')}/{(m.get('platform') or {}).get('architecture')}"
                        for m in manifests if isinstance(m, dict)})
-        raise NotFound(f"{where}: no image for {want['os']}/{want['architecture']} (has {', '.join(seen)})")
+        raise NotFound(f"{where}: no image for {platform_text(want)} (has {', '.join(seen)})",
+                       hint="choose one of those with --platform")
     return best[1]
 
 

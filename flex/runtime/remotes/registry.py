@@ -1,41 +1,43 @@
 """OCI distribution client over httpx: manifests and blobs, pull and push, with auth and retries.
 
 Auth follows the challenge flow Docker Hub and GHCR use: a request answered 401 carries
-``WWW-Authenticate``; for ``Basic`` we resend with the stored credentials, for ``Bearer`` we fetch a token
-from the realm (with the credentials, if any) for the request's scope and cache it per scope. 429 and
-5xx (and connection errors) are retried with exponential backoff, honouring Retry-After. Plain HTTP only
-for loopback registries and FLEX_INSECURE_REGISTRIES. The transport is injectable (tests, proxies).
+``WWW-Authenticate``, which the host's Authorizer (authorizer.py) answers — Basic, or a bearer token per
+scope, renewed before it expires. 429 and 5xx (and connection errors) are retried with exponential
+backoff, honouring Retry-After. TLS trusts the system's CAs and the host's certs.d (tls.py). Plain HTTP
+only for loopback registries and FLEX_INSECURE_REGISTRIES, and not for a host with a certs.d
+directory. The transport is injectable (tests, proxies).
 Imports nothing from flex but flex.errors.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import BinaryIO
 
 import httpx
 
-from flex.errors import FlexError, InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unavailable
+from flex.errors import (
+    FailedPrecondition,
+    FlexError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 from flex.runtime.content.spool import Spool
-from flex.runtime.content.store import ContentStore, DigestMismatch, sha256_digest
+from flex.runtime.content.store import BlobWriter, ContentStore, DigestMismatch, sha256_digest
 from flex.runtime.images.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_SIZE
 from flex.runtime.images.reference import is_insecure_registry
-from flex.runtime.remotes.auth import Credentials, lookup_credentials, parse_challenge
+from flex.runtime.remotes.auth import Credentials, lookup_credentials
+from flex.runtime.remotes.authorizer import Authorizer
+from flex.runtime.remotes.tls import host_cert_dir, ssl_context, verify_failure
 
 __all__ = ["Registry", "RegistryClient"]
 
 _CHUNK = 1 << 20
 _UPLOAD_CHUNK = 16 << 20
-
-
-@dataclass
-class _Auth:
-    creds: Credentials | None
-    basic: bool = False
-    tokens: dict[str, str] | None = None
 
 
 class Registry:
@@ -46,14 +48,17 @@ class Registry:
                  timeout: float = 60.0):
         self.host = host
         api_host = "registry-1.docker.io" if host == "docker.io" else host
-        self.scheme = "http" if is_insecure_registry(host) else "https"
+        # a host given CAs in certs.d speaks TLS, loopback or not
+        self.scheme = "http" if is_insecure_registry(host) and host_cert_dir(host) is None else "https"
         self.base = f"{self.scheme}://{api_host}"
         self.retries = retries
         self.backoff = backoff
         self._client = httpx.Client(transport=transport, timeout=httpx.Timeout(timeout, connect=15.0),
+                                     verify=ssl_context(host) if transport is None else True,
                                      follow_redirects=True, headers={"User-Agent": "flex/0.1"})
-        self._auth = _Auth(credentials if credentials is not None else lookup_credentials(host), tokens={})
-        self._lock = threading.Lock()
+        given = credentials
+        self.auth = Authorizer(host, self._client,
+                               (lambda: given) if given is not None else (lambda: lookup_credentials(host)))
 
     def close(self) -> None:
         self._client.close()
@@ -63,57 +68,6 @@ class Registry:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- auth -------------------------------------------------------------------------------------
-    def _auth_header(self, scope: str) -> dict[str, str]:
-        with self._lock:
-            tokens = self._auth.tokens or {}
-            if scope in tokens:
-                return {"Authorization": f"Bearer {tokens[scope]}"}
-            if self._auth.basic and self._auth.creds:
-                return {"Authorization": _basic(self._auth.creds)}
-        return {}
-
-    def _answer_challenge(self, resp: httpx.Response, scope: str) -> bool:
-        """React to a 401; True if a retry with new credentials makes sense."""
-        challenge = parse_challenge(resp.headers.get("www-authenticate", ""))
-        if challenge is None:
-            return False
-        if challenge.scheme == "basic":
-            with self._lock:
-                if self._auth.basic or self._auth.creds is None:
-                    return False
-                self._auth.basic = True
-            return True
-        if challenge.scheme != "bearer" or "realm" not in challenge.params:
-            return False
-        with self._lock:
-            if scope in (self._auth.tokens or {}):
-                return False  # the token we already had was refused
-        params: list[tuple[str, str | int | float | bool | None]] = [
-            (k, v) for k, v in challenge.params.items() if k == "service"]
-        params += [("scope", part) for part in scope.split()]  # one scope parameter per resource
-        headers = {"Authorization": _basic(self._auth.creds)} if self._auth.creds else {}
-        try:
-            tok = self._client.get(challenge.params["realm"], params=params, headers=headers)
-        except httpx.HTTPError as err:
-            raise Unavailable(f"{self.host}: token server {challenge.params['realm']} unreachable: {err}") from err
-        if tok.status_code in (401, 403):
-            raise Unauthenticated(f"{self.host}: the token server refused the credentials",
-                                  hint=f"run `flex image login {self.host}`")
-        if tok.status_code != 200:
-            raise Unavailable(f"{self.host}: token server answered HTTP {tok.status_code}")
-        try:
-            body = tok.json()
-            token = body.get("token") or body.get("access_token")
-        except ValueError:
-            token = None
-        if not token:
-            raise Unavailable(f"{self.host}: token server sent no token")
-        with self._lock:
-            assert self._auth.tokens is not None
-            self._auth.tokens[scope] = str(token)
-        return True
 
     # -- requests ---------------------------------------------------------------------------------
     def request(self, method: str, url: str, *, scope: str, headers: dict[str, str] | None = None,
@@ -125,11 +79,17 @@ class Registry:
         attempt = 0
         reauthed = False
         while True:
-            hdrs = {**(headers or {}), **self._auth_header(scope)}
+            hdrs = {**(headers or {}), **self.auth.header(scope)}
             try:
                 req = self._client.build_request(method, url, headers=hdrs, content=content, params=params)
                 resp = self._client.send(req, stream=stream)
             except (httpx.TransportError, httpx.TimeoutException) as err:
+                untrusted = verify_failure(err)
+                if untrusted is not None:
+                    raise FailedPrecondition(
+                        f"{self.host}: TLS certificate not trusted: {untrusted.verify_message}",
+                        hint=f"put the registry's CA in /etc/docker/certs.d/{self.host}/ca.crt (or "
+                             "/etc/containers/certs.d/…, or the system's bundle)") from err
                 # a refused connection is rarely transient (wrong port, registry down): retry it once
                 limit = min(self.retries, 1) if isinstance(err, httpx.ConnectError) else self.retries
                 if attempt < limit and not isinstance(content, Iterator):
@@ -143,7 +103,7 @@ class Registry:
             if stream:
                 resp.read()
                 resp.close()
-            if resp.status_code == 401 and not reauthed and self._answer_challenge(resp, scope):
+            if resp.status_code == 401 and not reauthed and self.auth.answer(resp, scope):
                 reauthed = True
                 continue
             if (resp.status_code == 429 or resp.status_code >= 500) and attempt < self.retries \
@@ -217,24 +177,73 @@ class RegistryClient:
             return digest
         if max_size is not None and size > max_size:
             raise InvalidArgument(f"blob {digest} of {self.repo} is {size} bytes; the limit is {max_size}")
-        resp = self.reg.request("GET", f"/v2/{self.repo}/blobs/{digest}", scope=self._scope(), stream=True,
-                                what=f"blob {self.repo}@{digest}")
+        resumed = False
         try:
-            with store.writer(digest, size) as w:
-                if spool is not None:
-                    spool.opened(w.path)
-                for chunk in resp.iter_bytes(_CHUNK):
+            with store.resumable_writer(digest, size) as w:
+                resumed = w.written > 0
+                # bytes an earlier attempt left are unverified until the end: a reader (spool) of a resumed
+                # download waits for the committed blob instead
+                return self._download(w, digest, size, progress, None if resumed else spool)
+        except DigestMismatch:
+            if not resumed:
+                raise
+        # what an earlier attempt left did not check out (a torn tail after a crash): once more, from 0
+        with store.resumable_writer(digest, size) as w:
+            return self._download(w, digest, size, progress, spool)
+
+    def _download(self, w: BlobWriter, digest: str, size: int, progress: Callable[[int], None] | None,
+                  spool: Spool | None) -> str:
+        """Fetch what ``w`` lacks, continuing with a Range request after what is there, and again after
+        a connection that breaks off mid-blob (up to the registry's retries)."""
+        what = f"blob {self.repo}@{digest}"
+        attempt = 0
+        opened = False
+        while w.written < size:
+            offset = w.written
+            resp = self.reg.request("GET", f"/v2/{self.repo}/blobs/{digest}", scope=self._scope(), stream=True,
+                                    headers={"Range": f"bytes={offset}-"} if offset else None,
+                                    ok=(200, 206, 416), what=what)
+            try:
+                if not _range_starts_at(resp, offset):
+                    if opened:  # a reader has seen those bytes: they must not be rewritten under it
+                        raise Unavailable(f"{self.reg.host}: {what}: the registry stopped honouring Range "
+                                          f"requests (HTTP {resp.status_code})", hint="pull again")
+                    w.restart()
+                    if resp.status_code != 200:  # 416 or a range we did not ask for: ask for the whole blob
+                        if attempt >= self.reg.retries:
+                            raise Unavailable(f"{self.reg.host}: {what}: HTTP {resp.status_code} to a request "
+                                              "for the whole blob")
+                        attempt += 1
+                        continue
+                if not opened:
+                    opened = True
+                    if spool is not None:
+                        spool.opened(w.path)
+                        spool.wrote(w.written)
+                    if progress and w.written:
+                        progress(w.written)
+                # as the bytes arrive (no chunker holding a tail back), so a break loses none of them
+                for chunk in resp.iter_bytes():
                     w.write(chunk)
                     if spool is not None:
                         w.flush()
                         spool.wrote(len(chunk))
                     if progress:
                         progress(len(chunk))
-                return w.commit()
-        except httpx.HTTPError as err:
-            raise Unavailable(f"{self.reg.host}: download of {digest} broke off: {err}") from err
-        finally:
-            resp.close()
+                if w.written < size:
+                    raise httpx.RemoteProtocolError(f"body ended after {w.written} of {size} bytes")
+            except httpx.HTTPError as err:
+                if attempt >= self.reg.retries:
+                    raise Unavailable(f"{self.reg.host}: download of {digest} broke off at byte {w.written}: "
+                                      f"{err}", hint="pull again: the download continues where it stopped") from err
+                time.sleep(self.reg.backoff * 2 ** attempt)
+                attempt += 1
+            finally:
+                resp.close()
+        if not opened and spool is not None:  # everything was already there
+            spool.opened(w.path)
+            spool.wrote(w.written)
+        return w.commit()
 
     def blob_exists(self, digest: str) -> bool:
         try:
@@ -299,12 +308,6 @@ class RegistryClient:
         return digest
 
 
-def _basic(creds: Credentials) -> str:
-    import base64
-
-    return "Basic " + base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
-
-
 def _retry_after(resp: httpx.Response, default: float) -> float:
     value = resp.headers.get("retry-after", "")
     try:
@@ -341,3 +344,14 @@ def _location(reg: Registry, resp: httpx.Response) -> str:
     if loc.startswith("/"):
         return reg.base + loc
     return loc
+
+
+def _range_starts_at(resp: httpx.Response, offset: int) -> bool:
+    """A 200 for offset 0, or a 206 whose ``Content-Range: bytes START-END/TOTAL`` starts at ``offset``."""
+    if resp.status_code == 200:
+        return offset == 0
+    if resp.status_code != 206:
+        return False
+    unit, _, rng = resp.headers.get("content-range", "").partition(" ")
+    start = rng.split("-", 1)[0]
+    return unit == "bytes" and start.isdigit() and int(start) == offset

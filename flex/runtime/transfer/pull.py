@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flex.errors import FailedPrecondition
+from flex.errors import FailedPrecondition, NotFound
 from flex.runtime.base.progress import NullProgress, Progress
 from flex.runtime.content.spool import Spool
 from flex.runtime.diff.tarsafe import LayerStats
@@ -26,6 +26,7 @@ from flex.runtime.images.store import (
     media_type_of,
     parse_config,
     parse_manifest,
+    platform_text,
     select_platform,
 )
 from flex.runtime.leases.leases import lease
@@ -40,9 +41,10 @@ __all__ = ["pull"]
 _FETCHERS = 4
 
 
-
 def pull(store: ImageStore, ref_text: str, *, progress: Progress | None = None,
-         transport: httpx.BaseTransport | None = None, applier: Applier | None = None) -> Image:
+         transport: httpx.BaseTransport | None = None, applier: Applier | None = None,
+         platform: dict[str, str] | None = None) -> Image:
+    """Pull ``ref_text``; from an index, the manifest for ``platform`` (default: this host's)."""
     from flex.runtime.remotes.registry import Registry, RegistryClient
 
     progress = progress or NullProgress()
@@ -57,7 +59,7 @@ def pull(store: ImageStore, ref_text: str, *, progress: Progress | None = None,
         target, target_type = digest, media_type_of(data, header_type)
         manifest_digest = digest
         if target_type in INDEX_TYPES:
-            desc = select_platform(data, name)
+            desc = select_platform(data, name, platform)
             held.add("content", desc.digest)
             if desc.size > MAX_MANIFEST_SIZE:
                 raise FailedPrecondition(f"{name}: platform manifest of {desc.size} bytes refused")
@@ -67,6 +69,8 @@ def pull(store: ImageStore, ref_text: str, *, progress: Progress | None = None,
         held.add("content", manifest.config.digest)
         client.fetch_blob(store.content, manifest.config.digest, manifest.config.size, max_size=MAX_MANIFEST_SIZE)
         config = parse_config(store.content.read(manifest.config.digest), manifest, name)
+        if platform is not None and target_type not in INDEX_TYPES:
+            _check_platform(config, platform, name)
         diff_ids = [str(d) for d in config["rootfs"]["diff_ids"]]
         chains = chain_ids(diff_ids)
         progress.step(f"{name}: manifest {manifest_digest}, {len(manifest.layers)} layer(s)")
@@ -90,7 +94,9 @@ def pull(store: ImageStore, ref_text: str, *, progress: Progress | None = None,
                     progress.done(layer.digest, "already present")
                     continue
                 progress.start(layer.digest, layer.size, "downloading")
-                spool = spools[i] = Spool() if streaming else None  # type: ignore[assignment]
+                spool = Spool() if streaming else None
+                if spool is not None:  # only a streamed layer skips waiting for its download (wait_blob)
+                    spools[i] = spool
                 futures[i] = pool.submit(client.fetch_blob, store.content, layer.digest, layer.size,
                                          lambda n, d=layer.digest: progress.advance(d, n),  # type: ignore[misc]
                                          None, spool)
@@ -128,3 +134,11 @@ def pull(store: ImageStore, ref_text: str, *, progress: Progress | None = None,
         progress.step(f"pulled {name} ({manifest_digest})")
     return store.get(name)
 
+
+
+def _check_platform(config: dict[str, object], want: dict[str, str], name: str) -> None:
+    """A single-platform image asked for with --platform must be that platform (containerd refuses it too)."""
+    got = {"os": str(config.get("os") or ""), "architecture": str(config.get("architecture") or "")}
+    if got["os"] != want["os"] or got["architecture"] != want["architecture"]:
+        raise NotFound(f"{name}: the image is {platform_text(got)}, not {platform_text(want)}",
+                       hint="it is not a multi-platform image; drop --platform or pull another tag")

@@ -20,9 +20,9 @@ from tests.conftest import missing
 REGISTRY_BIN = "/usr/bin/docker-registry"
 
 
-def free_port() -> int:
+def free_port(addr: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((addr, 0))
         return int(s.getsockname()[1])
 
 
@@ -41,10 +41,11 @@ class RegistryServer:
         return []
 
 
-def start_registry(tmp: Path, auth_yaml: str = "") -> RegistryServer:
+def start_registry(tmp: Path, auth_yaml: str = "", *, addr: str = "127.0.0.1", tls_yaml: str = "") -> RegistryServer:
+    """``tls_yaml``: lines under ``http:`` (indented two spaces), e.g. a ``tls:`` block."""
     if not Path(REGISTRY_BIN).exists():
         missing("docker-registry is not installed (run installer/install.sh --dev)")
-    port = free_port()
+    port = free_port(addr)
     (tmp / "storage").mkdir(parents=True, exist_ok=True)
     config = tmp / "config.yml"
     config.write_text(f"""version: 0.1
@@ -58,19 +59,19 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:{port}
+  addr: {addr}:{port}
   secret: flex-test-secret
-{auth_yaml}""")
+{tls_yaml}{auth_yaml}""")
     log = open(tmp / "registry.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
     log.close()
-    host = f"127.0.0.1:{port}"
+    host = f"{addr}:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"docker-registry exited: {(tmp / 'registry.log').read_text()[-2000:]}")
         try:
-            httpx.get(f"http://{host}/v2/", timeout=1)
+            httpx.get(f"http://{host}/v2/", timeout=1)  # a TLS registry answers 400: up all the same
             break
         except httpx.HTTPError:
             time.sleep(0.05)

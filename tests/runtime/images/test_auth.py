@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +15,9 @@ import pytest
 
 from flex.errors import Unauthenticated, Unavailable
 from flex.runtime.base.home import Home
+from flex.runtime.base.progress import NullProgress
 from flex.runtime.images.store import ImageStore
-from flex.runtime.remotes.auth import Credentials, parse_challenge
+from flex.runtime.remotes.auth import Credentials, parse_challenge, save_login
 from flex.runtime.remotes.registry import Registry, RegistryClient
 from flex.runtime.transfer.pull import pull
 from tests.conftest import run_flex
@@ -160,3 +162,145 @@ def test_wrong_credentials_for_token(flex_home: Path, token_registry: tuple[Regi
     reg, _ = token_registry
     with Registry(reg.host, credentials=Credentials(USER, "nope")) as r, pytest.raises(Unauthenticated):
         RegistryClient(r, "private/hello").get_manifest("1")
+
+
+class _SlowPull(NullProgress):
+    """A pull that outlives its token: it waits after resolving the manifest, before fetching any layer."""
+
+    def __init__(self, wait: float):
+        self.wait = wait
+
+    def step(self, message: str) -> None:
+        if "layer(s)" in message:
+            time.sleep(self.wait)
+
+
+@pytest.fixture
+def short_tokens(token_registry: tuple[RegistryServer, TokenServer]) -> Iterator[tuple[RegistryServer, TokenServer]]:
+    reg, tokens = token_registry
+    tokens.lifetime = 2
+    tokens.requests.clear()
+    yield reg, tokens
+    tokens.lifetime, tokens.report_lifetime = 300, True
+
+
+def _pulled_hello(store: ImageStore, ref: str, progress: NullProgress | None = None) -> None:
+    img = pull(store, ref, progress=progress)
+    (layer,) = store.snapshots.lowers(img.top_snapshot or "")
+    assert (layer / "etc/hello").read_text() == "hello from an authenticated registry\n"
+
+
+def _pull_token_requests(tokens: TokenServer) -> int:
+    return sum("repository:private/hello:pull" in q.get("scope", []) for q in tokens.requests)
+
+
+def test_bearer_token_renewed_when_it_runs_out(flex_home: Path,
+                                              short_tokens: tuple[RegistryServer, TokenServer]) -> None:
+    """Docker Hub's tokens live 300 s; a longer pull must renew its token (here: 2 s, announced as
+    expires_in) instead of failing part way with 401."""
+    reg, tokens = short_tokens
+    save_login(reg.host, Credentials(USER, PASSWORD))
+    _pulled_hello(ImageStore(Home.open()), f"{reg.host}/private/hello:1", _SlowPull(3.0))
+    assert _pull_token_requests(tokens) == 2
+
+
+def test_bearer_token_refused_early_is_fetched_again(flex_home: Path,
+                                                    short_tokens: tuple[RegistryServer, TokenServer]) -> None:
+    """A token server that does not say how long its tokens live (60 s assumed) and a registry that
+    refuses the token after 2 s: the 401 brings a fresh token, once."""
+    reg, tokens = short_tokens
+    tokens.report_lifetime = False
+    save_login(reg.host, Credentials(USER, PASSWORD))
+    _pulled_hello(ImageStore(Home.open()), f"{reg.host}/private/hello:1", _SlowPull(3.0))
+    assert _pull_token_requests(tokens) == 2
+
+
+# -- Docker credential helpers ------------------------------------------------------------------
+
+def _helper(bin_dir: Path, name: str, answer: str, *, code: int = 0) -> Path:
+    """A `docker-credential-NAME` on PATH that logs what it was asked (argv and stdin) next to itself."""
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / f"docker-credential-{name}"
+    log = bin_dir / f"{name}.log"
+    script.write_text(f"#!/bin/sh\nread -r server\necho \"$1 $server\" >> {log}\ncat <<'EOF'\n{answer}\nEOF\n"
+                      f"exit {code}\n")
+    script.chmod(0o755)
+    return log
+
+
+@pytest.fixture
+def helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return bin_dir
+
+
+def _docker_config(data: dict[str, object]) -> None:
+    docker = Path(os.environ["DOCKER_CONFIG"])
+    docker.mkdir(parents=True, exist_ok=True)
+    (docker / "config.json").write_text(json.dumps(data))
+
+
+def test_creds_store_helper(flex_home: Path, basic_registry: RegistryServer, helpers: Path) -> None:
+    log = _helper(helpers, "desk", json.dumps({"ServerURL": basic_registry.host, "Username": USER,
+                                               "Secret": PASSWORD}))
+    _docker_config({"credsStore": "desk", "auths": {basic_registry.host: {}}})
+    _pulled_hello(ImageStore(Home.open()), f"{basic_registry.host}/private/hello:1")
+    assert log.read_text() == f"get {basic_registry.host}\n"
+
+
+def test_cred_helpers_per_registry_before_creds_store(flex_home: Path, basic_registry: RegistryServer,
+                                                     helpers: Path) -> None:
+    store_log = _helper(helpers, "desk", json.dumps({"Username": USER, "Secret": "wrong"}))
+    ecr_log = _helper(helpers, "ecr", json.dumps({"Username": USER, "Secret": PASSWORD}))
+    _docker_config({"credsStore": "desk", "credHelpers": {basic_registry.host: "ecr"}})
+    _pulled_hello(ImageStore(Home.open()), f"{basic_registry.host}/private/hello:1")
+    assert ecr_log.read_text() == f"get {basic_registry.host}\n"
+    assert not store_log.exists()
+
+
+def test_helper_without_credentials_and_missing_helper(flex_home: Path, basic_registry: RegistryServer,
+                                                       helpers: Path) -> None:
+    ref = f"{basic_registry.host}/private/hello:1"
+    # "not found" from the helper: the plain auths entry still counts (here: none, so 401)
+    _helper(helpers, "desk", "credentials not found in native keychain", code=1)
+    _docker_config({"credsStore": "desk"})
+    res = run_flex("image", "pull", ref)
+    assert res.code == 5 and "authentication required" in res.stderr, res.stderr
+    # a helper that is not installed is said so, not silently skipped
+    _docker_config({"credHelpers": {basic_registry.host: "gone"}})
+    res = run_flex("image", "pull", ref)
+    assert res.code == 1, res.stderr
+    assert "docker-credential-gone, which is not on PATH" in res.stderr and "Traceback" not in res.stderr
+    # a broken helper: one line with its last words
+    _helper(helpers, "broken", "cannot reach the keychain", code=3)
+    _docker_config({"credsStore": "broken"})
+    res = run_flex("image", "pull", ref)
+    assert res.code == 1 and "(exit 3): cannot reach the keychain" in res.stderr, res.stderr
+
+
+def test_no_helper_runs_for_a_registry_without_auth(flex_home: Path, registry: RegistryServer,
+                                                    helpers: Path, tmp_path: Path) -> None:
+    skopeo_push(_small_image(tmp_path / "img"), "test", registry, "public/hello:1")
+    log = _helper(helpers, "desk", json.dumps({"Username": USER, "Secret": PASSWORD}))
+    _docker_config({"credsStore": "desk"})
+    _pulled_hello(ImageStore(Home.open()), f"{registry.host}/public/hello:1")
+    assert not log.exists()
+
+
+def test_identity_token_from_helper(flex_home: Path, token_registry: tuple[RegistryServer, TokenServer],
+                                    helpers: Path) -> None:
+    """Helpers of cloud registries (and Docker Desktop) answer `<token>` + an identity token, which is
+    exchanged at the realm with an OAuth2 refresh_token POST."""
+    reg, tokens = token_registry
+    tokens.identity_token = "refresh-me-please"
+    _helper(helpers, "cloud", json.dumps({"Username": "<token>", "Secret": "refresh-me-please"}))
+    _docker_config({"credHelpers": {reg.host: "cloud"}})
+    tokens.requests.clear()
+    try:
+        _pulled_hello(ImageStore(Home.open()), f"{reg.host}/private/hello:1")
+    finally:
+        tokens.identity_token = None
+    assert [q.get("grant_type") for q in tokens.requests] == [["refresh_token"]] * len(tokens.requests)
+    assert tokens.requests and tokens.requests[0]["scope"] == ["repository:private/hello:pull"]

@@ -217,10 +217,10 @@ def test_corrupted_blob_is_refused_and_nothing_is_kept(flex_home: Path, registry
     assert not store.content.exists("sha256:" + digest)
 
 
-def test_multi_platform_index_resolves_to_the_host(flex_home: Path, registry: RegistryServer,
-                                                   tmp_path: Path) -> None:
+def _push_multi_platform(registry: RegistryServer, tmp_path: Path, repo: str) -> tuple[str, str, str]:
+    """An index of two single-layer images, this host's and another architecture's, each with /etc/arch
+    naming its architecture → (index digest, host arch, other arch)."""
     from flex.runtime.images.store import host_platform
-    from tests.conftest import run_flex
 
     host = host_platform()["architecture"]
     other = "arm64" if host != "arm64" else "amd64"
@@ -243,9 +243,41 @@ def test_multi_platform_index_resolves_to_the_host(flex_home: Path, registry: Re
                                "annotations": {"org.opencontainers.image.ref.name": "multi"}})
     (layout / "index.json").write_text(json.dumps(index))
     run("skopeo", "copy", "--quiet", "--all", "--dest-tls-verify=false", f"oci:{layout}:multi",
-        f"docker://{registry.host}/flex/multi:1")
+        f"docker://{registry.host}/{repo}")
+    run("skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:{other}",
+        f"docker://{registry.host}/{repo}-{other}")
+    return f"sha256:{digest}", host, other
+
+
+def test_multi_platform_index_resolves_to_the_host(flex_home: Path, registry: RegistryServer,
+                                                   tmp_path: Path) -> None:
+    from tests.conftest import run_flex
+
+    digest, host, _ = _push_multi_platform(registry, tmp_path, "flex/multi:1")
     res = run_flex("image", "pull", f"{registry.host}/flex/multi:1")
     assert res.code == 0, res.stderr
     info = json.loads(run_flex("image", "inspect", f"{registry.host}/flex/multi:1", "--json").stdout)
-    assert info["target"] == f"sha256:{digest}" and info["platform"] == f"linux/{host}"
+    assert info["target"] == digest and info["platform"] == f"linux/{host}"
     assert (Path(info["lowerdirs"][0]) / "etc/arch").read_text() == host
+
+
+def test_pull_platform(flex_home: Path, registry: RegistryServer, tmp_path: Path) -> None:
+    """`--platform` picks another image of an index; a single-platform image of another platform, an
+    index without the platform and a malformed platform are each one clear line."""
+    from tests.conftest import run_flex
+
+    digest, _, other = _push_multi_platform(registry, tmp_path, "flex/multiplat:1")
+    ref = f"{registry.host}/flex/multiplat:1"
+    res = run_flex("image", "pull", "--platform", f"linux/{other}", ref)
+    assert res.code == 0, res.stderr
+    info = json.loads(run_flex("image", "inspect", ref, "--json").stdout)
+    assert info["target"] == digest and info["platform"] == f"linux/{other}"
+    assert (Path(info["lowerdirs"][0]) / "etc/arch").read_text() == other
+    res = run_flex("image", "pull", "--platform", "linux/s390x", ref)
+    assert res.code == 3 and "no image for linux/s390x" in res.stderr, res.stderr
+    single = f"{registry.host}/flex/multiplat:1-{other}"
+    assert run_flex("image", "pull", "--platform", f"linux/{other}", single).code == 0
+    res = run_flex("image", "pull", "--platform", "linux/s390x", single)
+    assert res.code == 3 and f"the image is linux/{other}" in res.stderr, res.stderr
+    res = run_flex("image", "pull", "--platform", "arm64", ref)
+    assert res.code == 7 and "invalid platform 'arm64'" in res.stderr and "Traceback" not in res.stderr

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from flex.runtime.base.home import Home
 from flex.runtime.base.metadata import MetadataDB
 from flex.runtime.content.store import ContentStore, DigestMismatch, sha256_digest
 from flex.runtime.images.reference import is_insecure_registry, parse_reference
-from flex.runtime.images.store import host_platform, select_platform
+from flex.runtime.images.store import host_platform, parse_platform, select_platform
 from flex.runtime.snapshots.base import Kind
 from flex.runtime.snapshots.overlay import OverlaySnapshotter
 
@@ -65,6 +66,58 @@ def test_platform_selection() -> None:
     index["manifests"] = index["manifests"][:1]
     with pytest.raises(NotFound, match=f"no image for linux/{plat['architecture']}"):
         select_platform(json.dumps(index).encode(), "x")
+
+
+def test_platform_parsing_and_arm_variants() -> None:
+    assert parse_platform("linux/amd64") == {"os": "linux", "architecture": "amd64"}
+    assert parse_platform("Linux/aarch64") == {"os": "linux", "architecture": "arm64", "variant": "v8"}
+    assert parse_platform("linux/arm/v6") == {"os": "linux", "architecture": "arm", "variant": "v6"}
+    for bad in ("arm64", "linux/", "linux/amd64/v1/x", "linux/am d64", "../etc"):
+        with pytest.raises(InvalidArgument, match="invalid platform"):
+            parse_platform(bad)
+
+    def index(*variants: str) -> bytes:
+        return json.dumps({"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + str(i) * 64,
+             "size": 1, "platform": {"os": "linux", "architecture": "arm", "variant": v}}
+            for i, v in enumerate(variants, 1)]}).encode()
+
+    assert select_platform(index("v6", "v7"), "x", parse_platform("linux/arm/v7")).digest == "sha256:" + "2" * 64
+    assert select_platform(index("v5", "v6"), "x", parse_platform("linux/arm/v7")).digest.startswith("sha256:")
+    with pytest.raises(NotFound, match="no image for linux/arm/v6"):  # v7 code does not run on an armv6
+        select_platform(index("v7"), "x", parse_platform("linux/arm/v6"))
+
+
+def test_resumable_writer_keeps_a_broken_download_and_gc_spares_a_live_one(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path / "content", tmp_path / "tmp")
+    data = os.urandom(300_000)
+    digest = sha256_digest(data)
+    with pytest.raises(ConnectionError), store.resumable_writer(digest, len(data)) as w:
+        w.write(data[:100_000])
+        raise ConnectionError("the network went away")
+    (partial,) = (tmp_path / "tmp").glob("partial-*")
+    assert partial.stat().st_size == 100_000 and not store.exists(digest)
+    with store.resumable_writer(digest, len(data)) as w:
+        assert w.written == 100_000
+        # while it is being written, another writer of the blob gets a private temp file, and GC spares it
+        with store.resumable_writer(digest, len(data)) as other:
+            assert other.written == 0 and other.path != partial
+            other.write(data)
+        assert store.clean_tmp(older_than=-1) == 0 and partial.exists()
+        w.write(data[100_000:])
+    assert store.read(digest) == data and not list((tmp_path / "tmp").iterdir())
+    # bytes that do not check out are not kept for another try
+    with pytest.raises(DigestMismatch), store.resumable_writer(sha256_digest(b"x" * 10), 10) as w:
+        w.write(b"y" * 10)
+    assert not list((tmp_path / "tmp").iterdir())
+    # a partial nobody holds, older than a day, goes at the next GC
+    with pytest.raises(ConnectionError), store.resumable_writer(sha256_digest(b"z" * 10), 10) as w:
+        w.write(b"z" * 5)
+        raise ConnectionError
+    (stale,) = (tmp_path / "tmp").glob("partial-*")
+    assert store.clean_tmp() == 0
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
+    assert store.clean_tmp() == 1 and not stale.exists()
 
 
 def test_content_store_verifies_and_never_shows_partial_blobs(tmp_path: Path) -> None:

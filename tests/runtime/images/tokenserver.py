@@ -1,6 +1,9 @@
 """A tiny Bearer token server for docker-registry's `auth: token:` mode: checks Basic credentials,
 grants the requested repository actions, signs an RS256 JWT with a key whose self-signed certificate
-is the registry's rootcertbundle (sent as x5c)."""
+is the registry's rootcertbundle (sent as x5c). ``lifetime`` is how long the registry accepts a token;
+``report_lifetime`` says whether the answer tells the client (``expires_in``). An OAuth2 POST with
+``grant_type=refresh_token`` is answered for ``identity_token``, as identity tokens from Docker
+credential helpers are used."""
 
 from __future__ import annotations
 
@@ -19,6 +22,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
+
+# docker-registry accepts a token up to 60 s past its `exp` (clock-skew leeway; measured with 2.8.2)
+REGISTRY_LEEWAY = 60
 
 
 def _b64(data: bytes) -> str:
@@ -39,6 +45,9 @@ class TokenServer:
         self.cert_path = workdir / "token-cert.pem"
         self.cert_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
         self.requests: list[dict[str, list[str]]] = []
+        self.lifetime = 300
+        self.report_lifetime = True
+        self.identity_token: str | None = None
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -54,7 +63,23 @@ class TokenServer:
                     self.send_response(401)
                     self.end_headers()
                     return
-                body = json.dumps({"token": server.sign(query.get("scope", []))}).encode()
+                self._grant(query.get("scope", []))
+
+            def do_POST(self) -> None:
+                form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+                server.requests.append(form)
+                if form.get("grant_type") != ["refresh_token"] or server.identity_token is None \
+                        or form.get("refresh_token") != [server.identity_token]:
+                    self.send_response(400)
+                    self.end_headers()
+                    return
+                self._grant(form.get("scope", []))
+
+            def _grant(self, scopes: list[str]) -> None:
+                answer: dict[str, object] = {"token": server.sign(scopes)}
+                if server.report_lifetime:
+                    answer["expires_in"] = server.lifetime
+                body = json.dumps(answer).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -87,8 +112,9 @@ class TokenServer:
         now = int(time.time())
         header = {"typ": "JWT", "alg": "RS256",
                   "x5c": [base64.b64encode(self.cert.public_bytes(serialization.Encoding.DER)).decode()]}
-        claims = {"iss": self.issuer, "sub": self.username, "aud": self.service, "exp": now + 300,
-                  "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access}
+        exp = now + self.lifetime - REGISTRY_LEEWAY
+        claims = {"iss": self.issuer, "sub": self.username, "aud": self.service, "exp": exp,
+                  "nbf": min(now, exp) - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access}
         signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
         sig = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
         return f"{signing_input}.{_b64(sig)}"
