@@ -28,7 +28,7 @@ IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 # Skip reasons that mean "a component the tests need is not here": a skip for those is a failure in CI
 # (installer/install.sh --dev must provide every one), whatever raised it (missing(), a skipif marker,
 # pytest.importorskip). Skips for what does not apply here (a cgroup v2 branch on a v1 host) stay skips.
-_MISSING = re.compile(r"not installed|install\.sh|missing|needs root|run as root|tests run as root|"
+_MISSING = re.compile(r"not installed|install\.sh|missing|needs? root|run as root|tests run as root|"
                       r"no python|cannot import|has no range|no /etc/sub|could not import|not available", re.I)
 
 
