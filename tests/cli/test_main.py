@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,17 @@ def test_an_unexpected_exception_has_no_traceback_unless_debug(
     assert "Traceback" not in err
     with pytest.raises(ZeroDivisionError):
         cli_main.main(["--debug", "bug"])
+
+
+@pytest.mark.parametrize("args", [["image", "pull"], ["image", "inspect"], ["image", "rm"], ["image", "push", "-",
+                                  "127.0.0.1:1/x:1"], ["image", "export", "-", "/dev/null"], ["runtime", "run"],
+                                  ["runtime", "create"]])
+def test_a_bad_image_reference_is_the_same_error_everywhere(args: list[str], tmp_path: Path) -> None:
+    argv = [a if a != "-" else "Bad::Name" for a in args]
+    if "Bad::Name" not in argv:
+        argv.append("Bad::Name")
+    if argv[0] == "runtime":
+        argv.append("true")
+    r = run_flex(*argv, env={"FLEX_HOME": str(tmp_path / "home")})
+    assert r.code == 7, (argv, r)
+    assert r.stderr.splitlines()[0] == "error: invalid repository name 'library/Bad:' in image reference 'Bad::Name'"
