@@ -83,3 +83,13 @@ def test_a_bad_image_reference_is_the_same_error_everywhere(args: list[str], tmp
     r = run_flex(*argv, env={"FLEX_HOME": str(tmp_path / "home")})
     assert r.code == 7, (argv, r)
     assert r.stderr.splitlines()[0] == "error: invalid repository name 'library/Bad:' in image reference 'Bad::Name'"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["Bad::Name"], "error: invalid repository name 'library/Bad:' in image reference 'Bad::Name'"),
+    (["ok:1", "--variant", "tiny"], "error: --variant 'tiny': not an mmdebstrap variant"),
+])
+def test_bootstrap_refuses_bad_input_before_building(args: list[str], message: str, tmp_path: Path) -> None:
+    # no mmdebstrap on PATH: a check that came after the build would fail on that instead
+    r = run_flex("image", "bootstrap", *args, env={"FLEX_HOME": str(tmp_path / "home"), "PATH": str(tmp_path)})
+    assert (r.code, r.stderr.splitlines()[0]) == (7, message), r
