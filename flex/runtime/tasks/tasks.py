@@ -332,6 +332,8 @@ def exec_process(store: Containers, c: Container, args: list[str], *, tty: bool,
     if user is not None:
         proc["user"] = {"uid": user[0], "gid": user[1], "additionalGids": user[2]}
     merged = {e.partition("=")[0]: e for e in proc["env"]}
+    if tty and "TERM" not in merged:  # as run -t does (containers/create.py), for a container made without -t
+        merged["TERM"] = f"TERM={os.environ.get('TERM') or 'xterm'}"
     for e in env:
         merged[e.partition("=")[0]] = e
     proc["env"] = list(merged.values())

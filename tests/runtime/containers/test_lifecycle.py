@@ -190,6 +190,20 @@ def test_exec_and_run_with_tty_and_resize(mode: Mode, image: str) -> None:
     assert "25 80" in out
 
 
+def test_tty_gets_the_callers_term_or_xterm(mode: Mode, image: str) -> None:
+    show = ["sh", "-c", "echo T=$TERM."]
+    env = {**mode.env(), "TERM": "screen-256color"}
+    assert "T=screen-256color." in _pty_run(mode.argv("run", "--rm", "-t", image, *show), env, 25, 80, None)
+    assert "T=vt100." in _pty_run(mode.argv("run", "--rm", "-t", "-e", "TERM=vt100", image, *show), env, 25, 80,
+                                  None)
+    no_term = {k: v for k, v in env.items() if k != "TERM"}
+    assert "T=xterm." in _pty_run(mode.argv("run", "--rm", "-t", image, *show), no_term, 25, 80, None)
+    mode.ok("run", "-d", "--name", "plain", image, "sleep", "300")
+    assert mode.ok("exec", "plain", *show).strip() == "T=.", "no terminal, no TERM"
+    assert "T=tmux." in _pty_run(mode.argv("exec", "-t", "plain", *show), {**env, "TERM": "tmux"}, 25, 80, None)
+    assert "T=xterm." in _pty_run(mode.argv("exec", "-t", "plain", *show), no_term, 25, 80, None)
+
+
 def test_rm_and_gc_leave_nothing(mode: Mode, image: str) -> None:
     cid = mode.ok("run", "-d", "--memory", "64m", image, "sleep", "300").strip()
     info = _inspect(mode, cid)
