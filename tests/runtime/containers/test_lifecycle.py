@@ -141,6 +141,14 @@ def test_exec_without_tty(mode: Mode, image: str) -> None:
     r = mode.run("exec", "-i", "box", "cat", input="streamed-stdin\n")
     assert r.stdout == "streamed-stdin\n"
     assert mode.run("exec", "nosuch", "true").code == 3
+    # a command the container does not have: 127 and one line, as Docker (not crun's 255 and its own text)
+    r = mode.run("exec", "box", "nosuch-command")
+    assert (r.code, r.stderr.splitlines()[0]) == (127, "error: 'nosuch-command' not found in container box"), r
+    assert "$PATH" not in r.stderr and "Traceback" not in r.stderr
+    assert mode.run("exec", "-w", "/usr", "box", "./bin/true").code == 0
+    r = mode.run("exec", "box", "/etc/passwd")
+    assert r.code == 126 and "not executable" in r.stderr, r
+    assert mode.run("exec", "box", "sh", "-c", "exit 255").code == 255
 
 
 def _pty_run(argv: list[str], env: dict[str, str], rows: int, cols: int, resize: tuple[int, int] | None,
