@@ -243,7 +243,12 @@ def register(app: typer.Typer) -> None:
             raise InvalidArgument(f"-w {workdir!r}: must be an absolute path inside the container")
         if tty and not sys.stdin.isatty():
             raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run from a terminal")
-        ids = lookup_user(_lowers(store, c.id), user) if user else None
+        ids = None
+        if user:  # in the container's own files, as Docker; the image's if it cannot be looked into
+            from flex.runtime.tasks import inside
+
+            ids = inside.lookup_user(c.pid, user) if c.pid and inside.can_look_inside(c.pid) \
+                else lookup_user(_lowers(store, c.id), user)
         raise typer.Exit(tasks.exec_process(store, c, command, tty=tty, interactive=interactive, env=env,
                                             workdir=workdir, user=ids))
 

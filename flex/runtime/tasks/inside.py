@@ -3,7 +3,7 @@ with every path resolved inside that root (openat2 RESOLVE_IN_ROOT: ``..`` and a
 the container's ``/``, as runc's securejoin does), so an exec finds what a lifecycle hook added and a
 planted symlink never reaches the host's files. Used by ``exec`` for ``-u NAME`` (the container's
 /etc/passwd, not the image's) and to tell a missing command before crun runs it.
-Imports nothing from flex.
+Imports nothing from flex but containers/rootfs (the /etc/passwd parser).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import ctypes
 import os
 import stat
 
-__all__ = ["can_look_inside", "find_executable", "read_text"]
+from flex.runtime.containers.rootfs import user_ids
+
+__all__ = ["can_look_inside", "find_executable", "lookup_user", "read_text"]
 
 _SYS_OPENAT2 = 437  # the same on every architecture (unified numbers from 403 on)
 _RESOLVE_NO_MAGICLINKS = 0x02
@@ -84,3 +86,8 @@ def find_executable(pid: int, command: str, env: list[str], cwd: str) -> bool | 
                 os.close(fd)
     return False
 
+
+def lookup_user(pid: int, user: str) -> tuple[int, int, list[int]]:
+    """``-u`` of exec as the container's own /etc/passwd and /etc/group say (a user a lifecycle hook added
+    since the start counts), as Docker resolves it."""
+    return user_ids(user, read_text(pid, "/etc/passwd"), read_text(pid, "/etc/group"), where="the container's")

@@ -181,3 +181,18 @@ def test_new_namespaces_and_mounts_are_refused_without_docker(mode: Mode, image:
     assert out.count("unshare failed: Operation not permitted") == 7, out
     assert "permission denied" in out, out
     assert "chroot-ok" in out and "fork-ok" in out, out
+
+
+def test_exec_user_lookup_stays_inside_the_container(mode: Mode, image: str, workdir: Path) -> None:
+    # exec -u reads the container's /etc/passwd; a symlink there must resolve inside the container, never
+    # to the host's file of that name
+    host_only = workdir / f"passwd-{mode.name}"
+    host_only.write_text("hostonly:x:4242:4242::/:/bin/sh\n")
+    mode.ok("run", "-d", "--name", "links", image, "sleep", "300")
+    mode.ok("exec", "links", "sh", "-c", f"ln -sf {host_only} /etc/passwd")
+    r = mode.run("exec", "-u", "hostonly", "links", "id", "-u")
+    assert r.code == 7 and "not found in the container's /etc/passwd" in r.stderr, r
+    # a relative symlink that climbs out stops at the container's /
+    mode.ok("exec", "links", "sh", "-c", "echo 'inside:x:4343:4343::/:/bin/sh' > /etc/passwd.real;"
+            " ln -sf ../../../../../../etc/passwd.real /etc/passwd")
+    assert mode.ok("exec", "-u", "inside", "links", "id", "-u").strip() == "4343"

@@ -138,6 +138,13 @@ def test_exec_without_tty(mode: Mode, image: str) -> None:
     assert mode.run("exec", "box", "sh", "-c", "exit 5").code == 5
     assert mode.ok("exec", "-e", "A=b", "-w", "/etc", "box", "sh", "-c", "echo $A $(pwd)").split() == ["b", "/etc"]
     assert mode.ok("exec", "-u", "nobody", "box", "id", "-u").strip() == "65534"
+    # a user added in the running container (a lifecycle hook, say) is found: its own files count, as with Docker
+    mode.ok("exec", "box", "sh", "-c", "echo 'hooked:x:1234:1234::/tmp:/bin/sh' >> /etc/passwd;"
+            " echo 'hookers:x:4321:hooked' >> /etc/group")
+    assert mode.ok("exec", "-u", "hooked", "box", "id").split() == ["uid=1234(hooked)", "gid=1234",
+                                                                    "groups=1234,4321(hookers)"]
+    r = mode.run("exec", "-u", "ghost", "box", "true")
+    assert r.code == 7 and "not found in the container's /etc/passwd" in r.stderr, r
     r = mode.run("exec", "-i", "box", "cat", input="streamed-stdin\n")
     assert r.stdout == "streamed-stdin\n"
     assert mode.run("exec", "nosuch", "true").code == 3
