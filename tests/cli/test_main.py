@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -93,3 +94,14 @@ def test_bootstrap_refuses_bad_input_before_building(args: list[str], message: s
     # no mmdebstrap on PATH: a check that came after the build would fail on that instead
     r = run_flex("image", "bootstrap", *args, env={"FLEX_HOME": str(tmp_path / "home"), "PATH": str(tmp_path)})
     assert (r.code, r.stderr.splitlines()[0]) == (7, message), r
+
+
+@pytest.mark.parametrize("command", ["run", "create"])
+def test_every_runtime_run_flag_has_help(command: str) -> None:
+    r = run_flex("runtime", command, "--help", env={"COLUMNS": "220", "TERM": "dumb"})
+    assert r.code == 0, r.stderr
+    rows = [line.strip("│ ") for line in r.stdout.splitlines() if line.startswith("│ -")]
+    assert len(rows) >= 10, r.stdout
+    for row in rows:
+        last = re.split(r"\s{2,}", row.strip())[-1]
+        assert not last.startswith("-") and last not in ("TEXT", "INTEGER"), f"no help text: {row!r}"
