@@ -378,7 +378,8 @@ def exec_process(store: Containers, c: Container, args: list[str], *, tty: bool,
             try:
                 master = console.receive()
             except BaseException:
-                p.wait()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=5)  # crun that failed before sending the terminal is gone at once
                 _raise_exec_failure(log, args[0], c.name)
                 raise
             try:
