@@ -192,6 +192,12 @@ def _age(ts: float | None) -> str:
     return f"{s}s ago" if s < 120 else f"{s // 60}m ago" if s < 7200 else f"{s // 3600}h ago"
 
 
+def _ports(ports: list[dict[str, Any]]) -> str:
+    """Published ports the way `docker ps` shows them: 127.0.0.1:8080->80/tcp, ..."""
+    return ", ".join(f"{p['host_ip']}:{p['host_port']}->{p['container_port']}/{p['protocol']}"
+                     for p in ports) or "-"
+
+
 def register(app: typer.Typer) -> None:
     import typer
 
@@ -297,10 +303,10 @@ def register(app: typer.Typer) -> None:
             for c in cs:
                 print(c.id[:12])
             return
-        rows = [["ID", "NAME", "IMAGE", "STATE", "CREATED", "COMMAND"]]
+        rows = [["ID", "NAME", "IMAGE", "STATE", "CREATED", "PORTS", "COMMAND"]]
         for c in cs:
             state = c.state if c.state != "stopped" else f"exited ({c.exit_code})"
-            rows.append([c.id[:12], c.name, c.image[-40:], state, _age(c.created_at),
+            rows.append([c.id[:12], c.name, c.image[-40:], state, _age(c.created_at), _ports(c.ports),
                          " ".join(c.options.get("command") or [])[:30]])
         _table(rows)
 

@@ -41,6 +41,8 @@ def test_net_private_and_published_ports(mode: Mode, image: str) -> None:
     ports = mode.ok("port", "web").split()
     assert ports[0] == "8080/tcp" and ports[1] == "->" and ports[2].startswith("127.0.0.1:")
     assert int(ports[2].split(":")[1]) > 0, "a free host port was chosen"
+    row = next(line for line in mode.ok("ps").splitlines() if " web " in line)
+    assert f"{ports[2]}->8080/tcp" in row.split(), row
     assert json.loads(mode.ok("inspect", "web"))["ports"][0]["container_port"] == 8080
     mode.ok("rm", "-f", "web")
     assert "net:" not in mode.ok("gc"), "rm released the network"
