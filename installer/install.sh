@@ -32,8 +32,9 @@ else
   sudo=
 fi
 
+# golang-github-containers-common: /usr/share/containers/seccomp.json, the seccomp allowlist containers run with
 runtime_pkgs=(crun runc uidmap fuse-overlayfs slirp4netns mmdebstrap git zstd iproute2 iptables nftables
-              ca-certificates python3-venv tini)
+              ca-certificates python3-venv tini golang-github-containers-common)
 dev_pkgs=(docker-registry apache2-utils postgresql chromium skopeo umoci podman buildah
           util-linux procps psmisc hyperfine)
 

@@ -192,11 +192,21 @@ def register(app: typer.Typer) -> None:
 
     @group.command("export")
     def export_cmd(name: str = typer.Argument(..., help="Local image name"),
-                   tar: Path = typer.Argument(..., help="Archive to write"),
+                   tar: Path = typer.Argument(..., help="Archive to write; - for stdout"),
                    debug: bool = _DEBUG) -> None:
         """Export an image as an OCI layout archive."""
         from flex.runtime.transfer.archive import export_image
 
+        if str(tar) == "-":
+            from flex.errors import UsageError
+
+            if sys.stdout.isatty():  # as `docker save` refuses
+                raise UsageError("refusing to write an image archive to a terminal",
+                                 hint=f"redirect stdout (flex image export {name} - > image.tar) or name a file")
+            sys.stdout.flush()
+            export_image(_store(), name, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            return
         img = export_image(_store(), name, tar)
         print(f"{img.name}@{img.manifest_digest} → {tar}")
 

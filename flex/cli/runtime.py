@@ -84,27 +84,48 @@ def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool 
 
 
 
+# One text per flag of run and create, for both parsers (fast_main's argparse and typer's --help).
+_HELP = {
+    "name": "name the container",
+    "rm": "remove the container when it exits",
+    "detach": "run in the background; print the id",
+    "interactive": "keep stdin open",
+    "tty": "allocate a pseudo-terminal (TERM: yours, else xterm)",
+    "env": "set an environment variable (K alone: take it from here)",
+    "workdir": "working directory inside the container",
+    "user": "user name or uid[:gid] inside the container",
+    "volume": "bind-mount a host path (SRC:DST[:ro])",
+    "publish": "publish a port: [HOSTIP:]HOSTPORT:PORT[/udp] (HOSTIP defaults to 127.0.0.1, HOSTPORT 0 picks one)",
+    "net": "network: none | private | host (default private)",
+    "allow_host_network": "permit --net host on a root runner",
+    "cpus": "CPU limit, e.g. 1.5",
+    "memory": "memory limit, e.g. 512m, 2g",
+    "pids": "maximum number of processes",
+    "docker": "let dockerd run inside",
+}
+
+
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flex runtime run", add_help=True,
                                 description="Run a command in a new container.")
-    p.add_argument("--name", help="name the container")
-    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
-    p.add_argument("-d", "--detach", action="store_true", help="run in the background; print the id")
-    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
-    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="set an environment variable")
-    p.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the container")
-    p.add_argument("-u", "--user", help="user name or uid[:gid] inside the container")
-    p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]",
-                   help="bind-mount a host path")
+    h = _HELP
+    p.add_argument("--name", help=h["name"])
+    p.add_argument("--rm", action="store_true", help=h["rm"])
+    p.add_argument("-d", "--detach", action="store_true", help=h["detach"])
+    p.add_argument("-i", "--interactive", action="store_true", help=h["interactive"])
+    p.add_argument("-t", "--tty", action="store_true", help=h["tty"])
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help=h["env"])
+    p.add_argument("-w", "--workdir", metavar="DIR", help=h["workdir"])
+    p.add_argument("-u", "--user", help=h["user"])
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]", help=h["volume"])
     p.add_argument("-p", "--publish", action="append", default=[], metavar="[HOSTIP:]HOSTPORT:PORT[/udp]",
-                   help="publish a port (HOSTIP defaults to 127.0.0.1, HOSTPORT 0 picks one)")
-    p.add_argument("--net", "--network", dest="net", metavar="none|private|host", help="network (default private)")
-    p.add_argument("--allow-host-network", action="store_true", help="permit --net host on a root runner")
-    p.add_argument("--cpus", help="CPU limit, e.g. 1.5")
-    p.add_argument("--memory", "-m", help="memory limit, e.g. 512m, 2g")
-    p.add_argument("--pids", type=int, help="maximum number of processes")
-    p.add_argument("--docker", action="store_true", help="let dockerd run inside")
+                   help=h["publish"])
+    p.add_argument("--net", "--network", dest="net", metavar="none|private|host", help=h["net"])
+    p.add_argument("--allow-host-network", action="store_true", help=h["allow_host_network"])
+    p.add_argument("--cpus", help=h["cpus"])
+    p.add_argument("--memory", "-m", help=h["memory"])
+    p.add_argument("--pids", type=int, help=h["pids"])
+    p.add_argument("--docker", action="store_true", help=h["docker"])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
@@ -171,6 +192,12 @@ def _age(ts: float | None) -> str:
     return f"{s}s ago" if s < 120 else f"{s // 60}m ago" if s < 7200 else f"{s // 3600}h ago"
 
 
+def _ports(ports: list[dict[str, Any]]) -> str:
+    """Published ports the way `docker ps` shows them: 127.0.0.1:8080->80/tcp, ..."""
+    return ", ".join(f"{p['host_ip']}:{p['host_port']}->{p['container_port']}/{p['protocol']}"
+                     for p in ports) or "-"
+
+
 def register(app: typer.Typer) -> None:
     import typer
 
@@ -179,22 +206,27 @@ def register(app: typer.Typer) -> None:
     app.add_typer(rt, name="runtime")
     ctx_settings = {"allow_interspersed_args": False}
 
+    h = _HELP
+
     @rt.command(context_settings=ctx_settings)
-    def run(image: str, command: list[str] = typer.Argument(None),
-            name: str = typer.Option(None, "--name"), rm: bool = typer.Option(False, "--rm"),
-            detach: bool = typer.Option(False, "-d", "--detach"),
-            interactive: bool = typer.Option(False, "-i", "--interactive"),
-            tty: bool = typer.Option(False, "-t", "--tty"), env: list[str] = typer.Option([], "-e", "--env"),
-            workdir: str = typer.Option(None, "-w", "--workdir"), user: str = typer.Option(None, "-u", "--user"),
-            volume: list[str] = typer.Option([], "-v", "--volume", help="SRC:DST[:ro]"),
-            publish: list[str] = typer.Option([], "-p", "--publish",
-                                              help="HOSTPORT:PORT or HOSTIP:HOSTPORT:PORT, /udp for UDP"),
-            net: str = typer.Option(None, "--net", help="none | private | host"),
-            allow_host_network: bool = typer.Option(False, "--allow-host-network",
-                                                    help="permit --net host on a root runner"),
-            cpus: str = typer.Option(None, "--cpus"), memory: str = typer.Option(None, "-m", "--memory"),
-            pids: int = typer.Option(None, "--pids"),
-            docker: bool = typer.Option(False, "--docker", help="let dockerd run inside")) -> None:
+    def run(image: str = typer.Argument(..., help="image name, or a root filesystem directory"),
+            command: list[str] = typer.Argument(None, help="command and arguments (default: the image's)"),
+            name: str = typer.Option(None, "--name", help=h["name"]),
+            rm: bool = typer.Option(False, "--rm", help=h["rm"]),
+            detach: bool = typer.Option(False, "-d", "--detach", help=h["detach"]),
+            interactive: bool = typer.Option(False, "-i", "--interactive", help=h["interactive"]),
+            tty: bool = typer.Option(False, "-t", "--tty", help=h["tty"]),
+            env: list[str] = typer.Option([], "-e", "--env", help=h["env"]),
+            workdir: str = typer.Option(None, "-w", "--workdir", help=h["workdir"]),
+            user: str = typer.Option(None, "-u", "--user", help=h["user"]),
+            volume: list[str] = typer.Option([], "-v", "--volume", help=h["volume"]),
+            publish: list[str] = typer.Option([], "-p", "--publish", help=h["publish"]),
+            net: str = typer.Option(None, "--net", "--network", help=h["net"]),
+            allow_host_network: bool = typer.Option(False, "--allow-host-network", help=h["allow_host_network"]),
+            cpus: str = typer.Option(None, "--cpus", help=h["cpus"]),
+            memory: str = typer.Option(None, "-m", "--memory", help=h["memory"]),
+            pids: int = typer.Option(None, "--pids", help=h["pids"]),
+            docker: bool = typer.Option(False, "--docker", help=h["docker"])) -> None:
         """Run a command in a new container (exit code passed through)."""
         raise typer.Exit(do_run(image, command or [], name=name, rm=rm, detach=detach, interactive=interactive,
                                 tty=tty, env=env, workdir=workdir, user=user, volumes=volume, net=net,
@@ -202,14 +234,21 @@ def register(app: typer.Typer) -> None:
                                 allow_host_network=allow_host_network))
 
     @rt.command(context_settings=ctx_settings)
-    def create(image: str, command: list[str] = typer.Argument(None), name: str = typer.Option(None, "--name"),
-               tty: bool = typer.Option(False, "-t", "--tty"), env: list[str] = typer.Option([], "-e", "--env"),
-               workdir: str = typer.Option(None, "-w", "--workdir"), user: str = typer.Option(None, "-u", "--user"),
-               volume: list[str] = typer.Option([], "-v", "--volume"), net: str = typer.Option(None, "--net"),
-               publish: list[str] = typer.Option([], "-p", "--publish"),
-               allow_host_network: bool = typer.Option(False, "--allow-host-network"),
-               cpus: str = typer.Option(None, "--cpus"), memory: str = typer.Option(None, "-m", "--memory"),
-               pids: int = typer.Option(None, "--pids"), docker: bool = typer.Option(False, "--docker")) -> None:
+    def create(image: str = typer.Argument(..., help="image name, or a root filesystem directory"),
+               command: list[str] = typer.Argument(None, help="command and arguments (default: the image's)"),
+               name: str = typer.Option(None, "--name", help=h["name"]),
+               tty: bool = typer.Option(False, "-t", "--tty", help=h["tty"]),
+               env: list[str] = typer.Option([], "-e", "--env", help=h["env"]),
+               workdir: str = typer.Option(None, "-w", "--workdir", help=h["workdir"]),
+               user: str = typer.Option(None, "-u", "--user", help=h["user"]),
+               volume: list[str] = typer.Option([], "-v", "--volume", help=h["volume"]),
+               net: str = typer.Option(None, "--net", "--network", help=h["net"]),
+               publish: list[str] = typer.Option([], "-p", "--publish", help=h["publish"]),
+               allow_host_network: bool = typer.Option(False, "--allow-host-network", help=h["allow_host_network"]),
+               cpus: str = typer.Option(None, "--cpus", help=h["cpus"]),
+               memory: str = typer.Option(None, "-m", "--memory", help=h["memory"]),
+               pids: int = typer.Option(None, "--pids", help=h["pids"]),
+               docker: bool = typer.Option(False, "--docker", help=h["docker"])) -> None:
         """Create a container without starting it; prints its id."""
         do_run(image, command or [], name=name, tty=tty, env=env, workdir=workdir, user=user, volumes=volume,
                net=net, publish=publish, cpus=cpus, memory=memory, pids=pids, docker=docker, create_only=True,
@@ -243,7 +282,12 @@ def register(app: typer.Typer) -> None:
             raise InvalidArgument(f"-w {workdir!r}: must be an absolute path inside the container")
         if tty and not sys.stdin.isatty():
             raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run from a terminal")
-        ids = lookup_user(_lowers(store, c.id), user) if user else None
+        ids = None
+        if user:  # in the container's own files, as Docker; the image's if it cannot be looked into
+            from flex.runtime.tasks import inside
+
+            ids = inside.lookup_user(c.pid, user) if c.pid and inside.can_look_inside(c.pid) \
+                else lookup_user(_lowers(store, c.id), user)
         raise typer.Exit(tasks.exec_process(store, c, command, tty=tty, interactive=interactive, env=env,
                                             workdir=workdir, user=ids))
 
@@ -259,10 +303,10 @@ def register(app: typer.Typer) -> None:
             for c in cs:
                 print(c.id[:12])
             return
-        rows = [["ID", "NAME", "IMAGE", "STATE", "CREATED", "COMMAND"]]
+        rows = [["ID", "NAME", "IMAGE", "STATE", "CREATED", "PORTS", "COMMAND"]]
         for c in cs:
             state = c.state if c.state != "stopped" else f"exited ({c.exit_code})"
-            rows.append([c.id[:12], c.name, c.image[-40:], state, _age(c.created_at),
+            rows.append([c.id[:12], c.name, c.image[-40:], state, _age(c.created_at), _ports(c.ports),
                          " ".join(c.options.get("command") or [])[:30]])
         _table(rows)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +70,38 @@ def test_an_unexpected_exception_has_no_traceback_unless_debug(
     assert "Traceback" not in err
     with pytest.raises(ZeroDivisionError):
         cli_main.main(["--debug", "bug"])
+
+
+@pytest.mark.parametrize("args", [["image", "pull"], ["image", "inspect"], ["image", "rm"], ["image", "push", "-",
+                                  "127.0.0.1:1/x:1"], ["image", "export", "-", "/dev/null"], ["runtime", "run"],
+                                  ["runtime", "create"]])
+def test_a_bad_image_reference_is_the_same_error_everywhere(args: list[str], tmp_path: Path) -> None:
+    argv = [a if a != "-" else "Bad::Name" for a in args]
+    if "Bad::Name" not in argv:
+        argv.append("Bad::Name")
+    if argv[0] == "runtime":
+        argv.append("true")
+    r = run_flex(*argv, env={"FLEX_HOME": str(tmp_path / "home")})
+    assert r.code == 7, (argv, r)
+    assert r.stderr.splitlines()[0] == "error: invalid repository name 'library/Bad:' in image reference 'Bad::Name'"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["Bad::Name"], "error: invalid repository name 'library/Bad:' in image reference 'Bad::Name'"),
+    (["ok:1", "--variant", "tiny"], "error: --variant 'tiny': not an mmdebstrap variant"),
+])
+def test_bootstrap_refuses_bad_input_before_building(args: list[str], message: str, tmp_path: Path) -> None:
+    # no mmdebstrap on PATH: a check that came after the build would fail on that instead
+    r = run_flex("image", "bootstrap", *args, env={"FLEX_HOME": str(tmp_path / "home"), "PATH": str(tmp_path)})
+    assert (r.code, r.stderr.splitlines()[0]) == (7, message), r
+
+
+@pytest.mark.parametrize("command", ["run", "create"])
+def test_every_runtime_run_flag_has_help(command: str) -> None:
+    r = run_flex("runtime", command, "--help", env={"COLUMNS": "220", "TERM": "dumb"})
+    assert r.code == 0, r.stderr
+    rows = [line.strip("│ ") for line in r.stdout.splitlines() if line.startswith("│ -")]
+    assert len(rows) >= 10, r.stdout
+    for row in rows:
+        last = re.split(r"\s{2,}", row.strip())[-1]
+        assert not last.startswith("-") and last not in ("TEXT", "INTEGER"), f"no help text: {row!r}"

@@ -54,8 +54,10 @@ class CreateOptions:
     init: bool = True
 
 
-def _env_merge(image_env: list[str], extra: list[str]) -> list[str]:
+def _env_merge(image_env: list[str], extra: list[str], tty: bool = False) -> list[str]:
     out: dict[str, str] = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    if tty:  # a terminal says what it is: the caller's, else xterm as Docker sets it; image or -e may override
+        out["TERM"] = os.environ.get("TERM") or "xterm"
     for item in [*image_env, *extra]:
         key, sep, value = item.partition("=")
         if not key:
@@ -129,7 +131,7 @@ def _create(store: Containers, cid: str, name: str, opts: CreateOptions, image: 
         if not args:
             raise UsageError(f"image {opts.image} has no command; give one after the image name")
         uid, gid, extra = lookup_user(image.lowers, opts.user if opts.user is not None else cfg.user)
-        s = spec.default_spec(args, rootfs=rootfs, hostname=name[:63], env=_env_merge(cfg.env, opts.env),
+        s = spec.default_spec(args, rootfs=rootfs, hostname=name[:63], env=_env_merge(cfg.env, opts.env, opts.tty),
                               cwd=opts.workdir or cfg.working_dir or "/", uid=uid, gid=gid,
                               additional_gids=extra, terminal=opts.tty)
         s = spec.with_rootless(s, idmap) if store.rootless else spec.with_idmap(s, idmap)

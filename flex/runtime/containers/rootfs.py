@@ -27,7 +27,7 @@ from flex.runtime.userns.idmap import IdMap, idmapped_bind, userns_fd
 from flex.runtime.userns.keeper import Keeper
 
 __all__ = ["DirectoryImages", "ImageConfig", "ImageSource", "ResolvedImage", "lookup_user", "mount_rootfs",
-           "unmount_rootfs"]
+           "unmount_rootfs", "user_ids"]
 
 
 @dataclass
@@ -137,19 +137,28 @@ def lookup_user(lowers: Sequence[Path], user: str) -> tuple[int, int, list[int]]
     from the image's /etc/passwd and /etc/group."""
     if not user:
         return 0, 0, []
-    name, _, group = user.partition(":")
 
-    def read(rel: str) -> list[list[str]]:
+    def read(rel: str) -> str | None:
         for lower in lowers:
             p = lower / rel
             # never follow a symlink out of the image: /etc/passwd is untrusted input
             if p.is_symlink() or not p.is_file():
                 continue
             with contextlib.suppress(OSError):
-                return [line.split(":") for line in p.read_text(errors="replace").splitlines() if ":" in line]
-        return []
+                return p.read_text(errors="replace")
+        return None
 
-    passwd, groups = read("etc/passwd"), read("etc/group")
+    return user_ids(user, read("etc/passwd"), read("etc/group"), where="the image's")
+
+
+def user_ids(user: str, passwd_text: str | None, group_text: str | None, *,
+             where: str) -> tuple[int, int, list[int]]:
+    """``lookup_user`` on the text of an /etc/passwd and /etc/group (``where`` they are, for errors)."""
+    if not user:
+        return 0, 0, []
+    name, _, group = user.partition(":")
+    passwd, groups = ([line.split(":") for line in (text or "").splitlines() if ":" in line]
+                      for text in (passwd_text, group_text))
     uid = gid = -1
     uname = ""
     if name.isdigit():
@@ -166,7 +175,7 @@ def lookup_user(lowers: Sequence[Path], user: str) -> tuple[int, int, list[int]]
                 uid, gid, uname = int(row[2]), int(row[3]), name
                 break
         else:
-            raise InvalidArgument(f"user {shlex.quote(name)} not found in the image's /etc/passwd")
+            raise InvalidArgument(f"user {shlex.quote(name)} not found in {where} /etc/passwd")
     if group:
         if group.isdigit():
             gid = int(group)
@@ -176,7 +185,7 @@ def lookup_user(lowers: Sequence[Path], user: str) -> tuple[int, int, list[int]]
                     gid = int(row[2])
                     break
             else:
-                raise InvalidArgument(f"group {shlex.quote(group)} not found in the image's /etc/group")
+                raise InvalidArgument(f"group {shlex.quote(group)} not found in {where} /etc/group")
     extra = []
     if uname:
         for row in groups:

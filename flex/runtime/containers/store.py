@@ -185,8 +185,9 @@ class Containers:
                 c.pid = int((self.bundle(c.id) / "pid").read_text())
         if c.state == "running" and not _pid_alive(c.pid) and not _pid_alive(c.monitor_pid):
             code = self._exit_file_code(c.id)
+            self._detach_network(c.id)
             self.set_state(c.id, state="stopped", exit_code=code, finished_at=time.time())
-            c.state, c.exit_code = "stopped", code
+            c.state, c.exit_code, c.ports = "stopped", code, []
         return c
 
     def _exit_file_code(self, cid: str) -> int | None:
@@ -200,7 +201,20 @@ class Containers:
         path = self.bundle(cid) / "exit"
         with contextlib.suppress(OSError):
             write_atomic(path, str(code))
+        self._detach_network(cid)
         self.set_state(cid, state="stopped", exit_code=code, finished_at=time.time())
+
+    def _detach_network(self, cid: str) -> None:
+        """The run's port forwarders go with it (before the record says stopped: a `start` waits for that,
+        and must not have its new forwarders stopped)."""
+        row = self.db.query_one("SELECT options FROM containers WHERE id = ?", (cid,))
+        if row is None or json.loads(row["options"]).get("net", "none") == "none":
+            return
+        networks = self.networks()
+        if networks is not None:
+            with contextlib.suppress(Exception):
+                networks.detach(cid)
+        self.set_state(cid, ports="[]")
 
     # --- signals, stop ---------------------------------------------------------------------------------
     def kill(self, ref: str, sig: str = "KILL") -> Container:

@@ -274,8 +274,11 @@ class ImageStore:
             try:
                 name = self.normalize(text)
             except InvalidArgument:
-                name = text
-            rows = self.db.query("SELECT * FROM images WHERE name = ?", (name,))
+                # a name no image can have: the same error `pull` gives (exit 7), not "not found"
+                if not (rows := self.db.query("SELECT * FROM images WHERE name = ?", (text,))):
+                    raise
+            else:
+                rows = self.db.query("SELECT * FROM images WHERE name = ?", (name,))
         if not rows:
             raise NotFound(f"image {ref!r} not found", hint="see `flex image ls`, or `flex image pull` it")
         return self._from_row(rows[0])

@@ -281,6 +281,8 @@ class Networks:
             raise NotFound(f"container {container_id!r} has no prepared network")
         if row["mode"] != "private":
             return AttachedNetwork(ports=[], address=None)
+        if row["helper_pid"] is not None or json.loads(row["bound"]):
+            self.detach(container_id)  # a run whose end nobody recorded (its monitor was killed)
         requested = [PortMapping(**p) for p in json.loads(row["requested"])]
         helper: int | None
         try:
@@ -297,6 +299,19 @@ class Networks:
             conn.execute("UPDATE net_endpoints SET bound = ?, helper_pid = ? WHERE container_id = ?",
                          (json.dumps([asdict(p) for p in bound]), helper, container_id))
         return AttachedNetwork(ports=bound, address=address)
+
+    def detach(self, container_id: str) -> None:
+        """Stop what ``attach`` started for one run of the container (its port forwarder; rootless,
+        slirp4netns and the UDP forwarder) and keep the network for the next start: a stopped container
+        holds no host port, as with Docker, and a start finds no old forwarder in its way. Safe to repeat."""
+        row = self._row(container_id)
+        if row is None or row["mode"] != "private":
+            return
+        self._stop_helpers(container_id, row["helper_pid"], forwarder=True)
+        (self._dir(container_id) / "forwarder.pid").unlink(missing_ok=True)
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE net_endpoints SET bound = '[]', helper_pid = NULL WHERE container_id = ?",
+                         (container_id,))
 
     def ports(self, container_id: str) -> list[PortMapping]:
         row = self._row(container_id)

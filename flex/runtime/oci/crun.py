@@ -108,8 +108,11 @@ class OCIRuntime:
         self._run("update", "--resources", str(resources_file), cid)
 
     def exec_argv(self, cid: str, process_file: Path, *, tty: bool, console_socket: Path | None = None,
-                  pid_file: Path | None = None) -> list[str]:
+                  pid_file: Path | None = None, log_file: Path | None = None) -> list[str]:
+        """``log_file`` (crun): its own errors go there, apart from the process's stderr."""
         args = ["exec", "--process", str(process_file)]
+        if log_file is not None and self.binary.endswith("crun"):
+            args = [f"--log=file:{log_file}", *args]
         if tty:
             args += ["--tty"]
             if console_socket is not None:

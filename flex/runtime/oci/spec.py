@@ -96,7 +96,7 @@ def default_spec(args: list[str], *, rootfs: Path, hostname: str, env: list[str]
             "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "network", "cgroup")],
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
-            "seccomp": seccomp.profile(docker=False),
+            "seccomp": seccomp.profile(caps=caps, docker=False),
             "devices": [{"path": f"/dev/{n}", "type": "c", "major": a, "minor": b, "fileMode": 0o666,
                          "uid": 0, "gid": 0} for n, a, b in _SAFE_DEVICES],
             "resources": {"devices": [{"allow": False, "access": "rwm"}]
@@ -213,7 +213,7 @@ def with_docker(spec: Spec) -> Spec:
     caps = s["process"]["capabilities"]
     for k in ("bounding", "effective", "permitted"):
         caps[k] = caps[k] + [c for c in DOCKER_EXTRA_CAPS if c not in caps[k]]
-    s["linux"]["seccomp"] = seccomp.profile(docker=True)
+    s["linux"]["seccomp"] = seccomp.profile(caps=caps["bounding"], docker=True)
     s["linux"]["readonlyPaths"] = [p for p in s["linux"]["readonlyPaths"] if p != "/proc/sys"]
     res = s["linux"].setdefault("resources", {})
     if "devices" in res:

@@ -19,6 +19,7 @@ import select
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flex.atomic import write_atomic
@@ -28,11 +29,26 @@ from flex.runtime.base.metadata import MetadataDB
 from flex.runtime.base.procfs import proc_stat
 from flex.runtime.cgroups import cgroups
 from flex.runtime.containers.store import Container, Containers
+from flex.runtime.tasks import inside
 
 if TYPE_CHECKING:  # console (socket, termios) is imported only for -t
     from flex.runtime.tasks.console import ConsoleSocket
 
-__all__ = ["exec_process", "start_attached", "start_detached"]
+__all__ = ["CommandNotFound", "ExecFailed", "exec_process", "start_attached", "start_detached"]
+
+
+class ExecFailed(FlexError):
+    """The OCI runtime could not start an exec'd command (it never ran): exit 126, as Docker's."""
+
+    kind = "ExecFailed"
+    exit_code = 126
+
+
+class CommandNotFound(ExecFailed):
+    """The exec'd command is not in the container (or not on its PATH): exit 127, as Docker's."""
+
+    kind = "CommandNotFound"
+    exit_code = 127
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -332,9 +348,15 @@ def exec_process(store: Containers, c: Container, args: list[str], *, tty: bool,
     if user is not None:
         proc["user"] = {"uid": user[0], "gid": user[1], "additionalGids": user[2]}
     merged = {e.partition("=")[0]: e for e in proc["env"]}
+    if tty and "TERM" not in merged:  # as run -t does (containers/create.py), for a container made without -t
+        merged["TERM"] = f"TERM={os.environ.get('TERM') or 'xterm'}"
     for e in env:
         merged[e.partition("=")[0]] = e
     proc["env"] = list(merged.values())
+    if c.pid and inside.find_executable(c.pid, args[0], proc["env"], proc["cwd"]) is False:
+        # as Docker: 127 and one line, rather than crun's own text from inside the container
+        raise CommandNotFound(f"{args[0]!r} not found in container {c.name}",
+                              hint="give the full path, or check the container's PATH")
     token = os.urandom(6).hex()
     pfile = bundle / f"exec-{token}.json"
     if tty:
@@ -344,21 +366,51 @@ def exec_process(store: Containers, c: Container, args: list[str], *, tty: bool,
             proc["consoleSize"] = size
     write_atomic(pfile, json.dumps(proc), mode=0o600, durable=False)  # its env may hold secrets
     console = ConsoleSocket() if tty else None
+    log = bundle / f"exec-{token}.log"
     try:
-        argv = store.runtime.exec_argv(c.id, pfile, tty=tty, console_socket=console.path if console else None)
+        argv = store.runtime.exec_argv(c.id, pfile, tty=tty, console_socket=console.path if console else None,
+                                       log_file=log)
         if console is None:
-            return subprocess.call(argv, stdin=None if interactive else subprocess.DEVNULL)
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-        master = console.receive()
-        try:
-            with raw_terminal(0), resize_on_sigwinch(0, master):
-                return _pump(p.pid, {master: [1]}, master if interactive else None)
-        finally:
-            os.close(master)
-            p.poll()
+            code = subprocess.call(argv, stdin=None if interactive else subprocess.DEVNULL)
+        else:
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+            try:
+                master = console.receive()
+            except BaseException:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=5)  # crun that failed before sending the terminal is gone at once
+                _raise_exec_failure(log, args[0], c.name)
+                raise
+            try:
+                with raw_terminal(0), resize_on_sigwinch(0, master):
+                    code = _pump(p.pid, {master: [1]}, master if interactive else None)
+            finally:
+                os.close(master)
+                p.poll()
+        if code == 255:  # crun's own failure, or the command's exit status 255: the log tells them apart
+            _raise_exec_failure(log, args[0], c.name)
+        return code
     finally:
         if console is not None:
             console.close()
-        with contextlib.suppress(FileNotFoundError):
-            pfile.unlink()
+        for path in (pfile, log):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _raise_exec_failure(log: Path, command: str, name: str) -> None:
+    """When crun logged why it could not start ``command``, say so in one line."""
+    try:
+        text = log.read_text(errors="replace").strip()
+    except OSError:
+        return
+    if not text:
+        return
+    # crun's log has no newlines between messages: the cause is at the end
+    if "not found in $PATH" in text or text.endswith("No such file or directory"):
+        raise CommandNotFound(f"{command!r} not found in container {name}",
+                              hint="give the full path, or check the container's PATH")
+    if text.endswith("Permission denied"):
+        raise ExecFailed(f"{command!r} in container {name} is not executable (permission denied)")
+    raise ExecFailed(f"cannot run {command!r} in container {name}: {text.splitlines()[-1]}")
 

@@ -1,7 +1,7 @@
 """OCI image layout archives (what `skopeo copy … oci-archive:` writes): import and export.
 
 Export writes ``oci-layout``, ``index.json`` (the manifest annotated with its name) and
-``blobs/sha256/…`` into a temp file next to the destination, then renames it. Import treats the
+``blobs/sha256/…`` into a temp file next to the destination, then renames it (or to a stream: stdout). Import treats the
 archive as untrusted: only those three kinds of regular files are read, every blob is streamed into
 the content store and verified against its name; nothing is extracted to disk.
 Imports nothing from flex but flex.errors.
@@ -14,9 +14,10 @@ import json
 import re
 import tarfile
 from pathlib import Path
+from typing import BinaryIO
 
 from flex.atomic import atomic_file
-from flex.errors import InvalidArgument, NotFound
+from flex.errors import InvalidArgument, NotFound, PermissionDenied
 from flex.runtime.base.progress import NullProgress, Progress
 from flex.runtime.images.mediatypes import INDEX_TYPES, MAX_MANIFEST_SIZE, OCI_INDEX
 from flex.runtime.images.store import (
@@ -49,21 +50,37 @@ def _add(tf: tarfile.TarFile, name: str, data: bytes | None = None, path: Path |
             tf.addfile(info, f)
 
 
-def export_image(store: ImageStore, name: str, dest: Path) -> Image:
+def export_image(store: ImageStore, name: str, dest: Path | BinaryIO) -> Image:
+    """Write image ``name`` as an OCI layout archive to the file ``dest`` (atomically) or to a stream."""
     image = store.get(name)
+    if not isinstance(dest, Path):
+        _write_archive(store, image, dest)
+        return image
+    dest = dest.resolve()
+    if dest.is_dir():
+        raise InvalidArgument(f"{dest} is a folder", hint=f"give a file name, e.g. {dest / 'image.tar'}")
+    if not dest.parent.is_dir():
+        raise NotFound(f"cannot write {dest}: the folder {dest.parent} does not exist", hint="create it first")
+    try:
+        with atomic_file(dest) as raw:
+            _write_archive(store, image, raw)
+    except PermissionError as err:
+        raise PermissionDenied(f"cannot write {dest}: {err.strerror}") from None
+    return image
+
+
+def _write_archive(store: ImageStore, image: Image, out: BinaryIO) -> None:
     tag = image.name.rsplit(":", 1)[-1] if "@" not in image.name else None
     desc = {"mediaType": image.manifest.media_type, "digest": image.manifest_digest,
             "size": store.content.size(image.manifest_digest),
             "annotations": {_REF_NAME: tag or "latest", "io.containerd.image.name": image.name}}
     index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [desc]}).encode()
-    dest = dest.resolve()
-    with atomic_file(dest) as raw, tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
         _add(tf, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
         _add(tf, "index.json", index)
         for digest in [image.manifest_digest, image.manifest.config.digest,
                        *(lay.digest for lay in image.manifest.layers)]:
             _add(tf, "blobs/" + digest.replace(":", "/"), path=store.content.path(digest))
-    return image
 
 
 def import_image(store: ImageStore, src: Path, name: str, *, progress: Progress | None = None) -> Image:

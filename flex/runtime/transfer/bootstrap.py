@@ -49,6 +49,11 @@ class _Hashing:
         self.f.flush()
 
 
+# mmdebstrap(1)'s variants ("-" is debootstrap's synonym, left out)
+_VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important", "debootstrap",
+             "standard")
+
+
 def run_mmdebstrap(out: Path, *, suite: str, variant: str, include: Sequence[str]) -> None:
     exe = shutil.which("mmdebstrap")
     if exe is None:
@@ -124,6 +129,10 @@ def image_from_rootfs_tar(store: ImageStore, tar: Path, name: str, *, progress: 
 def bootstrap(store: ImageStore, name: str, *, suite: str = "bookworm", variant: str = "minbase",
               include: Sequence[str] = (), progress: Progress | None = None) -> Image:
     progress = progress or NullProgress()
+    store.normalize(name)  # a bad name is refused now, not after the build
+    if variant not in _VARIANTS:
+        raise InvalidArgument(f"--variant {variant!r}: not an mmdebstrap variant",
+                              hint=f"one of {', '.join(_VARIANTS)}")
     for pkg in include:
         if not pkg or any(c in pkg for c in " ,/\\'\"") or pkg.startswith("-"):
             raise InvalidArgument(f"--include: {pkg!r} is not a package name")

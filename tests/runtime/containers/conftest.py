@@ -27,6 +27,10 @@ from tests.conftest import REPO, Result, debian_rootfs_tar, missing
 
 USER = "flextest"
 
+# io_uring_setup(1, &params) with zeroed params, through perl's syscall() (perl-base is in every Debian
+# image): prints the result and errno. 425 on x86_64 and aarch64 alike (syscall numbers are unified from 403)
+IO_URING_SETUP = "$p = \"\\0\" x 120; $r = syscall(425, 1, $p); print $r, ' ', $! + 0, \"\\n\""
+
 
 def _have_runtime() -> str | None:
     if os.geteuid() != 0:

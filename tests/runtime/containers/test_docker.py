@@ -3,13 +3,14 @@ Without --docker none of the extras are there."""
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.runtime.containers.conftest import USER, Mode, image_for
+from tests.runtime.containers.conftest import IO_URING_SETUP, USER, Mode, image_for
 
 pytestmark = [pytest.mark.userns, pytest.mark.slow]
 
@@ -46,6 +47,9 @@ def test_docker_run_inside(mode: Mode, docker_image: str, tiny_rootfs_tar: Path)
     r = mode.run("exec", "dind", "docker", "run", "--rm", "tiny", "echo", "hi", timeout=180)
     assert r.code == 0, r.stderr + mode.run("exec", "dind", "tail", "-20", "/var/log/dockerd.log").stdout
     assert r.stdout == "hi\n"
+    # the extras are for dockerd; io_uring stays off the allowlist with --docker too
+    uring = mode.ok("exec", "dind", "perl", "-e", IO_URING_SETUP).split()
+    assert uring[0] == "-1" and int(uring[1]) in (errno.EPERM, errno.ENOSYS), uring
 
 
 def test_without_docker_flag_no_extras(mode: Mode, docker_image: str) -> None:

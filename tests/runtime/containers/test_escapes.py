@@ -3,6 +3,7 @@ change. These are the classic ones (runc CVEs, docker escapes), tried for real."
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.containers.conftest import USER, Mode
+from tests.runtime.containers.conftest import IO_URING_SETUP, USER, Mode
 
 pytestmark = pytest.mark.userns
 
@@ -159,3 +160,39 @@ def test_fork_bomb_does_not_take_the_host_down(mode: Mode, image: str) -> None:
     assert mode.ok("run", "--rm", image, "echo", "alive").strip() == "alive"
     mode.ok("rm", "-f", "bomb")
 
+
+def test_io_uring_and_unlisted_syscalls_are_refused(mode: Mode, image: str) -> None:
+    host = subprocess.run(["perl", "-e", IO_URING_SETUP], capture_output=True, text=True, check=True).stdout.split()
+    if host[0] == "-1":
+        pytest.skip(f"io_uring is off on this host (errno {host[1]})")
+    # the profile is an allowlist: io_uring is not on it, nor is any syscall number the kernel lacks (999)
+    out = mode.ok("run", "--rm", image, "perl", "-e",
+                  f"{IO_URING_SETUP}; $r = syscall(999); print $r, ' ', $! + 0, \"\\n\"; print $$ > 0, \"\\n\"")
+    uring, unknown, alive = out.splitlines()
+    assert uring.split()[0] == "-1" and int(uring.split()[1]) in (errno.EPERM, errno.ENOSYS), uring
+    assert unknown == f"-1 {errno.ENOSYS}"
+    assert alive == "1"
+
+
+def test_new_namespaces_and_mounts_are_refused_without_docker(mode: Mode, image: str) -> None:
+    out = mode.ok("run", "--rm", image, "sh", "-c",
+                  "for ns in -U -m -n -p -i -u -C; do unshare $ns true 2>&1; done; mount -t tmpfs t /mnt 2>&1;"
+                  " chroot / echo chroot-ok; (true) && echo fork-ok")
+    assert out.count("unshare failed: Operation not permitted") == 7, out
+    assert "permission denied" in out, out
+    assert "chroot-ok" in out and "fork-ok" in out, out
+
+
+def test_exec_user_lookup_stays_inside_the_container(mode: Mode, image: str, workdir: Path) -> None:
+    # exec -u reads the container's /etc/passwd; a symlink there must resolve inside the container, never
+    # to the host's file of that name
+    host_only = workdir / f"passwd-{mode.name}"
+    host_only.write_text("hostonly:x:4242:4242::/:/bin/sh\n")
+    mode.ok("run", "-d", "--name", "links", image, "sleep", "300")
+    mode.ok("exec", "links", "sh", "-c", f"ln -sf {host_only} /etc/passwd")
+    r = mode.run("exec", "-u", "hostonly", "links", "id", "-u")
+    assert r.code == 7 and "not found in the container's /etc/passwd" in r.stderr, r
+    # a relative symlink that climbs out stops at the container's /
+    mode.ok("exec", "links", "sh", "-c", "echo 'inside:x:4343:4343::/:/bin/sh' > /etc/passwd.real;"
+            " ln -sf ../../../../../../etc/passwd.real /etc/passwd")
+    assert mode.ok("exec", "-u", "inside", "links", "id", "-u").strip() == "4343"

@@ -138,9 +138,24 @@ def test_exec_without_tty(mode: Mode, image: str) -> None:
     assert mode.run("exec", "box", "sh", "-c", "exit 5").code == 5
     assert mode.ok("exec", "-e", "A=b", "-w", "/etc", "box", "sh", "-c", "echo $A $(pwd)").split() == ["b", "/etc"]
     assert mode.ok("exec", "-u", "nobody", "box", "id", "-u").strip() == "65534"
+    # a user added in the running container (a lifecycle hook, say) is found: its own files count, as with Docker
+    mode.ok("exec", "box", "sh", "-c", "echo 'hooked:x:1234:1234::/tmp:/bin/sh' >> /etc/passwd;"
+            " echo 'hookers:x:4321:hooked' >> /etc/group")
+    assert mode.ok("exec", "-u", "hooked", "box", "id").split() == ["uid=1234(hooked)", "gid=1234",
+                                                                    "groups=1234,4321(hookers)"]
+    r = mode.run("exec", "-u", "ghost", "box", "true")
+    assert r.code == 7 and "not found in the container's /etc/passwd" in r.stderr, r
     r = mode.run("exec", "-i", "box", "cat", input="streamed-stdin\n")
     assert r.stdout == "streamed-stdin\n"
     assert mode.run("exec", "nosuch", "true").code == 3
+    # a command the container does not have: 127 and one line, as Docker (not crun's 255 and its own text)
+    r = mode.run("exec", "box", "nosuch-command")
+    assert (r.code, r.stderr.splitlines()[0]) == (127, "error: 'nosuch-command' not found in container box"), r
+    assert "$PATH" not in r.stderr and "Traceback" not in r.stderr
+    assert mode.run("exec", "-w", "/usr", "box", "./bin/true").code == 0
+    r = mode.run("exec", "box", "/etc/passwd")
+    assert r.code == 126 and "not executable" in r.stderr, r
+    assert mode.run("exec", "box", "sh", "-c", "exit 255").code == 255
 
 
 def _pty_run(argv: list[str], env: dict[str, str], rows: int, cols: int, resize: tuple[int, int] | None,
@@ -188,6 +203,20 @@ def test_exec_and_run_with_tty_and_resize(mode: Mode, image: str) -> None:
     out = _pty_run(mode.argv("run", "--rm", "-t", image, "sh", "-c", "test -t 0 && test -t 1 && stty size"),
                    mode.env(), 25, 80, resize=None)
     assert "25 80" in out
+
+
+def test_tty_gets_the_callers_term_or_xterm(mode: Mode, image: str) -> None:
+    show = ["sh", "-c", "echo T=$TERM."]
+    env = {**mode.env(), "TERM": "screen-256color"}
+    assert "T=screen-256color." in _pty_run(mode.argv("run", "--rm", "-t", image, *show), env, 25, 80, None)
+    assert "T=vt100." in _pty_run(mode.argv("run", "--rm", "-t", "-e", "TERM=vt100", image, *show), env, 25, 80,
+                                  None)
+    no_term = {k: v for k, v in env.items() if k != "TERM"}
+    assert "T=xterm." in _pty_run(mode.argv("run", "--rm", "-t", image, *show), no_term, 25, 80, None)
+    mode.ok("run", "-d", "--name", "plain", image, "sleep", "300")
+    assert mode.ok("exec", "plain", *show).strip() == "T=.", "no terminal, no TERM"
+    assert "T=tmux." in _pty_run(mode.argv("exec", "-t", "plain", *show), {**env, "TERM": "tmux"}, 25, 80, None)
+    assert "T=xterm." in _pty_run(mode.argv("exec", "-t", "plain", *show), no_term, 25, 80, None)
 
 
 def test_rm_and_gc_leave_nothing(mode: Mode, image: str) -> None:

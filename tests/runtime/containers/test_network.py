@@ -4,8 +4,10 @@ hostname, `-p` mappings are recorded and listed by `port`, and `rm` releases eve
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
+import socket
 
 import pytest
 
@@ -39,6 +41,8 @@ def test_net_private_and_published_ports(mode: Mode, image: str) -> None:
     ports = mode.ok("port", "web").split()
     assert ports[0] == "8080/tcp" and ports[1] == "->" and ports[2].startswith("127.0.0.1:")
     assert int(ports[2].split(":")[1]) > 0, "a free host port was chosen"
+    row = next(line for line in mode.ok("ps").splitlines() if " web " in line)
+    assert f"{ports[2]}->8080/tcp" in row.split(), row
     assert json.loads(mode.ok("inspect", "web"))["ports"][0]["container_port"] == 8080
     mode.ok("rm", "-f", "web")
     assert "net:" not in mode.ok("gc"), "rm released the network"
@@ -65,3 +69,43 @@ def test_run_help_shows_every_network_flag(mode: Mode) -> None:
     assert r.code == 0, r.stderr
     for flag in ("--publish", "/udp", "--net", "--allow-host-network"):
         assert flag in r.stdout
+
+
+def _held(port: int) -> bool:
+    """Whether some process holds 127.0.0.1:port (TCP) on the host."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as err:
+            assert err.errno == errno.EADDRINUSE, err
+            return True
+    return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_published_ports_go_with_the_run_and_come_back_with_start(mode: Mode, image: str) -> None:
+    if importlib.util.find_spec("flex.runtime.network.networks") is None:
+        pytest.skip("no network module in this build")
+    fixed = _free_port()
+    mode.ok("run", "-d", "--net=private", "--name", "web", "-p", f"127.0.0.1:{fixed}:8080",
+            "-p", "127.0.0.1:0:8081", image, "sleep", "300")
+    first = mode.ok("port", "web").split("\n")
+    picked = int(first[1].rsplit(":", 1)[1])
+    assert _held(fixed) and _held(picked)
+    mode.ok("stop", "-t", "1", "web")
+    assert not _held(fixed) and not _held(picked), "a stopped container holds no host port"
+    assert mode.ok("port", "web") == ""
+    mode.ok("start", "web")
+    again = mode.ok("port", "web").split("\n")
+    assert again[0] == f"8080/tcp -> 127.0.0.1:{fixed}"
+    repicked = int(again[1].rsplit(":", 1)[1])
+    assert _held(fixed) and _held(repicked)
+    assert repicked == picked or not _held(picked), "one forwarder per run, not one more per start"
+    mode.ok("rm", "-f", "web")
+    assert not _held(fixed) and not _held(repicked), "rm -f stopped the forwarder (no gc needed)"
+    assert "net:" not in mode.ok("gc")

@@ -154,6 +154,18 @@ def test_export_import_roundtrip_and_skopeo_reads_it(flex_home: Path, registry: 
     digest = res.stdout.strip().rsplit("@", 1)[1]
     out = tmp_path / "out.tar"
     assert run_flex("image", "export", "imported:1", str(out)).code == 0
+    # `-` is stdout, not a file named "-"; a folder that is not there is one clear line
+    with open(tmp_path / "stdout.tar", "wb") as f:
+        proc = subprocess.run([sys.executable, "-m", "flex", "image", "export", "imported:1", "-"], stdout=f,
+                              stderr=subprocess.PIPE, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "-").exists()
+    assert (tmp_path / "stdout.tar").read_bytes() == out.read_bytes()
+    missing = tmp_path / "no" / "such" / "out.tar"
+    res = run_flex("image", "export", "imported:1", str(missing))
+    assert res.code == 3 and res.stderr.splitlines()[0] == (
+        f"error: cannot write {missing}: the folder {missing.parent} does not exist"), res.stderr
+    assert not missing.parent.exists()
     # skopeo reads flex's archive back and sees the same manifest
     inspect = json.loads(run("skopeo", "inspect", "--raw", f"oci-archive:{out}").stdout)
     assert inspect["layers"] and "config" in inspect
