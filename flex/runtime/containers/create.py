@@ -47,6 +47,7 @@ class CreateOptions:
     memory: int | None = None
     pids: int | None = None
     docker: bool = False
+    no_new_privileges: bool = False  # off by default, as in Docker and podman: sudo must work
     tty: bool = False
     interactive: bool = False
     auto_remove: bool = False
@@ -112,6 +113,8 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
                               cwd=opts.workdir or cfg.working_dir or "/", uid=uid, gid=gid,
                               additional_gids=extra, terminal=opts.tty)
         s = spec.with_rootless(s, idmap) if store.rootless else spec.with_idmap(s, idmap)
+        if opts.no_new_privileges:
+            s = spec.with_no_new_privileges(s)
         if opts.init and (init := _init_binary()) is not None:
             s = spec.with_init(s, init)
         for src, dst, ro in volumes:
