@@ -17,7 +17,7 @@ from typing import Any
 
 from flex.atomic import write_atomic
 from flex.errors import AlreadyExists, FailedPrecondition, InvalidArgument, UsageError
-from flex.runtime.cgroups import cgroups
+from flex.runtime.cgroups import cgroups, release_agent
 from flex.runtime.containers.binds import resolve_bind
 from flex.runtime.containers.rootfs import ImageSource, ResolvedImage, lookup_user, mount_rootfs
 from flex.runtime.containers.store import Container, Containers
@@ -88,6 +88,8 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
         raise FailedPrecondition(
             "resource limits and --docker need a cgroup delegated to you, and none is",
             hint="as root: flex runtime delegate-cgroups USER (or run on cgroup v2 with systemd Delegate=yes)")
+    if opts.docker and not cgroups.is_v2():
+        release_agent.require_fix()  # CVE-2022-0492: --docker on cgroup v1 is that exploit's configuration
     image: ResolvedImage = images.resolve(opts.image)
     volumes = [resolve_bind(v) for v in opts.volumes]
     cid = os.urandom(16).hex()
@@ -180,8 +182,10 @@ def _with_network(store: Containers, cid: str, name: str, opts: CreateOptions, s
     except ImportError:
         raise FailedPrecondition(f"--net {opts.net} is not available in this build; use --net none") from None
     networks = store.networks()
+    # --docker: dockerd needs CAP_NET_ADMIN in the container's network namespace (and crun a fresh sysfs),
+    # which only a namespace owned by the container's user namespace gives
     req = NetworkRequest(mode=opts.net, ports=[parse_publish(p) for p in opts.publish], hostname=name[:63],
-                         allow_host_network=opts.allow_host_network)
+                         allow_host_network=opts.allow_host_network, own_netns=opts.docker)
     prepared = networks.prepare(cid, req)
     if opts.net == "host":
         s["linux"]["namespaces"] = [n for n in s["linux"]["namespaces"] if n["type"] != "network"]

@@ -17,8 +17,8 @@ from typing import Any
 from flex.errors import FailedPrecondition
 from flex.runtime.network.netns import in_netns
 
-__all__ = ["VETH_PREFIX", "add_endpoint", "bridge_ports", "ensure_bridge", "link_exists", "remove_bridge",
-           "remove_link", "routes_overlapping", "veth_name"]
+__all__ = ["VETH_PREFIX", "add_endpoint", "bridge_ports", "ensure_bridge", "link_exists", "mac_address",
+           "remove_bridge", "remove_link", "routes_overlapping", "veth_name"]
 
 from flex.runtime.network.firewall import VETH_PREFIX
 
@@ -26,6 +26,13 @@ from flex.runtime.network.firewall import VETH_PREFIX
 def veth_name(container_id: str) -> str:
     """The host end's name: deterministic, so cleanup after a crash finds it from the id alone."""
     return VETH_PREFIX + hashlib.sha256(container_id.encode()).hexdigest()[:10]
+
+
+def mac_address(container_id: str) -> str:
+    """The container end's MAC address (locally administered): deterministic, so the firewall can pin a
+    port to it from the container id alone."""
+    digest = hashlib.sha256(b"mac:" + container_id.encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
 
 
 def _ipr() -> Any:
@@ -60,6 +67,9 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int) -> None:
             idx = _index(ipr, name)
             assert idx is not None
         have = {a.get("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
+        # A fixed MAC: left alone, a bridge takes the lowest of its ports' MACs, so one container's removal
+        # changed the gateway's MAC under the others' ARP caches (their traffic stopped for a while).
+        ipr.link("set", index=idx, address=mac_address("bridge:" + name))
         if gateway not in have:
             try:
                 ipr.addr("add", index=idx, address=gateway, prefixlen=prefixlen)
@@ -75,7 +85,7 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int) -> None:
 
 
 def add_endpoint(bridge: str, host_if: str, netns_path: Path, address: str, prefixlen: int,
-                 gateway: str) -> None:
+                 gateway: str, *, mac: str | None = None) -> None:
     """Create the veth pair (container end straight into the namespace), configure the container side,
     then enslave the host end to the bridge and bring it up. The caller has already installed the
     firewall rules that name ``host_if``, so the port is never on the bridge unfiltered."""
@@ -86,7 +96,10 @@ def add_endpoint(bridge: str, host_if: str, netns_path: Path, address: str, pref
         with _ipr() as ipr:
             if _index(ipr, host_if) is None:
                 try:
-                    ipr.link("add", ifname=host_if, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
+                    peer: dict[str, Any] = {"ifname": "eth0", "net_ns_fd": fd}
+                    if mac is not None:
+                        peer["address"] = mac
+                    ipr.link("add", ifname=host_if, kind="veth", peer=peer)
                 except NetlinkError as err:
                     raise FailedPrecondition(f"cannot create veth pair {host_if}: {err}") from err
     finally:
@@ -103,7 +116,7 @@ def add_endpoint(bridge: str, host_if: str, netns_path: Path, address: str, pref
 def _configure_inside(address: str, prefixlen: int, gateway: str) -> None:
     from pyroute2.netlink.exceptions import NetlinkError
 
-    # Container root is an unprivileged uid outside, and this namespace belongs to the host's user
+    # Container root is an unprivileged uid outside, and this namespace usually belongs to the host's user
     # namespace: without these, a web server could not bind port 80 and `ping` could not open its socket.
     _write_sysctl("net.ipv4.ip_unprivileged_port_start", "0")
     _write_sysctl("net.ipv4.ping_group_range", "0 2147483647")

@@ -49,8 +49,10 @@ class Mode:
         return self.name == "rootless"
 
     def argv(self, *args: str) -> list[str]:
-        if args and args[0] in ("run", "create") and not any(a.startswith("--net") for a in args):
-            # these tests are about containers; networking has its own (test_network.py)
+        if (args and args[0] in ("run", "create") and not any(a.startswith("--net") for a in args)
+                and "--docker" not in args):
+            # these tests are about containers; networking has its own (test_network.py). Nested Docker
+            # runs as the runner runs it: with the default network (dockerd and `docker pull` need one)
             args = (args[0], "--net", "none", *args[1:])
         return self.python_argv("-m", "flex", "runtime", *args)
 
