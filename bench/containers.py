@@ -178,12 +178,12 @@ def main() -> int:
         print(f"container start benchmark, {args.runs} interleaved runs each, medians ({os.cpu_count()} cpus, "
               f"load {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)")
         print("seccomp: flex's default profile on both sides (podman: --security-opt seccomp=FILE)")
-        print(f"{'':58} {'flex':>9} {'anchor':>9}  result")
-        print(f"{'(a) in-process create+start+wait `true`':58} {fa_m:7.1f}ms {ca_m:7.1f}ms  "
+        print(f"{'':66} {'flex':>9} {'anchor':>9}  result")
+        print(f"{'(a) in-process create+start+wait `true`':66} {fa_m:7.1f}ms {ca_m:7.1f}ms  "
               f"flex - crun = {fa_m - ca_m:+.1f} ms (target <= +30 ms) anchor: crun run")
         for (label, _, _, ok), (fl, pl) in zip(cases, b, strict=True):
             fm, pm = median_ms(fl), median_ms(pl)
-            print(f"{'(b) `flex runtime run --rm IMG true`, ' + label:58} {fm:7.1f}ms {pm:7.1f}ms  "
+            print(f"{'(b) `flex runtime run --rm IMG true`, ' + label:66} {fm:7.1f}ms {pm:7.1f}ms  "
                   + (f"flex / podman = {fm / pm:.2f} (target <= 0.80) anchor: podman run --rm, same network"
                      if ok else "podman does not run here"))
         return 0

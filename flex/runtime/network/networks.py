@@ -15,8 +15,9 @@ FLEX_HOME/run/net/<id>/ (hosts, hostname, resolv.conf, slirp4netns API socket, l
 
 Lifecycle: prepare (before ``crun create``) -> attach(pid) (before ``crun start``) -> release. The row is
 written BEFORE anything is created and every name is derived from the container id, so ``release`` and
-``gc`` can always find and remove what a process killed mid-set-up left behind. pyroute2 is imported only
-inside net_bridge's functions. Imports nothing from flex but flex.errors and the runtime's own modules.
+``gc`` can always find and remove what a process killed mid-set-up left behind. Links are made with
+rtnl.py's few rtnetlink requests, not pyroute2 (whose import cost ~100 ms per start). Imports nothing
+from flex but flex.errors and the runtime's own modules.
 """
 
 from __future__ import annotations
@@ -331,9 +332,12 @@ class Networks:
                 self.ipam.release(container_id)
                 with self.db.transaction() as conn:
                     conn.execute("DELETE FROM net_endpoints WHERE container_id = ?", (container_id,))
-                if row is None or row["bridge"] is not None:
-                    # a pinned port's pin goes with it (a stale one would be harmless: its name is unique)
-                    self._sync_rules(created=False, repin=row is not None and row["netns_path"] is None)
+                if row is not None and row["bridge"] is not None and row["netns_path"] is None \
+                        and net_bridge.link_exists(self.bridge):
+                    self._apply_rules()  # a pinned port's pin goes with it
+                # The bridge and its ruleset stay for the next container (as docker0 and CNI's bridge do):
+                # removing and re-making them cost two nft runs and a bridge per `run --rm`. gc() removes
+                # an idle bridge.
         else:
             with self.db.transaction() as conn:
                 conn.execute("DELETE FROM net_endpoints WHERE container_id = ?", (container_id,))
@@ -365,6 +369,7 @@ class Networks:
             self.release(container_id)
         if not self.rootless:
             self._sweep_orphan_links()
+            self._remove_idle_bridge()
         return dead
 
     # ----- root: bridge, namespace, firewall, forwarder ---------------------------------------------
@@ -390,7 +395,7 @@ class Networks:
                 # Only the first container pays for the bridge and ruleset; gc() re-checks both later.
                 self._check_subnet()
                 net_bridge.ensure_bridge(self.bridge, str(self.ipam.gateway), self.ipam.network.prefixlen)
-                self._sync_rules(created=True)  # filtered before the first port joins the bridge
+                self._apply_rules()  # filtered before the first port joins the bridge
             if netns_file:
                 net_bridge.add_endpoint(self.bridge, self._veth(container_id), netns, address,
                                         self.ipam.network.prefixlen, str(self.ipam.gateway))
@@ -431,22 +436,17 @@ class Networks:
             raise FailedPrecondition(f"subnet {self.ipam.subnet} for bridge {self.bridge} overlaps {route}",
                                      hint="set FLEX_NET_SUBNET to a free private range")
 
-    def _sync_rules(self, *, created: bool, repin: bool = False) -> None:
-        """Install the bridge's ruleset when the bridge was just made; with no container left on this
-        bridge (in any database: the kernel's port list decides), remove rules and bridge; ``repin``:
-        render it again without a released container's pin. Lock held."""
+    def _remove_idle_bridge(self) -> None:
+        """With no container left on this bridge (in any database: the kernel's port list decides),
+        remove its rules and the bridge."""
         from flex.runtime.network import bridge as net_bridge
         from flex.runtime.network import firewall as net_firewall
 
-        if created:
-            self._apply_rules()
-            return
-        rows = self.db.query("SELECT 1 FROM net_endpoints WHERE bridge = ? AND rootless = 0", (self.bridge,))
-        if not rows and not net_bridge.bridge_ports(self.bridge):
-            net_bridge.remove_bridge(self.bridge)
-            net_firewall.remove_rules(self.bridge)
-        elif repin and net_bridge.link_exists(self.bridge):
-            self._apply_rules()
+        with self._lock():
+            rows = self.db.query("SELECT 1 FROM net_endpoints WHERE bridge = ? AND rootless = 0", (self.bridge,))
+            if not rows and not net_bridge.bridge_ports(self.bridge):
+                net_bridge.remove_bridge(self.bridge)
+                net_firewall.remove_rules(self.bridge)
 
     def _attach_forwarder(self, container_id: str, address: str,
                           requested: list[PortMapping]) -> tuple[list[PortMapping], int | None]:

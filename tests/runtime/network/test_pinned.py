@@ -64,4 +64,5 @@ def test_a_container_owning_its_netns_cannot_take_another_address_or_mac(lab: An
     assert "pinned" not in rules, "its pin went with it"
     assert _world(lab, other)
     lab.release("ctr-b")
+    lab.gc()
     assert not any(lab.leftovers().values()), lab.leftovers()
