@@ -3,10 +3,15 @@
   (a) flex's own start path, in-process as the runner calls it: create (record, id range, overlay with
       idmapped layers, config.json) + start + wait for a container running `true`
       vs. raw `crun run` of a prepared bundle of the same image.            target: <= crun + 30 ms
-  (b) the whole CLI process `flex runtime run --rm --net none IMG true`
-      vs. `podman run --rm --network none IMG true` of the same image.      target: <= 0.8 x podman
-      Rootless (as the user flextest, podman with its overlay driver), and as root when root podman
-      works on this host (here it cannot: it asks for rlimits above the VM's hard limits).
+  (b) the whole CLI process `flex runtime run --rm [--net none] IMG true`
+      vs. `podman run --rm [--network none] IMG true` of the same image.    target: <= 0.8 x podman
+      Like for like: root with root, rootless (as the user flextest, podman with its overlay driver)
+      with rootless; no network on both sides, and each side's default network (root: flex's bridge +
+      veth + nftables / podman's netavark bridge; rootless: slirp4netns on both); teardown included
+      (--rm, the whole process). The same seccomp strictness on both sides, a stated setting: podman
+      gets flex's own default profile (`--security-opt seccomp=FILE`, the profile flex writes into
+      config.json). Root podman runs here given the VM's hard limits (`--ulimit nofile=20000:20000
+      --ulimit nproc=4096:4096`: its defaults ask for more than root may have here).
 
 Run as root: .venv/bin/python bench/containers.py [--runs N]. Medians of interleaved runs.
 Images: the Debian minbase rootfs that the tests cache (mmdebstrap), stored in flex's image store the
@@ -44,7 +49,7 @@ def timed(fn: Callable[[], object]) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--runs", type=int, default=20)
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("run as root (the comparison is root crun/podman vs the root runner)", file=sys.stderr)
@@ -58,6 +63,15 @@ def main() -> int:
     tar = debian_rootfs_tar()
     work = Path(tempfile.mkdtemp(prefix="flex-bench-", dir="/var/tmp"))
     work.chmod(0o755)
+    import json
+
+    from flex.runtime.oci import seccomp
+
+    profile = work / "seccomp.json"  # flex's default profile, given to podman: same strictness both sides
+    profile.write_text(json.dumps(seccomp.profile(docker=False)))
+    profile.chmod(0o644)
+    podman_opts = ["--security-opt", f"seccomp={profile}", "--ulimit", "nofile=20000:20000", "--ulimit",
+                   "nproc=4096:4096"]
     os.environ["FLEX_HOME"] = str(work / "home")
     podman_tag = "localhost/flex-bench-minbase:latest"
     have_podman = False
@@ -98,7 +112,8 @@ def main() -> int:
                            capture_output=True, cwd="/")
             root_podman = subprocess.run(["podman", "import", "-q", str(tar), podman_tag], capture_output=True)
             have_root_podman = root_podman.returncode == 0 and subprocess.run(
-                ["podman", "run", "--rm", "--network", "none", podman_tag, "true"], capture_output=True).returncode == 0
+                ["podman", "run", "--rm", *podman_opts, "--network", "none", podman_tag, "true"],
+                capture_output=True).returncode == 0
         else:
             have_root_podman = False
         from flex.runtime.containers.create import CreateOptions, create_container
@@ -127,12 +142,18 @@ def main() -> int:
             return timed(lambda: subprocess.run(["crun", "--root", str(crun_root), "run", "--bundle", str(bundle),
                                                  "bench"], check=True))
 
-        # no network on either side (podman --network none): the network has its own benchmark
-        flex_cli = [sys.executable, "-m", "flex", "runtime", "run", "--rm", "--net", "none", image, "true"]
-        podman = ["podman", "run", "--rm", "--network", "none", podman_tag, "true"]
-        flex_cli_rl = [*as_user, user_python, "-m", "flex", "runtime", "run", "--rm", "--net", "none", rl_image,
-                       "true"]
-        podman_rl = [*as_user, *podman]
+        def flex_cli(net: list[str], rootless: bool) -> list[str]:
+            prefix = [*as_user, user_python] if rootless else [sys.executable]
+            return [*prefix, "-m", "flex", "runtime", "run", "--rm", *net, rl_image if rootless else image, "true"]
+
+        def podman(net: list[str], rootless: bool) -> list[str]:
+            return [*(as_user if rootless else []), "podman", "run", "--rm", *podman_opts, *net, podman_tag, "true"]
+
+        # (label, flex argv, podman argv, podman works)
+        cases = [(f"{who}, {'no network' if net_f else 'default network'}", flex_cli(net_f, rl), podman(net_p, rl),
+                  have_podman if rl else have_root_podman)
+                 for who, rl in (("rootless", True), ("root", False))
+                 for net_f, net_p in ((["--net", "none"], ["--network", "none"]), ([], []))]
 
         def proc(argv: list[str]) -> float:
             return timed(lambda: subprocess.run(argv, check=True, stdout=subprocess.DEVNULL,
@@ -140,35 +161,31 @@ def main() -> int:
 
         a_flex: list[float] = []
         a_crun: list[float] = []
-        b_flex: list[float] = []
-        b_podman: list[float] = []
-        r_flex: list[float] = []
-        r_podman: list[float] = []
+        b: list[tuple[list[float], list[float]]] = [([], []) for _ in cases]
         nan = float("nan")
+        load = os.getloadavg()[0]
         for i in range(args.runs + 2):
             fa, ca = flex_in_process(), crun_run()
-            fr, pr = proc(flex_cli_rl), proc(podman_rl) if have_podman else nan
-            fb, pb = proc(flex_cli), proc(podman) if have_root_podman else nan
+            got = [(proc(f), proc(p) if ok else nan) for _, f, p, ok in cases]
             if i >= 2:  # warm-up
                 a_flex.append(fa)
                 a_crun.append(ca)
-                b_flex.append(fb)
-                b_podman.append(pb)
-                r_flex.append(fr)
-                r_podman.append(pr)
+                for (fl, pl), (fv, pv) in zip(b, got, strict=True):
+                    fl.append(fv)
+                    pl.append(pv)
         store.remove(prepared.id, force=True)
-        fa_m, ca_m, fb_m, pb_m, fr_m, pr_m = map(median_ms, (a_flex, a_crun, b_flex, b_podman, r_flex, r_podman))
+        fa_m, ca_m = median_ms(a_flex), median_ms(a_crun)
         print(f"container start benchmark, {args.runs} interleaved runs each, medians ({os.cpu_count()} cpus, "
-              f"load {os.getloadavg()[0]:.1f})")
-        print(f"{'':48} {'flex':>9} {'anchor':>9}  result")
-        print(f"(a) in-process create+start+wait `true`         {fa_m:8.1f}ms {ca_m:8.1f}ms  "
+              f"load {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)")
+        print("seccomp: flex's default profile on both sides (podman: --security-opt seccomp=FILE)")
+        print(f"{'':66} {'flex':>9} {'anchor':>9}  result")
+        print(f"{'(a) in-process create+start+wait `true`':66} {fa_m:7.1f}ms {ca_m:7.1f}ms  "
               f"flex - crun = {fa_m - ca_m:+.1f} ms (target <= +30 ms) anchor: crun run")
-        print(f"(b) CLI `flex runtime run --rm IMG true`, rootless {fr_m:7.1f}ms {pr_m:8.1f}ms  "
-              f"flex / podman = {fr_m / pr_m:.2f} (target <= 0.80) anchor: rootless podman run --rm --network none")
-        print(f"(b) CLI `flex runtime run --rm IMG true`, root     {fb_m:7.1f}ms {pb_m:8.1f}ms  "
-              f"flex / podman = {fb_m / pb_m:.2f} (target <= 0.80) anchor: root podman run --rm --network none"
-              + ("" if have_root_podman else " (root podman fails on this host; flex root vs rootless podman: "
-                 f"{fb_m / pr_m:.2f})"))
+        for (label, _, _, ok), (fl, pl) in zip(cases, b, strict=True):
+            fm, pm = median_ms(fl), median_ms(pl)
+            print(f"{'(b) `flex runtime run --rm IMG true`, ' + label:66} {fm:7.1f}ms {pm:7.1f}ms  "
+                  + (f"flex / podman = {fm / pm:.2f} (target <= 0.80) anchor: podman run --rm, same network"
+                     if ok else "podman does not run here"))
         return 0
     finally:
         from flex.runtime.base.home import Home

@@ -2,11 +2,13 @@
 
 Side by side in one run, against named anchors:
   flex image pull REF                       vs  skopeo copy docker://REF oci:DIR + umoci unpack   (target <= 0.5x)
+                                            and podman pull REF (fresh overlay storage each run: fetch +
+                                            unpack into its layer store, as flex's pull does)
   unpack of the layer alone (flex, in-process) vs  tar -xzf of the same layer blob                 (target <= 1.5x)
 
 The image is mmdebstrap's minbase (the tests' cache, .cache/test, or a fresh mmdebstrap run), stored
 with flex's bootstrap and pushed to a registry started here on 127.0.0.1. Run as root:
-    .venv/bin/python bench/pull.py [--runs 3]
+    .venv/bin/python bench/pull.py [--runs 3] [--dir /dev/shm]    (default: /var/tmp, this VM's disk)
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ def main() -> int:
         layer = store.content.path(img.manifest.layers[0].digest)
         print(f"image: {ref} ({img.manifest_digest[:19]}), layer {layer.stat().st_size / 1e6:.1f} MB gzip, "
               f"{tar.stat().st_size / 1e6:.1f} MB tar")
-        flex_t, anchor_t, unpack_t, tar_t = [], [], [], []
+        flex_t, anchor_t, podman_t, unpack_t, tar_t = [], [], [], [], []
+        have_podman = shutil.which("podman") is not None
         for i in range(args.runs):
             home = work / f"home{i}"
             flex_t.append(_timed([sys.executable, "-m", "flex", "image", "pull", "-q", ref], {"FLEX_HOME": str(home)}))
@@ -110,6 +113,14 @@ def main() -> int:
                                     f"oci:{oci}:x"]) + _timed(["umoci", "unpack", "--image", f"{oci}:x", str(bundle)]))
             _clean(oci)
             _clean(bundle)
+            if have_podman:
+                graph, run = work / f"podman-graph{i}", work / f"podman-run{i}"
+                podman = ["podman", "--root", str(graph), "--runroot", str(run), "--storage-driver", "overlay"]
+                podman_t.append(_timed([*podman, "pull", "-q", "--tls-verify=false", f"docker://{ref}"]))
+                subprocess.run([*podman, "rmi", "-a", "-f"], capture_output=True)
+                subprocess.run(["umount", "-R", "-l", str(graph)], capture_output=True)
+                _clean(graph)
+                _clean(run)
             dest = work / f"unpack{i}"
             dest.mkdir()
             start = time.perf_counter()
@@ -121,10 +132,15 @@ def main() -> int:
             _clean(dest)
         med = statistics.median
         print(f"{'':34}{'median':>9}  runs")
+        print(f"stores and unpacks in {args.dir}")
         for label, values in (("flex image pull", flex_t), ("skopeo copy + umoci unpack", anchor_t),
-                              ("flex unpack (layer only)", unpack_t), ("tar -xzf (same layer)", tar_t)):
-            print(f"{label:34}{med(values):8.2f}s  {' '.join(f'{v:.2f}' for v in values)}")
+                              ("podman pull", podman_t), ("flex unpack (layer only)", unpack_t),
+                              ("tar -xzf (same layer)", tar_t)):
+            if values:
+                print(f"{label:34}{med(values):8.2f}s  {' '.join(f'{v:.2f}' for v in values)}")
         print(f"pull ratio   flex / (skopeo+umoci) = {med(flex_t) / med(anchor_t):.2f}x   (target <= 0.5x)")
+        if podman_t:
+            print(f"pull ratio   flex / podman pull    = {med(flex_t) / med(podman_t):.2f}x")
         print(f"unpack ratio flex / tar -xzf       = {med(unpack_t) / med(tar_t):.2f}x   (target <= 1.5x)")
     finally:
         reg.terminate()

@@ -49,7 +49,7 @@ def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool 
            user: str | None = None, volumes: Sequence[str] = (), net: str | None = None,
            publish: Sequence[str] = (), cpus: str | None = None, memory: str | None = None,
            pids: int | None = None, docker: bool = False, create_only: bool = False,
-           allow_host_network: bool = False) -> int:
+           allow_host_network: bool = False, security_opt: Sequence[str] = ()) -> int:
     from flex.runtime.cgroups import cgroups
     from flex.runtime.containers.create import CreateOptions, create_container
 
@@ -63,7 +63,7 @@ def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool 
         allow_host_network=allow_host_network,
         cpus=cgroups.parse_cpus(cpus) if cpus is not None else None,
         memory=cgroups.parse_memory(memory) if memory is not None else None, pids=pids, docker=docker,
-        tty=tty, interactive=interactive, auto_remove=rm)
+        no_new_privileges=_no_new_privileges(security_opt), tty=tty, interactive=interactive, auto_remove=rm)
     store = open_store()
     c = create_container(store, _images(image, store), opts)
     if create_only:
@@ -82,6 +82,17 @@ def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool 
             store.remove(c.id, force=True)
     return code
 
+
+def _no_new_privileges(security_opt: Sequence[str]) -> bool:
+    """``--security-opt no-new-privileges[:true|false]`` (Docker's and podman's spelling; last one wins)."""
+    on = False
+    for opt in security_opt:
+        key, sep, value = opt.replace("=", ":", 1).partition(":")
+        if key != "no-new-privileges" or value not in (("true", "false") if sep else ("",)):
+            raise InvalidArgument(f"--security-opt {opt!r}: not an option flex knows",
+                                  hint="flex knows --security-opt no-new-privileges[:true|false]")
+        on = value != "false"
+    return on
 
 
 # One text per flag of run and create, for both parsers (fast_main's argparse and typer's --help).
@@ -102,6 +113,7 @@ _HELP = {
     "memory": "memory limit, e.g. 512m, 2g",
     "pids": "maximum number of processes",
     "docker": "let dockerd run inside",
+    "security_opt": "no-new-privileges: setuid binaries (sudo) stop working",
 }
 
 
@@ -126,6 +138,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", "-m", help=h["memory"])
     p.add_argument("--pids", type=int, help=h["pids"])
     p.add_argument("--docker", action="store_true", help=h["docker"])
+    p.add_argument("--security-opt", action="append", default=[], metavar="no-new-privileges",
+                   help=h["security_opt"])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
@@ -163,7 +177,8 @@ def fast_main(argv: Sequence[str]) -> int | None:
         return do_run(ns.image, ns.command, name=ns.name, rm=ns.rm, detach=ns.detach, interactive=ns.interactive,
                       tty=ns.tty, env=ns.env, workdir=ns.workdir, user=ns.user, volumes=ns.volume, net=ns.net,
                       publish=ns.publish, cpus=ns.cpus, memory=ns.memory, pids=ns.pids, docker=ns.docker,
-                      create_only=args[1] == "create", allow_host_network=ns.allow_host_network)
+                      create_only=args[1] == "create", allow_host_network=ns.allow_host_network,
+                      security_opt=ns.security_opt)
     except FlexError as err:
         if debug or ns.debug or os.environ.get("FLEX_DEBUG") == "1":
             import traceback
@@ -226,12 +241,13 @@ def register(app: typer.Typer) -> None:
             cpus: str = typer.Option(None, "--cpus", help=h["cpus"]),
             memory: str = typer.Option(None, "-m", "--memory", help=h["memory"]),
             pids: int = typer.Option(None, "--pids", help=h["pids"]),
-            docker: bool = typer.Option(False, "--docker", help=h["docker"])) -> None:
+            docker: bool = typer.Option(False, "--docker", help=h["docker"]),
+            security_opt: list[str] = typer.Option([], "--security-opt", help=h["security_opt"])) -> None:
         """Run a command in a new container (exit code passed through)."""
         raise typer.Exit(do_run(image, command or [], name=name, rm=rm, detach=detach, interactive=interactive,
                                 tty=tty, env=env, workdir=workdir, user=user, volumes=volume, net=net,
                                 publish=publish, cpus=cpus, memory=memory, pids=pids, docker=docker,
-                                allow_host_network=allow_host_network))
+                                allow_host_network=allow_host_network, security_opt=security_opt))
 
     @rt.command(context_settings=ctx_settings)
     def create(image: str = typer.Argument(..., help="image name, or a root filesystem directory"),
@@ -248,11 +264,12 @@ def register(app: typer.Typer) -> None:
                cpus: str = typer.Option(None, "--cpus", help=h["cpus"]),
                memory: str = typer.Option(None, "-m", "--memory", help=h["memory"]),
                pids: int = typer.Option(None, "--pids", help=h["pids"]),
-               docker: bool = typer.Option(False, "--docker", help=h["docker"])) -> None:
+               docker: bool = typer.Option(False, "--docker", help=h["docker"]),
+               security_opt: list[str] = typer.Option([], "--security-opt", help=h["security_opt"])) -> None:
         """Create a container without starting it; prints its id."""
         do_run(image, command or [], name=name, tty=tty, env=env, workdir=workdir, user=user, volumes=volume,
                net=net, publish=publish, cpus=cpus, memory=memory, pids=pids, docker=docker, create_only=True,
-               detach=True, allow_host_network=allow_host_network)
+               detach=True, allow_host_network=allow_host_network, security_opt=security_opt)
 
     @rt.command()
     def start(container: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from flex.atomic import write_atomic
 from flex.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, UsageError
-from flex.runtime.cgroups import cgroups
+from flex.runtime.cgroups import cgroups, release_agent
 from flex.runtime.containers.binds import resolve_bind
 from flex.runtime.containers.rootfs import ImageSource, ResolvedImage, lookup_user, mount_rootfs
 from flex.runtime.containers.store import Container, Containers
@@ -47,6 +47,7 @@ class CreateOptions:
     memory: int | None = None
     pids: int | None = None
     docker: bool = False
+    no_new_privileges: bool = False  # off by default, as in Docker and podman: sudo must work
     tty: bool = False
     interactive: bool = False
     auto_remove: bool = False
@@ -89,6 +90,8 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
         raise FailedPrecondition(
             "resource limits and --docker need a cgroup delegated to you, and none is",
             hint="as root: flex runtime delegate-cgroups USER (or run on cgroup v2 with systemd Delegate=yes)")
+    if opts.docker and not cgroups.is_v2():
+        release_agent.require_fix()  # CVE-2022-0492: --docker on cgroup v1 is that exploit's configuration
     volumes = [resolve_bind(v) for v in opts.volumes]
     if not store.rootless:
         _check_searchable(store)
@@ -135,6 +138,8 @@ def _create(store: Containers, cid: str, name: str, opts: CreateOptions, image: 
                               cwd=opts.workdir or cfg.working_dir or "/", uid=uid, gid=gid,
                               additional_gids=extra, terminal=opts.tty)
         s = spec.with_rootless(s, idmap) if store.rootless else spec.with_idmap(s, idmap)
+        if opts.no_new_privileges:
+            s = spec.with_no_new_privileges(s)
         if opts.init and (init := _init_binary()) is not None:
             s = spec.with_init(s, init)
         for src, dst, ro in volumes:
@@ -227,8 +232,10 @@ def _with_network(store: Containers, cid: str, name: str, opts: CreateOptions, s
     from flex.runtime.network.networks import NetworkRequest, parse_publish
 
     networks = store.networks()
+    # --docker: dockerd needs CAP_NET_ADMIN in the container's network namespace (and crun a fresh sysfs),
+    # which only a namespace owned by the container's user namespace gives
     req = NetworkRequest(mode=opts.net, ports=[parse_publish(p) for p in opts.publish], hostname=name[:63],
-                         allow_host_network=opts.allow_host_network)
+                         allow_host_network=opts.allow_host_network, own_netns=opts.docker)
     prepared = networks.prepare(cid, req)
     if opts.net == "host":
         s["linux"]["namespaces"] = [n for n in s["linux"]["namespaces"] if n["type"] != "network"]

@@ -1,24 +1,27 @@
-"""Links of the root runner's network: the bridge, and one veth pair per container (pyroute2).
+"""Links of the root runner's network: the bridge, and one veth pair per container (rtnetlink).
 
 Owns creating and deleting the bridge (``flex0``), the host end of each container's veth pair (named
 ``fx`` + 10 hex digits of the container id) and the container end (``eth0``, created directly inside the
-container's namespace), the container's address, default route and per-namespace sysctls. pyroute2 costs
-~100-250 ms to import, so it is imported inside the functions, never at module top: ``flex runtime run``
-with ``--net none`` must not pay for it. Imports nothing from flex but flex.errors and net_ns.
+container's namespace), the container's address, default route and per-namespace sysctls, with the few
+rtnetlink requests of rtnl.py: pyroute2 cost ~100-250 ms to import on every start. Imports nothing from
+flex but flex.errors and the network noun's own modules.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from flex.errors import FailedPrecondition
 from flex.runtime.network.netns import in_netns
+from flex.runtime.network.rtnl import Rtnl
 
-__all__ = ["VETH_PREFIX", "add_endpoint", "bridge_ports", "ensure_bridge", "link_exists", "remove_bridge",
-           "remove_link", "routes_overlapping", "veth_name"]
+__all__ = ["VETH_PREFIX", "add_endpoint", "bridge_ports", "ensure_bridge", "link_exists", "mac_address",
+           "remove_bridge", "remove_link", "routes_overlapping", "veth_name"]
 
 from flex.runtime.network.firewall import VETH_PREFIX
 
@@ -28,15 +31,20 @@ def veth_name(container_id: str) -> str:
     return VETH_PREFIX + hashlib.sha256(container_id.encode()).hexdigest()[:10]
 
 
-def _ipr() -> Any:
-    from pyroute2 import IPRoute
+def mac_address(container_id: str) -> str:
+    """The container end's MAC address (locally administered): deterministic, so the firewall can pin a
+    port to it from the container id alone."""
+    digest = hashlib.sha256(b"mac:" + container_id.encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
 
-    return IPRoute()
 
-
-def _index(ipr: Any, name: str) -> int | None:
-    found = ipr.link_lookup(ifname=name)
-    return int(found[0]) if found else None
+def _index(rtnl: Rtnl, name: str) -> int | None:
+    try:
+        return rtnl.index(name)
+    except OSError as err:
+        if err.errno == errno.ENODEV:
+            return None
+        raise
 
 
 def _write_sysctl(key: str, value: str) -> None:
@@ -45,29 +53,34 @@ def _write_sysctl(key: str, value: str) -> None:
         f.write(value)
 
 
+@contextlib.contextmanager
+def _rtnl() -> Iterator[Rtnl]:
+    rtnl = Rtnl()
+    try:
+        yield rtnl
+    finally:
+        rtnl.close()
+
+
 def ensure_bridge(name: str, gateway: str, prefixlen: int) -> None:
     """The bridge exists, is up and holds the gateway address; IPv4 forwarding is on. Safe to repeat."""
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    with _ipr() as ipr:
-        idx = _index(ipr, name)
-        if idx is None:
-            try:
-                ipr.link("add", ifname=name, kind="bridge")
-            except NetlinkError as err:
-                if err.code != 17:  # EEXIST: another process was faster
-                    raise FailedPrecondition(f"cannot create bridge {name}: {err}") from err
-            idx = _index(ipr, name)
-            assert idx is not None
-        have = {a.get("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
-        if gateway not in have:
-            try:
-                ipr.addr("add", index=idx, address=gateway, prefixlen=prefixlen)
-            except NetlinkError as err:
-                if err.code != 17:
-                    raise FailedPrecondition(f"cannot give bridge {name} the address {gateway}/{prefixlen}: {err}",
-                                             hint="another interface may already use this subnet") from err
-        ipr.link("set", index=idx, state="up")
+    # A fixed MAC: left alone, a bridge takes the lowest of its ports' MACs, so one container's removal
+    # changed the gateway's MAC under the others' ARP caches (their traffic stopped for a while).
+    mac = mac_address("bridge:" + name)
+    with _rtnl() as rtnl:
+        try:
+            rtnl.add_bridge(name, up=False, address=mac)
+        except OSError as err:
+            if err.errno != errno.EEXIST:  # another process was faster, or it is there already
+                raise FailedPrecondition(f"cannot create bridge {name}: {err}") from err
+        idx = rtnl.index(name)
+        try:
+            rtnl.add_address(idx, gateway, prefixlen)
+        except OSError as err:
+            if err.errno != errno.EEXIST:
+                raise FailedPrecondition(f"cannot give bridge {name} the address {gateway}/{prefixlen}: {err}",
+                                         hint="another interface may already use this subnet") from err
+        rtnl.set_link(name, up=True, address=mac)
     # Outbound traffic of containers is routed; the installer turns this on too, but a reboot may not keep it.
     with open("/proc/sys/net/ipv4/ip_forward") as f:
         if f.read().strip() != "1":
@@ -75,74 +88,64 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int) -> None:
 
 
 def add_endpoint(bridge: str, host_if: str, netns_path: Path, address: str, prefixlen: int,
-                 gateway: str) -> None:
+                 gateway: str, *, mac: str | None = None) -> None:
     """Create the veth pair (container end straight into the namespace), configure the container side,
     then enslave the host end to the bridge and bring it up. The caller has already installed the
     firewall rules that name ``host_if``, so the port is never on the bridge unfiltered."""
-    from pyroute2.netlink.exceptions import NetlinkError
-
     fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with _ipr() as ipr:
-            if _index(ipr, host_if) is None:
+        with _rtnl() as rtnl:
+            if _index(rtnl, host_if) is None:
                 try:
-                    ipr.link("add", ifname=host_if, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
-                except NetlinkError as err:
+                    rtnl.add_veth(host_if, "eth0", fd, None, None, up=False, peer_address=mac)
+                except OSError as err:
                     raise FailedPrecondition(f"cannot create veth pair {host_if}: {err}") from err
     finally:
         os.close(fd)
     in_netns(netns_path, lambda: _configure_inside(address, prefixlen, gateway))
-    with _ipr() as ipr:
-        bidx = _index(ipr, bridge)
-        idx = _index(ipr, host_if)
-        if bidx is None or idx is None:
+    with _rtnl() as rtnl:
+        bidx = _index(rtnl, bridge)
+        if bidx is None or _index(rtnl, host_if) is None:
             raise FailedPrecondition(f"bridge {bridge} or link {host_if} vanished during set-up")
-        ipr.link("set", index=idx, master=bidx, state="up")
+        rtnl.set_link(host_if, up=True, master=bidx)
 
 
 def _configure_inside(address: str, prefixlen: int, gateway: str) -> None:
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    # Container root is an unprivileged uid outside, and this namespace belongs to the host's user
+    # Container root is an unprivileged uid outside, and this namespace usually belongs to the host's user
     # namespace: without these, a web server could not bind port 80 and `ping` could not open its socket.
     _write_sysctl("net.ipv4.ip_unprivileged_port_start", "0")
     _write_sysctl("net.ipv4.ping_group_range", "0 2147483647")
     # IPv4 only: no SLAAC or link-local chatter the filter would have to think about.
     _write_sysctl("net.ipv6.conf.all.disable_ipv6", "1")
     _write_sysctl("net.ipv6.conf.default.disable_ipv6", "1")
-    with _ipr() as ipr:
-        lo = _index(ipr, "lo")
-        eth = _index(ipr, "eth0")
-        assert lo is not None and eth is not None
-        ipr.link("set", index=lo, state="up")
-        have = {a.get("IFA_ADDRESS") for a in ipr.get_addr(index=eth, family=2)}
-        if address not in have:
-            ipr.addr("add", index=eth, address=address, prefixlen=prefixlen)
-        ipr.link("set", index=eth, state="up")
+    with _rtnl() as rtnl:  # made in this thread, so in the container's namespace
+        rtnl.set_link("lo", up=True)
+        eth = rtnl.index("eth0")
         try:
-            ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
-        except NetlinkError as err:
-            if err.code != 17:
+            rtnl.add_address(eth, address, prefixlen)
+        except OSError as err:
+            if err.errno != errno.EEXIST:
+                raise
+        rtnl.set_link("eth0", up=True)
+        try:
+            rtnl.add_default_route(eth, gateway)
+        except OSError as err:
+            if err.errno != errno.EEXIST:
                 raise
 
 
 def link_exists(name: str) -> bool:
-    with _ipr() as ipr:
-        return _index(ipr, name) is not None
+    with _rtnl() as rtnl:
+        return _index(rtnl, name) is not None
 
 
 def remove_link(name: str) -> None:
     """Delete a link (a veth's peer goes with it); missing is fine."""
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    with _ipr() as ipr:
-        idx = _index(ipr, name)
-        if idx is None:
-            return
+    with _rtnl() as rtnl:
         try:
-            ipr.link("del", index=idx)
-        except NetlinkError as err:
-            if err.code != 19:  # ENODEV: gone meanwhile
+            rtnl.delete_link(name)
+        except OSError as err:
+            if err.errno != errno.ENODEV:  # gone already, or meanwhile
                 raise
 
 
@@ -152,11 +155,11 @@ def remove_bridge(name: str) -> None:
 
 def bridge_ports(bridge: str) -> list[str]:
     """Names of the links enslaved to ``bridge`` (empty if it does not exist)."""
-    with _ipr() as ipr:
-        bidx = _index(ipr, bridge)
+    with _rtnl() as rtnl:
+        bidx = _index(rtnl, bridge)
         if bidx is None:
             return []
-        return [str(link.get("IFLA_IFNAME")) for link in ipr.get_links() if link.get("IFLA_MASTER") == bidx]
+        return [name for _, name, master in rtnl.links() if master == bidx]
 
 
 def routes_overlapping(subnet: str) -> list[str]:
@@ -165,13 +168,12 @@ def routes_overlapping(subnet: str) -> list[str]:
 
     net = ipaddress.IPv4Network(subnet)
     out = []
-    with _ipr() as ipr:
-        names = {link["index"]: link.get("IFLA_IFNAME") for link in ipr.get_links()}
-        for r in ipr.get_routes(family=2, table=254):
-            dst = r.get("RTA_DST")
-            if not dst or r["dst_len"] == 0:
+    with _rtnl() as rtnl:
+        names = {index: name for index, name, _ in rtnl.links()}
+        for dst, dst_len, oif in rtnl.routes():
+            if dst_len == 0:
                 continue
-            other = ipaddress.IPv4Network(f"{dst}/{r['dst_len']}", strict=False)
+            other = ipaddress.IPv4Network(f"{dst}/{dst_len}", strict=False)
             if other.overlaps(net):
-                out.append(f"{other} dev {names.get(r.get('RTA_OIF'), '?')}")
+                out.append(f"{other} dev {names.get(oif, '?') if oif is not None else '?'}")
     return out

@@ -9,7 +9,12 @@ without br_netfilter).
 The ruleset is installed when the bridge is created, replaced in ONE ``nft -f`` transaction
 (``table X {}`` + ``delete table X`` + the new table), so there is never a moment with half the rules,
 and removing flex's rules never touches anyone else's. Published ports do not need rules here: they are
-served by a userspace forwarder on the host (see net_forward.py). Imports nothing from flex but flex.errors.
+served by a userspace forwarder on the host (see net_forward.py).
+
+A container whose user namespace owns its network namespace (``--docker``: dockerd needs CAP_NET_ADMIN
+there) may change its MAC and address and forge packets, so its port is *pinned*: the bridge table lets
+through only ARP and IPv4 from that port's own MAC and address. The pins are part of the ruleset (rendered
+from the endpoint records), so a re-render never drops one. Imports nothing from flex but flex.errors.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from collections.abc import Sequence
 
 from flex.errors import FailedPrecondition
 
-__all__ = ["BLOCKED", "VETH_PREFIX", "apply_rules", "remove_rules", "render", "rule_counters", "table_exists"]
+__all__ = ["BLOCKED", "VETH_PREFIX", "Pin", "apply_rules", "remove_rules", "render", "rule_counters", "table_exists"]
 
 # Never reachable from a container: link-local, where cloud metadata services live (169.254.169.254).
 BLOCKED = ("169.254.0.0/16",)
@@ -33,13 +38,18 @@ def _q(name: str) -> str:
     return json.dumps(name)  # nft accepts double-quoted interface names
 
 
-def render(bridge: str, subnet: str, *, allow: Sequence[str] = (), host_ports: Sequence[str] = ()) -> str:
+Pin = tuple[str, str, str]  # (host end of the veth, the container end's MAC, its IPv4 address)
+
+
+def render(bridge: str, subnet: str, *, allow: Sequence[str] = (), host_ports: Sequence[str] = (),
+           pins: Sequence[Pin] = ()) -> str:
     """The ``nft -f`` script that atomically (re)creates flex's tables for ``bridge``.
 
     The rules name no container: they match the bridge, the subnet and the veth prefix ``fx``, so a
     container's start or removal needs no rule change (an ``nft`` run costs 10-30 ms). Spoofing needs no
-    per-port pin either: a container's namespace belongs to the host's user namespace, where container
-    root holds neither CAP_NET_ADMIN nor CAP_NET_RAW, so it cannot change its address or forge packets.
+    per-port pin either when a container's namespace belongs to the host's user namespace, where container
+    root holds neither CAP_NET_ADMIN nor CAP_NET_RAW: it cannot change its address or forge packets.
+    ``pins`` are the ports of containers that own their namespace: only their own MAC and address pass.
     ``allow`` lists extra destinations (CIDRs) containers may reach although they would be blocked;
     ``host_ports`` ("PORT/tcp", "PORT/udp") are services of the runner itself that containers may reach
     through the bridge's address (the gateway)."""
@@ -51,6 +61,7 @@ def render(bridge: str, subnet: str, *, allow: Sequence[str] = (), host_ports: S
     opened = "".join(f'        iifname {br} ip daddr {gateway} {proto} dport {port} accept '
                      f'comment "allowed by configuration"\n'
                      for port, proto in (hp.split("/") for hp in host_ports))
+    pinned = _render_pins(pins)
     return f"""table inet {bridge} {{}}
 delete table inet {bridge}
 table bridge {bridge} {{}}
@@ -76,13 +87,36 @@ table inet {bridge} {{
     }}
 }}
 table bridge {bridge} {{
-    chain forward {{
+{pinned}    chain forward {{
         type filter hook forward priority filter; policy accept;
         # `meta ibrname` would say "any port of this bridge" but needs nft_meta_bridge, which some
         # kernels lack (this machine's); every container port is named fx..., on this bridge or another.
         iifname "{VETH_PREFIX}*" counter drop comment "bridge ports never talk to each other"
     }}
 }}
+"""
+
+
+def _render_pins(pins: Sequence[Pin]) -> str:
+    if not pins:
+        return ""
+    ports = ", ".join(_q(p[0]) for p in pins)
+    elements = ", ".join(f"{_q(port)} . {mac} . {ipaddress.IPv4Address(addr)}" for port, mac, addr in pins)
+    return f"""    set pinned {{
+        type ifname
+        elements = {{ {ports} }}
+    }}
+    set pins {{
+        type ifname . ether_addr . ipv4_addr
+        elements = {{ {elements} }}
+    }}
+    chain prerouting {{
+        type filter hook prerouting priority filter - 10; policy accept;
+        iifname != @pinned accept
+        iifname . ether saddr . ip saddr @pins accept
+        iifname . ether saddr . arp saddr ip @pins iifname . arp saddr ether . arp saddr ip @pins accept
+        counter drop comment "a pinned port sends only from its own MAC and address"
+    }}
 """
 
 
@@ -103,8 +137,9 @@ def _run(script: str) -> None:
                                  hint="is the nf_tables kernel module available? (`nft list ruleset` as root)")
 
 
-def apply_rules(bridge: str, subnet: str, *, allow: Sequence[str] = (), host_ports: Sequence[str] = ()) -> None:
-    _run(render(bridge, subnet, allow=allow, host_ports=host_ports))
+def apply_rules(bridge: str, subnet: str, *, allow: Sequence[str] = (), host_ports: Sequence[str] = (),
+                pins: Sequence[Pin] = ()) -> None:
+    _run(render(bridge, subnet, allow=allow, host_ports=host_ports, pins=pins))
 
 
 def remove_rules(bridge: str) -> None:

@@ -7,14 +7,17 @@ FLEX_HOME/run/net/<id>/ (hosts, hostname, resolv.conf, slirp4netns API socket, l
 - ``none``: loopback only (crun makes the namespace); flex writes /etc/hosts, hostname, an empty resolv.conf.
 - ``private`` on a root runner: a namespace file, a veth pair on the bridge ``flex0``, an address leased
   from net_ipam, NAT out, nftables isolation (net_firewall), published ports by a forwarder (net_forward).
+  With ``own_netns`` (nested Docker) crun makes the namespace inside the container's user namespace, and
+  ``attach`` adds the veth pair there, its port pinned to the container's MAC and address.
 - ``private`` rootless: crun makes the namespace; ``attach`` runs slirp4netns on the container's pid with
   the host's loopback hidden, installs a guard table and adds port forwards through its API (net_slirp).
 - ``host``: the runner's own network; refused on a root runner unless ``allow_host_network``.
 
 Lifecycle: prepare (before ``crun create``) -> attach(pid) (before ``crun start``) -> release. The row is
 written BEFORE anything is created and every name is derived from the container id, so ``release`` and
-``gc`` can always find and remove what a process killed mid-set-up left behind. pyroute2 is imported only
-inside net_bridge's functions. Imports nothing from flex but flex.errors and the runtime's own modules.
+``gc`` can always find and remove what a process killed mid-set-up left behind. Links are made with
+rtnl.py's few rtnetlink requests, not pyroute2 (whose import cost ~100 ms per start). Imports nothing
+from flex but flex.errors and the runtime's own modules.
 """
 
 from __future__ import annotations
@@ -118,6 +121,10 @@ class NetworkRequest:
     ports: list[PortMapping] = field(default_factory=list)
     hostname: str = "flex"
     allow_host_network: bool = False
+    # Root runner: the container's user namespace owns its network namespace (crun makes it), so its root
+    # holds CAP_NET_ADMIN there (dockerd needs it, and crun needs it to mount a fresh sysfs). Rootless
+    # containers always own theirs.
+    own_netns: bool = False
 
 
 @dataclass
@@ -244,7 +251,7 @@ class Networks:
         if not _HOSTNAME.match(hostname):
             raise InvalidArgument(f"invalid hostname {req.hostname!r}",
                                   hint="letters, digits and '-', dot-separated labels of at most 63 characters")
-        req = NetworkRequest(req.mode, list(req.ports), hostname, req.allow_host_network)
+        req = NetworkRequest(req.mode, list(req.ports), hostname, req.allow_host_network, req.own_netns)
         if req.ports and req.mode != "private":
             raise UsageError(f"--publish needs --net private (this container has --net {req.mode})",
                              hint="with --net host the container's ports are the host's ports already")
@@ -257,18 +264,19 @@ class Networks:
         d = self._dir(container_id)
         d.mkdir(parents=True, exist_ok=True, mode=0o755)
         bridged = req.mode == "private" and not self.rootless
+        netns_file = bridged and not req.own_netns  # else crun makes it; the record's netns_path is NULL
         with self.db.transaction() as conn:
             conn.execute(
                 "INSERT INTO net_endpoints (container_id, mode, rootless, bridge, netns_path, host_if, address,"
                 " hostname, requested, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (container_id, req.mode, int(self.rootless), self.bridge if bridged else None,
-                 str(self._netns_path(container_id)) if bridged else None,
+                 str(self._netns_path(container_id)) if netns_file else None,
                  self._veth(container_id) if bridged else None, None, req.hostname,
                  json.dumps([asdict(p) for p in req.ports]), time.time()))
         try:
-            address = self._prepare_bridged(container_id) if bridged else None
+            address = self._prepare_bridged(container_id, netns_file=netns_file) if bridged else None
             return PreparedNetwork(
-                netns_path=str(self._netns_path(container_id)) if bridged else None,
+                netns_path=str(self._netns_path(container_id)) if netns_file else None,
                 etc_files=self._write_etc(container_id, req, address),
                 host_network=req.mode == "host")
         except BaseException:
@@ -290,6 +298,8 @@ class Networks:
                 bound, helper = self._attach_slirp(container_id, pid, requested)
                 address: str | None = net_slirp.GUEST_ADDRESS
             else:
+                if row["netns_path"] is None:
+                    self._attach_own_netns(container_id, pid, row["address"])
                 bound, helper = self._attach_forwarder(container_id, row["address"], requested)
                 address = row["address"]
         except BaseException:
@@ -337,8 +347,12 @@ class Networks:
                 self.ipam.release(container_id)
                 with self.db.transaction() as conn:
                     conn.execute("DELETE FROM net_endpoints WHERE container_id = ?", (container_id,))
-                if row is None or row["bridge"] is not None:
-                    self._sync_rules(created=False)
+                if row is not None and row["bridge"] is not None and row["netns_path"] is None \
+                        and net_bridge.link_exists(self.bridge):
+                    self._apply_rules()  # a pinned port's pin goes with it
+                # The bridge and its ruleset stay for the next container (as docker0 and CNI's bridge do):
+                # removing and re-making them cost two nft runs and a bridge per `run --rm`. gc() removes
+                # an idle bridge.
         else:
             with self.db.transaction() as conn:
                 conn.execute("DELETE FROM net_endpoints WHERE container_id = ?", (container_id,))
@@ -370,6 +384,7 @@ class Networks:
             self.release(container_id)
         if not self.rootless:
             self._sweep_orphan_links()
+            self._remove_idle_bridge()
         return dead
 
     # ----- root: bridge, namespace, firewall, forwarder ---------------------------------------------
@@ -380,7 +395,7 @@ class Networks:
 
         return veth_name(container_id)
 
-    def _prepare_bridged(self, container_id: str) -> str:
+    def _prepare_bridged(self, container_id: str, *, netns_file: bool) -> str:
         from flex.runtime.network import bridge as net_bridge
         from flex.runtime.network import netns as net_ns
 
@@ -388,16 +403,45 @@ class Networks:
         with self.db.transaction() as conn:
             conn.execute("UPDATE net_endpoints SET address = ? WHERE container_id = ?", (address, container_id))
         netns = self._netns_path(container_id)
-        net_ns.create_netns(netns)
+        if netns_file:
+            net_ns.create_netns(netns)
         with self._lock():
             if not net_bridge.link_exists(self.bridge):
                 # Only the first container pays for the bridge and ruleset; gc() re-checks both later.
                 self._check_subnet()
                 net_bridge.ensure_bridge(self.bridge, str(self.ipam.gateway), self.ipam.network.prefixlen)
-                self._sync_rules(created=True)  # filtered before the first port joins the bridge
-            net_bridge.add_endpoint(self.bridge, self._veth(container_id), netns, address,
-                                    self.ipam.network.prefixlen, str(self.ipam.gateway))
+                self._apply_rules()  # filtered before the first port joins the bridge
+            if netns_file:
+                net_bridge.add_endpoint(self.bridge, self._veth(container_id), netns, address,
+                                        self.ipam.network.prefixlen, str(self.ipam.gateway))
         return address
+
+    def _attach_own_netns(self, container_id: str, pid: int, address: str) -> None:
+        """The veth pair into the namespace crun made for ``pid`` (created, not started), once the port's
+        pin is in the ruleset: the container's root may change its MAC and address there, the pin on the
+        host's side of the veth is out of its reach."""
+        from flex.runtime.network import bridge as net_bridge
+
+        with self._lock():
+            self._apply_rules()  # its record names its port and address: the pin is in
+            net_bridge.add_endpoint(self.bridge, self._veth(container_id), Path(f"/proc/{pid}/ns/net"), address,
+                                    self.ipam.network.prefixlen, str(self.ipam.gateway),
+                                    mac=net_bridge.mac_address(container_id))
+
+    def _pins(self) -> list[tuple[str, str, str]]:
+        """(port, MAC, address) of every container on this bridge that owns its network namespace."""
+        from flex.runtime.network.bridge import mac_address
+
+        rows = self.db.query("SELECT container_id, host_if, address FROM net_endpoints WHERE bridge = ? AND "
+                             "rootless = 0 AND netns_path IS NULL AND host_if IS NOT NULL AND address IS NOT NULL",
+                             (self.bridge,))
+        return [(str(r["host_if"]), mac_address(str(r["container_id"])), str(r["address"])) for r in rows]
+
+    def _apply_rules(self) -> None:
+        from flex.runtime.network import firewall as net_firewall
+
+        net_firewall.apply_rules(self.bridge, self.ipam.subnet, allow=self.allow_cidrs,
+                                 host_ports=self.allow_host_ports, pins=self._pins())
 
     def _check_subnet(self) -> None:
         """Refuse a subnet another interface already routes (a VPN, docker0, a second flex install)."""
@@ -407,20 +451,17 @@ class Networks:
             raise FailedPrecondition(f"subnet {self.ipam.subnet} for bridge {self.bridge} overlaps {route}",
                                      hint="set FLEX_NET_SUBNET to a free private range")
 
-    def _sync_rules(self, *, created: bool) -> None:
-        """Install the bridge's ruleset when the bridge was just made; with no container left on this
-        bridge (in any database: the kernel's port list decides), remove rules and bridge. Lock held."""
+    def _remove_idle_bridge(self) -> None:
+        """With no container left on this bridge (in any database: the kernel's port list decides),
+        remove its rules and the bridge."""
         from flex.runtime.network import bridge as net_bridge
         from flex.runtime.network import firewall as net_firewall
 
-        if created:
-            net_firewall.apply_rules(self.bridge, self.ipam.subnet, allow=self.allow_cidrs,
-                                     host_ports=self.allow_host_ports)
-            return
-        rows = self.db.query("SELECT 1 FROM net_endpoints WHERE bridge = ? AND rootless = 0", (self.bridge,))
-        if not rows and not net_bridge.bridge_ports(self.bridge):
-            net_bridge.remove_bridge(self.bridge)
-            net_firewall.remove_rules(self.bridge)
+        with self._lock():
+            rows = self.db.query("SELECT 1 FROM net_endpoints WHERE bridge = ? AND rootless = 0", (self.bridge,))
+            if not rows and not net_bridge.bridge_ports(self.bridge):
+                net_bridge.remove_bridge(self.bridge)
+                net_firewall.remove_rules(self.bridge)
 
     def _attach_forwarder(self, container_id: str, address: str,
                           requested: list[PortMapping]) -> tuple[list[PortMapping], int | None]:
@@ -458,11 +499,8 @@ class Networks:
             if known and net_bridge.link_exists(self.bridge):
                 # Self-heal: someone took the bridge down, or a firewall reload (`nft flush ruleset`)
                 # dropped flex's tables.
-                from flex.runtime.network import firewall as net_firewall
-
                 net_bridge.ensure_bridge(self.bridge, str(self.ipam.gateway), self.ipam.network.prefixlen)
-                net_firewall.apply_rules(self.bridge, self.ipam.subnet, allow=self.allow_cidrs,
-                                         host_ports=self.allow_host_ports)
+                self._apply_rules()
 
     # ----- rootless: slirp4netns ----------------------------------------------------------------------
 

@@ -1,10 +1,12 @@
 """OCI runtime config (config.json) for a container: safe defaults plus ``with_*`` modifiers.
 
-``default_spec()`` gives a process in new pid/ipc/uts/mount/network/cgroup namespaces with Docker's
-default capabilities (which only ever count inside the container's user namespace), no-new-privileges,
-masked and read-only /proc paths, a fresh sysfs mounted read-only, only the safe device set, rlimits
-within the host's hard limits (never RLIMIT_NOFILE above it: root cannot raise it here) and a seccomp
-profile. Modifiers change one aspect each. Imports nothing from flex but flex.errors.
+``default_spec()`` gives a process in new pid/ipc/uts/mount/network/cgroup namespaces with Docker's default
+capabilities (which only ever count inside the container's user namespace), masked and read-only /proc
+paths, a fresh sysfs mounted read-only, only the safe device set, rlimits within the host's hard limits
+(never RLIMIT_NOFILE above it: root cannot raise it here) and a seccomp profile. No no-new-privileges by
+default, as in Docker and podman: devcontainer images run as a non-root ``remoteUser`` with passwordless
+sudo, and sudo is a setuid binary (``with_no_new_privileges`` turns it on). Modifiers change one aspect
+each. Imports nothing from flex but flex.errors.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "with_idmap",
     "with_init",
     "with_netns",
+    "with_no_new_privileges",
     "with_resources",
     "with_rootless",
     "with_runc_compat",
@@ -74,7 +77,7 @@ def default_spec(args: list[str], *, rootfs: Path, hostname: str, env: list[str]
             "cwd": cwd,
             "capabilities": {k: list(caps) for k in ("bounding", "effective", "permitted")},
             "rlimits": _rlimits(),
-            "noNewPrivileges": True,
+            "noNewPrivileges": False,
             "oomScoreAdj": 0,
         },
         "root": {"path": str(rootfs), "readonly": False},
@@ -169,6 +172,13 @@ def with_netns(spec: Spec, path: str | None) -> Spec:
                 ns["path"] = path
             else:
                 ns.pop("path", None)
+    return s
+
+
+def with_no_new_privileges(spec: Spec) -> Spec:
+    """``--security-opt no-new-privileges``: setuid/setgid bits and file capabilities stop working."""
+    s = copy.deepcopy(spec)
+    s["process"]["noNewPrivileges"] = True
     return s
 
 

@@ -53,8 +53,10 @@ class Mode:
         return self.name == "rootless"
 
     def argv(self, *args: str) -> list[str]:
-        if args and args[0] in ("run", "create") and not any(a.startswith("--net") for a in args):
-            # these tests are about containers; networking has its own (test_network.py)
+        if (args and args[0] in ("run", "create") and not any(a.startswith("--net") for a in args)
+                and "--docker" not in args):
+            # these tests are about containers; networking has its own (test_network.py). Nested Docker
+            # runs as the runner runs it: with the default network (dockerd and `docker pull` need one)
             args = (args[0], "--net", "none", *args[1:])
         return self.python_argv("-m", "flex", "runtime", *args)
 
@@ -165,6 +167,12 @@ def image_for(images: dict[str, str], workdir: Path, mode: Mode, include: tuple[
         return images[key]
     tar = debian_rootfs_tar(include=include)
     name = "flextest/" + ("-".join(p.split(".")[0] for p in include) or "minbase") + ":1"
+    images[key] = image_from_tar(mode, tar, name)
+    return images[key]
+
+
+def image_from_tar(mode: Mode, tar: Path, name: str) -> str:
+    """The root filesystem ``tar`` as a one-layer image ``name`` in the mode's image store."""
     code = ("import sys; from pathlib import Path; from flex.runtime.base.home import Home; "
             "from flex.runtime.images.store import ImageStore; from flex.runtime.unpack.userns import store_ownership; "
             "from flex.runtime.transfer.bootstrap import image_from_rootfs_tar; "
@@ -173,8 +181,7 @@ def image_for(images: dict[str, str], workdir: Path, mode: Mode, include: tuple[
     proc = subprocess.run(mode.python_argv("-c", code, str(tar), name), env=mode.env(), capture_output=True,
                           text=True, timeout=900, cwd="/")
     assert proc.returncode == 0, proc.stderr
-    images[key] = proc.stdout.strip()
-    return images[key]
+    return proc.stdout.strip()
 
 
 @pytest.fixture

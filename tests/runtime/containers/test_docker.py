@@ -1,5 +1,6 @@
-"""Nested Docker: `dockerd` in a `--docker` container, then `docker import` + `docker run`, root and rootless.
-Without --docker none of the extras are there."""
+"""Nested Docker: `dockerd` in a `--docker` container, then `docker import` + `docker run`, root and rootless,
+with the default network (as the runner runs it: dockerd and `docker pull` need one). Without --docker none
+of the extras are there. On cgroup v1 the container cannot take the CVE-2022-0492 route out."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ def test_docker_run_inside(mode: Mode, docker_image: str, tiny_rootfs_tar: Path)
     while mode.run("exec", "dind", "docker", "version").code != 0:
         assert time.monotonic() < deadline, mode.run("exec", "dind", "cat", "/var/log/dockerd.log").stdout
         time.sleep(0.3)
+    devs = mode.ok("exec", "dind", "cat", "/proc/net/dev")
+    assert "eth0:" in devs and "docker0:" in devs, "its own network, where dockerd made its bridge"
     mode.ok("exec", "dind", "docker", "import", "/tiny.tar", "tiny")
     r = mode.run("exec", "dind", "docker", "run", "--rm", "tiny", "echo", "hi", timeout=180)
     assert r.code == 0, r.stderr + mode.run("exec", "dind", "tail", "-20", "/var/log/dockerd.log").stdout
@@ -50,6 +53,14 @@ def test_docker_run_inside(mode: Mode, docker_image: str, tiny_rootfs_tar: Path)
     # the extras are for dockerd; io_uring stays off the allowlist with --docker too
     uring = mode.ok("exec", "dind", "perl", "-e", IO_URING_SETUP).split()
     assert uring[0] == "-1" and int(uring[1]) in (errno.EPERM, errno.ENOSYS), uring
+    # CVE-2022-0492's steps: a user namespace of its own, a cgroup namespace, a v1 hierarchy, its release_agent
+    controllers = next((line.split(":")[1] for line in Path("/proc/self/cgroup").read_text().splitlines()
+                        if line.split(":")[1] and not line.split(":")[1].startswith("name=")), None)
+    if controllers is not None:
+        r = mode.run("exec", "dind", "unshare", "-UrmC", "--propagation", "private", "sh", "-c",
+                     f"mkdir -p /tmp/cg && mount -t cgroup -o {controllers} cgroup /tmp/cg && echo mounted"
+                     " && echo /tmp/x > /tmp/cg/release_agent && echo written")
+        assert "written" not in r.stdout, r.stdout + r.stderr
 
 
 def test_without_docker_flag_no_extras(mode: Mode, docker_image: str) -> None:

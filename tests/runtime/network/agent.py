@@ -1,6 +1,8 @@
 """Drives flex.runtime.network.networks in its own process, the way the containers code will (one command each).
 
     agent.py HOME up CID ROOTLESS(0|1) [PUBLISH...]   prepare, start workload.py as the container, attach
+    agent.py HOME upown CID 0 [PUBLISH...]              the same for a container owning its network namespace
+                                                         (root runner, nested Docker): its own userns makes it
     agent.py HOME release CID ROOTLESS
     agent.py HOME gc ROOTLESS [LIVE_ID...]
     agent.py HOME churn ROOTLESS N                     N x (prepare, attach, release at once), one process
@@ -30,12 +32,15 @@ def main() -> None:
     home = Home.open(Path(sys.argv[1]))
     cmd = sys.argv[2]
     db = MetadataDB(home.db_path)
-    if cmd == "up":
-        cid, rootless = sys.argv[3], sys.argv[4] == "1"
+    if cmd in ("up", "upown"):
+        cid, rootless, own = sys.argv[3], sys.argv[4] == "1", cmd == "upown"
         nets = Networks(home, db, rootless=rootless)
-        prepared = nets.prepare(cid, NetworkRequest("private", [parse_publish(v) for v in sys.argv[5:]], cid))
+        prepared = nets.prepare(cid, NetworkRequest("private", [parse_publish(v) for v in sys.argv[5:]], cid,
+                                                    own_netns=own))
         workload = [sys.executable, str(HERE / "workload.py"), cid]
-        if rootless:
+        if own:
+            argv = ["unshare", "--user", "--map-root-user", "--net", *workload]
+        elif rootless:
             argv = [*NESTED_USERNS, "--net", *workload]
         else:
             argv = ["nsenter", f"--net={prepared.netns_path}", *workload]
@@ -45,7 +50,8 @@ def main() -> None:
         line = proc.stdout.readline().split()
         pid = int(line[1])
         attached = nets.attach(cid, pid)
-        print(json.dumps({"pid": pid, "address": attached.address, "netns": prepared.netns_path,
+        print(json.dumps({"pid": pid, "address": attached.address, "own": own,
+                          "netns": prepared.netns_path or f"/proc/{pid}/ns/net",
                           "ports": [asdict(p) for p in attached.ports],
                           "etc": {k: str(v) for k, v in prepared.etc_files.items()}}), flush=True)
         os._exit(0)

@@ -126,8 +126,8 @@ class Lab:
             assert r.returncode == 0, r.stderr[-3000:]
         return json.loads(r.stdout.splitlines()[-1]) if r.stdout.strip() else {}
 
-    def up(self, cid: str, *publish: str) -> dict[str, Any]:
-        info = self.agent("up", cid, "1" if self.rootless else "0", *publish)
+    def up(self, cid: str, *publish: str, own_netns: bool = False) -> dict[str, Any]:
+        info = self.agent("upown" if own_netns else "up", cid, "1" if self.rootless else "0", *publish)
         self.pids.add(int(info["pid"]))
         return info
 
@@ -140,8 +140,11 @@ class Lab:
 
     def in_container(self, info: dict[str, Any], *cmd: str) -> subprocess.CompletedProcess[str]:
         """Run ``cmd`` in a container's network namespace with its root's powers there: rootless, in the
-        container's own user namespace (full capabilities in it, as the container's root has)."""
-        if self.rootless:
+        container's own user namespace (full capabilities in it, as the container's root has); the same
+        for a root runner's container that owns its network namespace."""
+        if info.get("own"):
+            argv = ["nsenter", f"--target={info['pid']}", "--user", "--net", "--preserve-credentials", *cmd]
+        elif self.rootless:
             argv = self.in_host("nsenter", f"--target={info['pid']}", "--user", "--net", "--preserve-credentials",
                                 *cmd, as_user=True)
         else:

@@ -134,6 +134,7 @@ def test_flex_runtime_run_publishes_and_isolates_two_containers(lab) -> None:
             assert r.returncode == 0, r.stderr
             assert not lab.from_host("tcp", "127.0.0.1", str(ports[name]))["ok"]
             assert not lab.from_host("udp", "127.0.0.1", str(udp_ports[name]))["ok"]
+        assert flex("gc").returncode == 0  # the bridge and its rules stay until gc finds them idle
         left = lab.leftovers()
         assert left == {"netns files": [], "container dirs": [], "links": [], "nft tables": [], "processes": [],
                         "leases": [], "endpoints": []}, left

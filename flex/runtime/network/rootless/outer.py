@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from flex.errors import FailedPrecondition, NotFound, Unavailable
-from flex.runtime.network.rootless.rtnl import Rtnl
+from flex.runtime.network.rtnl import Rtnl
 
 __all__ = ["BRIDGE", "TAP", "OuterNetns", "guard_script", "open_outer"]
 
