@@ -23,12 +23,14 @@ from flex.api.environments import (
     set_condition,
 )
 from flex.api.errors import Gone
+from flex.api.policy import DockerPolicy, Policy, UserLimits
 from flex.api.runners import (
     JoinRequest,
     JoinResponse,
     JoinToken,
     Runner,
     RunnerCapacity,
+    RunnerGrant,
     RunnerHeartbeat,
     RunnerList,
 )
@@ -51,6 +53,7 @@ __all__ = [
     "AuditEventList",
     "Condition",
     "DevcontainerRef",
+    "DockerPolicy",
     "Environment",
     "EnvironmentCreate",
     "EnvironmentList",
@@ -62,11 +65,13 @@ __all__ = [
     "JoinResponse",
     "JoinToken",
     "ListMeta",
+    "Policy",
     "Port",
     "PortStatus",
     "Resources",
     "Runner",
     "RunnerCapacity",
+    "RunnerGrant",
     "RunnerHeartbeat",
     "RunnerList",
     "Source",
@@ -77,6 +82,7 @@ __all__ = [
     "User",
     "UserCreate",
     "UserCreated",
+    "UserLimits",
     "WatchEvent",
     "WireModel",
     "parse_quantity",

@@ -19,11 +19,13 @@ Scope = Literal["read", "write"]
 class UserCreate(WireModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=63)
     admin: bool = False
+    groups: list[str] = Field(default_factory=list, max_length=100)  # for runner scopes and policy
 
 
 class User(WireModel):
     name: str
     admin: bool
+    groups: list[str] = Field(default_factory=list)
     created_at: datetime
 
 

@@ -106,7 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     hub = Hub(store, listen_url=libpq_url(settings.database_url) if db.is_postgres else None,
               queue_size=settings.watch_queue, keepalive=settings.watch_keepalive)
     holder["hub"] = hub
-    fleet = Runners(db, settings.heartbeat_timeout, on_commit, store.forget_hint, store.writer)
+    fleet = Runners(db, settings.heartbeat_timeout, on_commit, store.forget_hint, store.writer,
+                    credential_ttl=settings.runner_credential_ttl)
     cp = ControlPlane(settings, db, store, fleet, hub,
                       FailureLimiter(settings.auth_failures_per_minute),
                       CredentialCache(settings.credential_cache_ttl))

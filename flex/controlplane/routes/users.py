@@ -23,7 +23,7 @@ class UserList(WireModel):
 @router.post("", status_code=201, response_model=UserCreated)
 def create_user_route(cp: Cp, who: Admin, body: UserCreate) -> UserCreated:
     """Create a user; the answer holds their first token, shown only this once."""
-    return create_user(cp.db, who, body.name, body.admin)
+    return create_user(cp.db, who, body.name, body.admin, body.groups)
 
 
 @router.get("", response_model=UserList)
