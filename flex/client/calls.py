@@ -22,6 +22,7 @@ from flex.api import (
     JoinRequest,
     JoinResponse,
     JoinToken,
+    Policy,
     Runner,
     RunnerCapacity,
     RunnerGrant,
@@ -117,7 +118,9 @@ class Calls:
             spec = {"source": {"git": git}}
         body = _validate(EnvironmentCreate, {"name": name, "labels": labels or {},
                                                  "spec": spec if isinstance(spec, dict) else spec.to_wire()})
-        return Call("POST", "/api/v1/environments", _model(Environment), json=body.to_wire())
+        # only what was given: the server fills the defaults (and the policy's default memory)
+        return Call("POST", "/api/v1/environments", _model(Environment),
+                    json=body.model_dump(mode="json", by_alias=True, exclude_unset=True))
 
     @staticmethod
     def get_environment(name: str, owner: str | None = None) -> Call[Environment]:
@@ -227,6 +230,16 @@ class Calls:
     @staticmethod
     def confirm_teardown(runner_id: str, env_id: str) -> Call[None]:
         return Call("DELETE", f"/api/v1/runners/{_p(runner_id)}/environments/{_p(env_id)}", _none)
+
+    # policy ------------------------------------------------------------------------------------------
+    @staticmethod
+    def get_policy() -> Call[Policy]:
+        return Call("GET", "/api/v1/policy", _model(Policy))
+
+    @staticmethod
+    def set_policy(policy: Policy | dict[str, Any]) -> Call[Policy]:
+        body = _validate(Policy, policy if isinstance(policy, dict) else policy.to_wire())
+        return Call("PUT", "/api/v1/policy", _model(Policy), json=body.to_wire())
 
     # users, tokens, audit ----------------------------------------------------------------------------
     @staticmethod

@@ -23,6 +23,7 @@ from flex.api import (
     EnvironmentStatus,
     JoinResponse,
     JoinToken,
+    Policy,
     Runner,
     RunnerCapacity,
     RunnerGrant,
@@ -192,6 +193,13 @@ class FlexClient:
         self._run(Calls.confirm_teardown(runner_id, env_id))
 
     # users, tokens, audit
+    def get_policy(self) -> Policy:
+        return self._run(Calls.get_policy())
+
+    def set_policy(self, policy: Policy | dict[str, Any]) -> Policy:
+        """Admins: replace the installation's policy."""
+        return self._run(Calls.set_policy(policy))
+
     def whoami(self) -> User:
         return self._run(Calls.whoami())
 
@@ -348,6 +356,13 @@ class AsyncFlexClient:
         await self._run(Calls.confirm_teardown(runner_id, env_id))
 
     # users, tokens, audit
+    async def get_policy(self) -> Policy:
+        return await self._run(Calls.get_policy())
+
+    async def set_policy(self, policy: Policy | dict[str, Any]) -> Policy:
+        """Admins: replace the installation's policy."""
+        return await self._run(Calls.set_policy(policy))
+
     async def whoami(self) -> User:
         return await self._run(Calls.whoami())
 

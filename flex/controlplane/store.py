@@ -30,7 +30,7 @@ from flex.api import (
     EnvironmentStatus,
 )
 from flex.api.environments import check_labels
-from flex.controlplane import audit, scheduler
+from flex.controlplane import audit, policy, scheduler
 from flex.controlplane.auth import Principal
 from flex.controlplane.db import Database
 from flex.controlplane.errors import Unprocessable
@@ -149,6 +149,17 @@ def check_local_source(s: Session, owner: str, runner_id: str | None) -> None:
                               f"disk, so only a desktop runner of {owner} may use it, and {owner} has none",
                               hint="use a git://, https://, ssh:// or git@ URL, or join your laptop as a desktop "
                                    "runner first")
+
+
+def _check_policy(s: Session, who: Principal, row: EnvironmentRow, spec: EnvironmentSpec) -> None:
+    """A changed spec may not turn Docker on for someone the policy does not allow, nor grow past the owner's
+    limits (shrinking is always allowed, so a user over a lowered limit can get under it)."""
+    rules = policy.load_policy(s)
+    if spec.docker and not row.spec.get("docker"):
+        policy.check_docker(s, rules, who)
+    r = spec.resources
+    if r.cpus > row.req_cpus or r.memory > row.req_memory or r.disk > row.req_disk:
+        policy.check_limits(s, rules, row.owner, spec, replacing=row.id)
 
 
 def _requests(row: EnvironmentRow, spec: EnvironmentSpec) -> None:
@@ -314,10 +325,15 @@ class Store:
                                     hint="pick another name, or change the existing one with PATCH")
             if body.spec.source.local:
                 check_local_source(s, who.name, None)
+            rules = policy.load_policy(s)
+            spec = policy.with_default_memory(rules, body.spec)
+            if spec.docker:
+                policy.check_docker(s, rules, who)
+            policy.check_limits(s, rules, who.name, spec)
             row = EnvironmentRow(id="env_" + uuid.uuid4().hex[:20], owner=who.name, name=body.name,
-                                 labels=body.labels, spec=body.spec.to_wire(), status=EnvironmentStatus().to_wire(),
+                                 labels=body.labels, spec=spec.to_wire(), status=EnvironmentStatus().to_wire(),
                                  generation=1, created_at=now, updated_at=now)
-            _requests(row, body.spec)
+            _requests(row, spec)
             scheduler.bind_hinted(s, row, hint, now)
             if row.runner_id is not None:  # count it in the shared hint too, so the next create sees the load
                 for load in hint:
@@ -364,6 +380,8 @@ class Store:
             spec_changed = spec.to_wire() != current["spec"]
             if spec.source.local and spec.source.to_wire() != current["spec"].get("source"):
                 check_local_source(s, row.owner, row.runner_id)
+            if spec_changed:
+                _check_policy(s, who, row, spec)
             if spec_changed and spec.devcontainer != EnvironmentSpec.model_validate(row.spec).devcontainer:
                 check_inline_config(spec)
             if row.deletion_timestamp is not None:

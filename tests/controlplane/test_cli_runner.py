@@ -31,8 +31,10 @@ def test_runner_commands_and_force_rm(logged_in: dict[str, str]) -> None:
     assert token.startswith("flexj_") and "single use" in r.stderr
     with FlexClient(url) as anon:
         joined = anon.join(token, "vm1", "vm", {"cpus": 8, "memory": "32Gi", "disk": "500Gi"}, {"zone": "eu"})
-    r = run_flex("env", "create", "e1", "--git", GIT, "-o", "json", env=env)
+    r = run_flex("env", "create", "e1", "--git", GIT, "--disk", "20Gi", "-o", "json", env=env)
     assert r.code == 0 and json.loads(r.stdout)["status"]["runnerId"] == joined.id
+    r = run_flex("env", "get", "e1", env=env)
+    assert "20Gi disk (the disk limit is enforced by the runner)" in r.stdout
     r = run_flex("runner", "ls", env=env)
     assert r.code == 0
     row = next(x for x in r.stdout.splitlines() if x.startswith("vm1 "))
