@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flex.api import RunnerHeartbeat
+from flex.api import RunnerHeartbeat, TokenCreate
 from flex.controlplane.config import Settings
 from flex.errors import FailedPrecondition, NotFound, PermissionDenied, Unauthenticated
 from tests.controlplane.conftest import Api, running_app
@@ -120,6 +120,9 @@ async def test_a_revoked_credential_stops_at_once_here_and_within_the_cache_ttl_
             assert fresh.credential.startswith("flexr_") and fresh.expires_at is not None
             for replica in (one, two):
                 assert (await replica.client(fresh.credential).heartbeat(rid)).name == "r1"
+            read_only = await one.admin.create_token(TokenCreate(scopes=["read"]))
+            with pytest.raises(PermissionDenied):  # rotating is a write
+                await one.client(read_only.token).rotate_runner(rid)
             # a runner may rotate its own credential; the old one stops working on this replica at once
             mine = one.client(fresh.credential)
             newer = await mine.rotate_runner(rid)

@@ -98,9 +98,11 @@ def rotate(cp: Cp, who: Caller, runner_id: str) -> JoinResponse:
     """A new credential (shown once) for an admin, the owner, or the runner itself; the old one stops working."""
     if who.kind == "runner":
         _self(who, runner_id)
-    answer = cp.runners.rotate(who, runner_id)
+    elif "write" not in who.scopes:
+        raise PermissionDenied("this token lacks the 'write' scope", hint="create a token with that scope")
+    fresh = cp.runners.rotate(who, runner_id)
     cp.credentials.clear()
-    return answer
+    return fresh
 
 
 @router.post("/{runner_id}:revoke", response_model=Runner)
