@@ -7,8 +7,6 @@ adding one cannot race another create, on this replica or any other.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlalchemy import func
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
@@ -40,8 +38,8 @@ def set_policy(db: Database, who: Principal, policy: Policy) -> Policy:
             s.add(PolicyRow(id=1, data=policy.to_wire()))
         else:
             row.data = policy.to_wire()
-        audit.record(s, who.actor, "policy.update", "policy", at=datetime.now(UTC).isoformat(),
-                     docker=policy.docker.allowed)
+        audit.record(s, who.actor, "policy.update", "policy", docker=policy.docker.allowed,
+                     user_limits=policy.user_limits.to_wire(), overrides=sorted(policy.user_overrides))
     return policy
 
 
