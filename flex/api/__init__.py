@@ -37,6 +37,7 @@ from flex.api.runners import (
 from flex.api.users import (
     AuditEvent,
     AuditEventList,
+    GroupsUpdate,
     Token,
     TokenCreate,
     TokenCreated,
@@ -61,6 +62,7 @@ __all__ = [
     "EnvironmentSpec",
     "EnvironmentStatus",
     "Gone",
+    "GroupsUpdate",
     "JoinRequest",
     "JoinResponse",
     "JoinToken",

@@ -252,6 +252,10 @@ class Calls:
                     json={"name": name, "admin": admin, "groups": groups or []})
 
     @staticmethod
+    def set_groups(name: str, groups: list[str]) -> Call[User]:
+        return Call("PUT", f"/api/v1/users/{_p(name)}/groups", _model(User), json={"groups": groups})
+
+    @staticmethod
     def create_token(body: TokenCreate) -> Call[TokenCreated]:
         return Call("POST", "/api/v1/tokens", _model(TokenCreated),
                     json=body.model_dump(mode="json", by_alias=True, exclude_none=True))

@@ -206,6 +206,10 @@ class FlexClient:
     def create_user(self, name: str, admin: bool = False, groups: list[str] | None = None) -> UserCreated:
         return self._run(Calls.create_user(name, admin, groups))
 
+    def set_groups(self, name: str, groups: list[str]) -> User:
+        """Admins: replace a user's groups."""
+        return self._run(Calls.set_groups(name, groups))
+
     def create_token(self, body: TokenCreate | None = None) -> TokenCreated:
         return self._run(Calls.create_token(body or TokenCreate()))
 
@@ -368,6 +372,10 @@ class AsyncFlexClient:
 
     async def create_user(self, name: str, admin: bool = False, groups: list[str] | None = None) -> UserCreated:
         return await self._run(Calls.create_user(name, admin, groups))
+
+    async def set_groups(self, name: str, groups: list[str]) -> User:
+        """Admins: replace a user's groups."""
+        return await self._run(Calls.set_groups(name, groups))
 
     async def create_token(self, body: TokenCreate | None = None) -> TokenCreated:
         return await self._run(Calls.create_token(body or TokenCreate()))

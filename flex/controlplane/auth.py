@@ -31,6 +31,7 @@ from flex.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDeni
 
 __all__ = ["CredentialCache", "FailureLimiter", "Principal", "authenticate", "create_join_token", "create_token",
            "create_user", "delete_token", "ensure_admin", "hash_secret", "list_tokens", "list_users", "new_secret",
+           "set_groups",
            "write_secret_file"]
 
 USER_PREFIX, RUNNER_PREFIX, JOIN_PREFIX = "flexu_", "flexr_", "flexj_"
@@ -232,6 +233,17 @@ def create_user(db: Database, actor: Principal, name: str, admin: bool,
     except IntegrityError as err:
         raise AlreadyExists(f"user {name!r} already exists") from err
     return UserCreated(name=name, token=secret)
+
+
+def set_groups(db: Database, actor: Principal, name: str, groups: list[str]) -> User:
+    """Replace a user's groups; environments waiting for a runner shared with a group are retried by the sweep."""
+    with db.write() as s:
+        user = s.scalars(select(UserRow).where(UserRow.name == name)).first()
+        if user is None:
+            raise NotFound(f"user {name!r} not found", hint="list users with GET /api/v1/users")
+        user.groups = sorted(set(groups))
+        audit.record(s, actor.actor, "user.groups", f"user:{name}", groups=user.groups)
+        return User(name=user.name, admin=user.admin, groups=user.groups, created_at=_utc(user.created_at))
 
 
 def list_users(db: Database) -> list[User]:

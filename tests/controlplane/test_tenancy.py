@@ -4,6 +4,7 @@ Runs on SQLite and on PostgreSQL (the ``backend`` fixture)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -76,6 +77,17 @@ async def test_a_shared_runner_can_be_limited_to_users_and_groups(api: Api) -> N
     outside = await erin.create_environment("e1", _spec())
     assert outside.status.runner_id is None and _scheduled(outside) == ("False", "NoRunnerAllowed")
     assert (await carol.whoami()).groups == ["ml"]
+    with pytest.raises(PermissionDenied):  # only an admin changes groups
+        await erin.set_groups("erin", ["ml"])
+    assert (await api.admin.set_groups("erin", ["ml", "web"])).groups == ["ml", "web"]
+
+    async def bound() -> bool:  # the sweep retries waiting environments
+        return (await erin.get_environment("e1")).status.runner_id == gpu
+
+    deadline = asyncio.get_running_loop().time() + 20
+    while not await bound():
+        assert asyncio.get_running_loop().time() < deadline, "erin's environment was never bound"
+        await asyncio.sleep(0.1)
 
 
 async def test_declared_labels_and_capacity_stay_inside_the_grant(api: Api) -> None:
