@@ -37,11 +37,12 @@ def test_runner_commands_and_force_rm(logged_in: dict[str, str]) -> None:
     assert "20Gi disk (the disk limit is enforced by the runner)" in r.stdout
     r = run_flex("runner", "ls", env=env)
     assert r.code == 0
-    row = next(x for x in r.stdout.splitlines() if x.startswith("vm1 "))
-    assert row.split()[:5] == ["vm1", "vm", "ready", "-", "1"]
+    row = next(x for x in r.stdout.splitlines() if x.startswith("vm1 ")).split()
+    # this runner never heartbeats: on a slow machine it may be offline by now, which is beside the point here
+    assert row[:2] == ["vm1", "vm"] and row[2] in ("ready", "offline") and row[3:5] == ["-", "1"]
     r = run_flex("runner", "cordon", "vm1", env=env)
     assert r.code == 0 and "cordoned vm1" in r.stdout
-    assert "ready,cordoned" in run_flex("runner", "ls", env=env).stdout
+    assert ",cordoned" in run_flex("runner", "ls", env=env).stdout
     r = run_flex("runner", "drain", "vm1", env=env)
     assert r.code == 1 and r.stderr.startswith("error: runner 'vm1' has 1 environment") and "hint:" in r.stderr
     r = run_flex("runner", "rm", "vm1", env=env)
