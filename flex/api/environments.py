@@ -25,6 +25,7 @@ __all__ = [
     "Resources",
     "Source",
     "WatchEvent",
+    "check_labels",
     "set_condition",
 ]
 
@@ -56,6 +57,11 @@ class Source(_Strict):
         if self.ref is not None and self.git is None:
             raise ValueError("source.ref needs source.git")
         return self
+
+    @property
+    def local(self) -> bool:
+        """Read from the runner's own disk (a folder, or a file:// repository): only the owner's desktop runner may."""
+        return self.path is not None or (self.git or "").startswith("file://")
 
 
 class DevcontainerRef(_Strict):
@@ -109,11 +115,12 @@ class EnvironmentSpec(_Strict):
         seen = [p.port for p in self.ports]
         if len(seen) != len(set(seen)):
             raise ValueError("spec.ports: a port is listed twice")
-        _check_labels(self.runner_selector, "spec.runnerSelector")
+        check_labels(self.runner_selector, "spec.runnerSelector")
         return self
 
 
-def _check_labels(labels: Labels, where: str) -> None:
+def check_labels(labels: Labels, where: str) -> None:
+    """ValueError naming ``where`` if a key is not a label key or a value is too long."""
     import re
 
     for key, value in labels.items():
@@ -185,7 +192,7 @@ class EnvironmentCreate(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> EnvironmentCreate:
-        _check_labels(self.labels, "labels")
+        check_labels(self.labels, "labels")
         return self
 
 

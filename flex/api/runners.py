@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from flex.api.environments import NAME_PATTERN
+from flex.api.environments import NAME_PATTERN, check_labels
 from flex.api.wire import Bytes, WireModel
 
-__all__ = ["JoinRequest", "JoinResponse", "JoinToken", "Runner", "RunnerCapacity", "RunnerHeartbeat", "RunnerList"]
+__all__ = ["JoinRequest", "JoinResponse", "JoinToken", "Runner", "RunnerCapacity", "RunnerGrant", "RunnerHeartbeat",
+           "RunnerList"]
 
 
 class RunnerCapacity(WireModel):
@@ -21,9 +22,32 @@ class RunnerCapacity(WireModel):
     disk: Bytes = Field(ge=0, le=2**62)
 
 
+class RunnerGrant(WireModel):
+    """What an admin allows a runner when making its join token (the body of ``POST /api/v1/runners/join-tokens``).
+
+    ``owner`` makes it a personal runner (a laptop): it takes only that user's environments. Without an owner it
+    is the installation's, shared by everyone, or only by ``users`` and members of ``groups`` when given. The
+    runner may declare only ``labels`` listed here (``"*"`` allows any value of that key) and at most
+    ``maxCapacity``; what it declares beyond that, at join or in a heartbeat, is refused."""
+
+    owner: str | None = Field(None, pattern=NAME_PATTERN, max_length=63)
+    users: list[str] = Field(default_factory=list, max_length=1000)
+    groups: list[str] = Field(default_factory=list, max_length=1000)
+    labels: dict[str, str] = Field(default_factory=dict)
+    max_capacity: RunnerCapacity | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> RunnerGrant:
+        if self.owner is not None and (self.users or self.groups):
+            raise ValueError("a personal runner (owner) takes only its owner's environments: give no users or groups")
+        check_labels(self.labels, "labels")
+        return self
+
+
 class JoinToken(WireModel):
     token: str
     expires_at: datetime
+    grant: RunnerGrant = Field(default_factory=RunnerGrant)
 
 
 class JoinRequest(WireModel):
@@ -34,18 +58,25 @@ class JoinRequest(WireModel):
     kind: Literal["desktop", "vm"]
     capacity: RunnerCapacity
     labels: dict[str, str] = Field(default_factory=dict)
+    rootless: bool = False  # runs its containers without root: per-environment id ranges are limited
+    id_ranges: int = Field(0, ge=0, le=1_000_000)  # how many per-environment subordinate id ranges it can give
 
 
 class JoinResponse(WireModel):
+    """A runner credential, shown once (also the answer of ``:rotate``); heartbeats renew it until expiresAt."""
+
     id: str
     credential: str
+    expires_at: datetime | None = None
 
 
 class RunnerHeartbeat(WireModel):
-    """Optional news with a heartbeat: a changed capacity or labels."""
+    """Optional news with a heartbeat: a changed capacity, labels, or id ranges."""
 
     capacity: RunnerCapacity | None = None
     labels: dict[str, str] | None = None
+    rootless: bool | None = None
+    id_ranges: int | None = Field(None, ge=0, le=1_000_000)
 
 
 class Runner(WireModel):
@@ -56,6 +87,12 @@ class Runner(WireModel):
     allocated: RunnerCapacity
     labels: dict[str, str] = Field(default_factory=dict)
     state: Literal["ready", "offline"]
+    cordoned: bool = False  # takes no new environments
+    owner: str | None = None
+    grant: RunnerGrant = Field(default_factory=RunnerGrant)
+    rootless: bool = False
+    id_ranges: int = 0
+    credential_expires_at: datetime | None = None
     environments: int = 0
     last_heartbeat: datetime | None = None
     created_at: datetime

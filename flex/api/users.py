@@ -10,7 +10,7 @@ from pydantic import Field
 from flex.api.environments import NAME_PATTERN
 from flex.api.wire import WireModel
 
-__all__ = ["AuditEvent", "AuditEventList", "Token", "TokenCreate", "TokenCreated", "TokenList", "User",
+__all__ = ["AuditEvent", "AuditEventList", "GroupsUpdate", "Token", "TokenCreate", "TokenCreated", "TokenList", "User",
            "UserCreate", "UserCreated"]
 
 Scope = Literal["read", "write"]
@@ -19,11 +19,19 @@ Scope = Literal["read", "write"]
 class UserCreate(WireModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=63)
     admin: bool = False
+    groups: list[str] = Field(default_factory=list, max_length=100)  # for runner scopes and policy
+
+
+class GroupsUpdate(WireModel):
+    """``PUT /api/v1/users/{name}/groups``: the user's groups, replaced."""
+
+    groups: list[str] = Field(max_length=100)
 
 
 class User(WireModel):
     name: str
     admin: bool
+    groups: list[str] = Field(default_factory=list)
     created_at: datetime
 
 

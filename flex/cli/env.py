@@ -44,6 +44,12 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
     return out
 
 
+def _resources(env: Environment) -> str:
+    r = env.spec.resources
+    return (f"{r.cpus:g} cpus, {r.memory / 2**30:g}Gi memory, {r.disk / 2**30:g}Gi disk "
+            "(the disk limit is enforced by the runner)")
+
+
 def _show(env: Environment, output: str) -> None:
     if output == "json":
         typer.echo(json.dumps(env.to_wire(), indent=2))
@@ -52,7 +58,8 @@ def _show(env: Environment, output: str) -> None:
     rows = [("name", m.name), ("id", m.id), ("owner", m.owner), ("desired", env.spec.desired_phase),
             ("phase", "deleting" if m.deleting else s.phase),
             ("generation", f"{m.generation} (observed {s.observed_generation})"),
-            ("resourceVersion", str(m.resource_version)), ("runner", s.runner_id or "-")]
+            ("resourceVersion", str(m.resource_version)), ("runner", s.runner_id or "-"),
+            ("resources", _resources(env))]
     rows += [(f"condition {c.type}", f"{c.status} {c.reason} {c.message}".rstrip()) for c in s.conditions]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "env": "flex.cli.env",
     "image": "flex.cli.image",
     "login": "flex.cli.login",
+    "rm": "flex.cli.rm",
+    "runner": "flex.cli.runner",
     "runtime": "flex.cli.runtime",
     "server": "flex.cli.server",
 }

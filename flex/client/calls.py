@@ -22,8 +22,10 @@ from flex.api import (
     JoinRequest,
     JoinResponse,
     JoinToken,
+    Policy,
     Runner,
     RunnerCapacity,
+    RunnerGrant,
     RunnerHeartbeat,
     RunnerList,
     TokenCreate,
@@ -116,7 +118,9 @@ class Calls:
             spec = {"source": {"git": git}}
         body = _validate(EnvironmentCreate, {"name": name, "labels": labels or {},
                                                  "spec": spec if isinstance(spec, dict) else spec.to_wire()})
-        return Call("POST", "/api/v1/environments", _model(Environment), json=body.to_wire())
+        # only what was given: the server fills the defaults (and the policy's default memory)
+        return Call("POST", "/api/v1/environments", _model(Environment),
+                    json=body.model_dump(mode="json", by_alias=True, exclude_unset=True))
 
     @staticmethod
     def get_environment(name: str, owner: str | None = None) -> Call[Environment]:
@@ -148,8 +152,9 @@ class Calls:
 
     @staticmethod
     def delete_environment(name: str, *, resource_version: int | None = None,
-                           owner: str | None = None) -> Call[Environment]:
-        return Call("DELETE", f"/api/v1/environments/{_p(name)}", _model(Environment), params=_owner(owner),
+                           owner: str | None = None, force: bool = False) -> Call[Environment]:
+        params = {**_owner(owner), **({"force": "true"} if force else {})}
+        return Call("DELETE", f"/api/v1/environments/{_p(name)}", _model(Environment), params=params,
                     headers=_if_match(resource_version))
 
     @staticmethod
@@ -163,15 +168,34 @@ class Calls:
 
     # runners -----------------------------------------------------------------------------------------
     @staticmethod
-    def create_join_token() -> Call[JoinToken]:
-        return Call("POST", "/api/v1/runners/join-tokens", _model(JoinToken))
+    def create_join_token(grant: RunnerGrant | dict[str, Any] | None = None) -> Call[JoinToken]:
+        if grant is None:
+            return Call("POST", "/api/v1/runners/join-tokens", _model(JoinToken))
+        body = _validate(RunnerGrant, grant if isinstance(grant, dict) else grant.to_wire())
+        return Call("POST", "/api/v1/runners/join-tokens", _model(JoinToken),
+                    json=body.model_dump(mode="json", by_alias=True, exclude_none=True))
 
     @staticmethod
     def join(token: str, name: str, kind: str, capacity: RunnerCapacity | dict[str, Any],
-             labels: dict[str, str] | None = None) -> Call[JoinResponse]:
+             labels: dict[str, str] | None = None, *, rootless: bool = False,
+             id_ranges: int = 0) -> Call[JoinResponse]:
         body = _validate(JoinRequest, {"token": token, "name": name, "kind": kind, "labels": labels or {},
-                                           "capacity": capacity if isinstance(capacity, dict) else capacity.to_wire()})
+                                           "capacity": capacity if isinstance(capacity, dict) else capacity.to_wire(),
+                                           "rootless": rootless, "idRanges": id_ranges})
         return Call("POST", "/api/v1/runners:join", _model(JoinResponse), json=body.to_wire())
+
+    @staticmethod
+    def runner_verb(runner: str, verb: str) -> Call[Runner]:
+        """``POST /api/v1/runners/{runner}:{verb}`` for cordon, uncordon, drain and revoke (id or name)."""
+        return Call("POST", f"/api/v1/runners/{_p(runner)}:{verb}", _model(Runner))
+
+    @staticmethod
+    def rotate_runner(runner: str) -> Call[JoinResponse]:
+        return Call("POST", f"/api/v1/runners/{_p(runner)}:rotate", _model(JoinResponse))
+
+    @staticmethod
+    def delete_runner(runner: str) -> Call[None]:
+        return Call("DELETE", f"/api/v1/runners/{_p(runner)}", _none)
 
     @staticmethod
     def heartbeat(runner_id: str, body: RunnerHeartbeat | None = None) -> Call[Runner]:
@@ -207,14 +231,29 @@ class Calls:
     def confirm_teardown(runner_id: str, env_id: str) -> Call[None]:
         return Call("DELETE", f"/api/v1/runners/{_p(runner_id)}/environments/{_p(env_id)}", _none)
 
+    # policy ------------------------------------------------------------------------------------------
+    @staticmethod
+    def get_policy() -> Call[Policy]:
+        return Call("GET", "/api/v1/policy", _model(Policy))
+
+    @staticmethod
+    def set_policy(policy: Policy | dict[str, Any]) -> Call[Policy]:
+        body = _validate(Policy, policy if isinstance(policy, dict) else policy.to_wire())
+        return Call("PUT", "/api/v1/policy", _model(Policy), json=body.to_wire())
+
     # users, tokens, audit ----------------------------------------------------------------------------
     @staticmethod
     def whoami() -> Call[User]:
         return Call("GET", "/api/v1/users/me", _model(User))
 
     @staticmethod
-    def create_user(name: str, admin: bool = False) -> Call[UserCreated]:
-        return Call("POST", "/api/v1/users", _model(UserCreated), json={"name": name, "admin": admin})
+    def create_user(name: str, admin: bool = False, groups: list[str] | None = None) -> Call[UserCreated]:
+        return Call("POST", "/api/v1/users", _model(UserCreated),
+                    json={"name": name, "admin": admin, "groups": groups or []})
+
+    @staticmethod
+    def set_groups(name: str, groups: list[str]) -> Call[User]:
+        return Call("PUT", f"/api/v1/users/{_p(name)}/groups", _model(User), json={"groups": groups})
 
     @staticmethod
     def create_token(body: TokenCreate) -> Call[TokenCreated]:

@@ -23,9 +23,12 @@ from flex.api import (
     EnvironmentStatus,
     JoinResponse,
     JoinToken,
+    Policy,
     Runner,
     RunnerCapacity,
+    RunnerGrant,
     RunnerHeartbeat,
+    RunnerList,
     TokenCreate,
     TokenCreated,
     TokenList,
@@ -127,20 +130,44 @@ class FlexClient:
         return self._run(Calls.set_phase(name, "stop", resource_version=resource_version, owner=owner))
 
     def delete_environment(self, name: str, *, resource_version: int | None = None,
-                           owner: str | None = None) -> Environment:
-        return self._run(Calls.delete_environment(name, resource_version=resource_version, owner=owner))
+                           owner: str | None = None, force: bool = False) -> Environment:
+        """``force`` (admins): gone at once, without waiting for its runner to tear it down."""
+        return self._run(Calls.delete_environment(name, resource_version=resource_version, owner=owner,
+                                                     force=force))
 
     def watch_environments(self, resource_version: int | None = None, *,
                            timeout: float | None = None) -> Iterator[WatchEvent]:
         return self._watch("/api/v1/environments", resource_version, timeout)
 
     # runners
-    def create_join_token(self) -> JoinToken:
-        return self._run(Calls.create_join_token())
+    def create_join_token(self, grant: RunnerGrant | dict[str, Any] | None = None) -> JoinToken:
+        return self._run(Calls.create_join_token(grant))
 
     def join(self, token: str, name: str, kind: str, capacity: RunnerCapacity | dict[str, Any],
-             labels: dict[str, str] | None = None) -> JoinResponse:
-        return self._run(Calls.join(token, name, kind, capacity, labels))
+             labels: dict[str, str] | None = None, *, rootless: bool = False,
+             id_ranges: int = 0) -> JoinResponse:
+        return self._run(Calls.join(token, name, kind, capacity, labels, rootless=rootless, id_ranges=id_ranges))
+
+    def list_runners(self) -> RunnerList:
+        return self._run(Calls.list_runners())
+
+    def cordon_runner(self, runner: str) -> Runner:
+        return self._run(Calls.runner_verb(runner, "cordon"))
+
+    def uncordon_runner(self, runner: str) -> Runner:
+        return self._run(Calls.runner_verb(runner, "uncordon"))
+
+    def drain_runner(self, runner: str) -> Runner:
+        return self._run(Calls.runner_verb(runner, "drain"))
+
+    def revoke_runner(self, runner: str) -> Runner:
+        return self._run(Calls.runner_verb(runner, "revoke"))
+
+    def rotate_runner(self, runner: str) -> JoinResponse:
+        return self._run(Calls.rotate_runner(runner))
+
+    def delete_runner(self, runner: str) -> None:
+        self._run(Calls.delete_runner(runner))
 
     def heartbeat(self, runner_id: str, body: RunnerHeartbeat | None = None) -> Runner:
         return self._run(Calls.heartbeat(runner_id, body))
@@ -166,11 +193,22 @@ class FlexClient:
         self._run(Calls.confirm_teardown(runner_id, env_id))
 
     # users, tokens, audit
+    def get_policy(self) -> Policy:
+        return self._run(Calls.get_policy())
+
+    def set_policy(self, policy: Policy | dict[str, Any]) -> Policy:
+        """Admins: replace the installation's policy."""
+        return self._run(Calls.set_policy(policy))
+
     def whoami(self) -> User:
         return self._run(Calls.whoami())
 
-    def create_user(self, name: str, admin: bool = False) -> UserCreated:
-        return self._run(Calls.create_user(name, admin))
+    def create_user(self, name: str, admin: bool = False, groups: list[str] | None = None) -> UserCreated:
+        return self._run(Calls.create_user(name, admin, groups))
+
+    def set_groups(self, name: str, groups: list[str]) -> User:
+        """Admins: replace a user's groups."""
+        return self._run(Calls.set_groups(name, groups))
 
     def create_token(self, body: TokenCreate | None = None) -> TokenCreated:
         return self._run(Calls.create_token(body or TokenCreate()))
@@ -258,20 +296,44 @@ class AsyncFlexClient:
         return await self._run(Calls.set_phase(name, "stop", resource_version=resource_version, owner=owner))
 
     async def delete_environment(self, name: str, *, resource_version: int | None = None,
-                                 owner: str | None = None) -> Environment:
-        return await self._run(Calls.delete_environment(name, resource_version=resource_version, owner=owner))
+                                 owner: str | None = None, force: bool = False) -> Environment:
+        """``force`` (admins): gone at once, without waiting for its runner to tear it down."""
+        return await self._run(Calls.delete_environment(name, resource_version=resource_version, owner=owner,
+                                                     force=force))
 
     def watch_environments(self, resource_version: int | None = None, *,
                            timeout: float | None = None) -> AsyncIterator[WatchEvent]:
         return self._watch("/api/v1/environments", resource_version, timeout)
 
     # runners
-    async def create_join_token(self) -> JoinToken:
-        return await self._run(Calls.create_join_token())
+    async def create_join_token(self, grant: RunnerGrant | dict[str, Any] | None = None) -> JoinToken:
+        return await self._run(Calls.create_join_token(grant))
 
     async def join(self, token: str, name: str, kind: str, capacity: RunnerCapacity | dict[str, Any],
-                   labels: dict[str, str] | None = None) -> JoinResponse:
-        return await self._run(Calls.join(token, name, kind, capacity, labels))
+                   labels: dict[str, str] | None = None, *, rootless: bool = False,
+                   id_ranges: int = 0) -> JoinResponse:
+        return await self._run(Calls.join(token, name, kind, capacity, labels, rootless=rootless, id_ranges=id_ranges))
+
+    async def list_runners(self) -> RunnerList:
+        return await self._run(Calls.list_runners())
+
+    async def cordon_runner(self, runner: str) -> Runner:
+        return await self._run(Calls.runner_verb(runner, "cordon"))
+
+    async def uncordon_runner(self, runner: str) -> Runner:
+        return await self._run(Calls.runner_verb(runner, "uncordon"))
+
+    async def drain_runner(self, runner: str) -> Runner:
+        return await self._run(Calls.runner_verb(runner, "drain"))
+
+    async def revoke_runner(self, runner: str) -> Runner:
+        return await self._run(Calls.runner_verb(runner, "revoke"))
+
+    async def rotate_runner(self, runner: str) -> JoinResponse:
+        return await self._run(Calls.rotate_runner(runner))
+
+    async def delete_runner(self, runner: str) -> None:
+        await self._run(Calls.delete_runner(runner))
 
     async def heartbeat(self, runner_id: str, body: RunnerHeartbeat | None = None) -> Runner:
         return await self._run(Calls.heartbeat(runner_id, body))
@@ -298,11 +360,22 @@ class AsyncFlexClient:
         await self._run(Calls.confirm_teardown(runner_id, env_id))
 
     # users, tokens, audit
+    async def get_policy(self) -> Policy:
+        return await self._run(Calls.get_policy())
+
+    async def set_policy(self, policy: Policy | dict[str, Any]) -> Policy:
+        """Admins: replace the installation's policy."""
+        return await self._run(Calls.set_policy(policy))
+
     async def whoami(self) -> User:
         return await self._run(Calls.whoami())
 
-    async def create_user(self, name: str, admin: bool = False) -> UserCreated:
-        return await self._run(Calls.create_user(name, admin))
+    async def create_user(self, name: str, admin: bool = False, groups: list[str] | None = None) -> UserCreated:
+        return await self._run(Calls.create_user(name, admin, groups))
+
+    async def set_groups(self, name: str, groups: list[str]) -> User:
+        """Admins: replace a user's groups."""
+        return await self._run(Calls.set_groups(name, groups))
 
     async def create_token(self, body: TokenCreate | None = None) -> TokenCreated:
         return await self._run(Calls.create_token(body or TokenCreate()))

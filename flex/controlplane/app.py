@@ -23,7 +23,7 @@ from flex.controlplane.auth import CredentialCache, FailureLimiter, ensure_admin
 from flex.controlplane.config import Settings
 from flex.controlplane.db import Database, libpq_url
 from flex.controlplane.errors import TooLarge, problem_response
-from flex.controlplane.routes import environments, events, runners, tokens, users
+from flex.controlplane.routes import environments, events, policy, runners, tokens, users
 from flex.controlplane.routes.deps import ControlPlane
 from flex.controlplane.runners import Runners
 from flex.controlplane.store import Store
@@ -106,7 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     hub = Hub(store, listen_url=libpq_url(settings.database_url) if db.is_postgres else None,
               queue_size=settings.watch_queue, keepalive=settings.watch_keepalive)
     holder["hub"] = hub
-    fleet = Runners(db, settings.heartbeat_timeout, on_commit, store.forget_hint, store.writer)
+    fleet = Runners(db, settings.heartbeat_timeout, on_commit, store.forget_hint, store.writer,
+                    credential_ttl=settings.runner_credential_ttl)
     cp = ControlPlane(settings, db, store, fleet, hub,
                       FailureLimiter(settings.auth_failures_per_minute),
                       CredentialCache(settings.credential_cache_ttl))
@@ -130,7 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.created_admin = created_admin
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    for module in (environments, runners, users, tokens, events):
+    for module in (environments, runners, users, tokens, events, policy):
         app.include_router(module.router)
     app.include_router(runners.join_router)
 

@@ -21,19 +21,22 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from flex.api import Token, TokenCreate, TokenCreated, User, UserCreated
+from flex.api import RunnerGrant, Token, TokenCreate, TokenCreated, User, UserCreated
 from flex.atomic import write_atomic
 from flex.controlplane import audit
 from flex.controlplane.db import Database
 from flex.controlplane.errors import RateLimited
 from flex.controlplane.models import JoinTokenRow, RunnerRow, TokenRow, UserRow
-from flex.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
+from flex.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
 __all__ = ["CredentialCache", "FailureLimiter", "Principal", "authenticate", "create_join_token", "create_token",
            "create_user", "delete_token", "ensure_admin", "hash_secret", "list_tokens", "list_users", "new_secret",
+           "set_groups",
            "write_secret_file"]
 
 USER_PREFIX, RUNNER_PREFIX, JOIN_PREFIX = "flexu_", "flexr_", "flexj_"
+_EXPIRED_RUNNER = "this runner credential has expired (no heartbeat renewed it)"
+_EXPIRED_RUNNER_HINT = "ask an admin to rotate it (flex runner rotate), or join the runner again"
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,8 @@ def authenticate(db: Database, secret: str, cache: CredentialCache | None = None
     hit = cache.get(digest) if cache is not None else None
     if hit is not None:
         if hit[1] is not None and hit[1] <= now:
+            if hit[0].kind == "runner":
+                raise Unauthenticated(_EXPIRED_RUNNER, hint=_EXPIRED_RUNNER_HINT)
             raise Unauthenticated("this token has expired", hint="create a new token")
         return hit[0]
     expires: datetime | None = None
@@ -147,6 +152,10 @@ def authenticate(db: Database, secret: str, cache: CredentialCache | None = None
             runner = s.scalars(select(RunnerRow).where(RunnerRow.credential_hash == digest)).first()
             principal = None if runner is None else Principal("runner", runner.id, runner.name, False,
                                                               frozenset({"read", "write"}))
+            if runner is not None:
+                expires = _utc(runner.credential_expires_at)
+                if expires is not None and expires <= now:
+                    raise Unauthenticated(_EXPIRED_RUNNER, hint=_EXPIRED_RUNNER_HINT)
             stale = False
         else:
             principal, stale = None, False
@@ -196,12 +205,14 @@ def ensure_admin(db: Database, token_file: Path) -> bool:
     return True
 
 
-def create_user(db: Database, actor: Principal, name: str, admin: bool) -> UserCreated:
+def create_user(db: Database, actor: Principal, name: str, admin: bool,
+                groups: list[str] | None = None) -> UserCreated:
     try:
         with db.write() as s:
             if s.scalars(select(UserRow).where(UserRow.name == name)).first() is not None:
                 raise AlreadyExists(f"user {name!r} already exists")
-            user = UserRow(id="usr_" + uuid.uuid4().hex[:20], name=name, admin=admin, created_at=datetime.now(UTC))
+            user = UserRow(id="usr_" + uuid.uuid4().hex[:20], name=name, admin=admin, created_at=datetime.now(UTC),
+                           groups=sorted(set(groups or [])))
             s.add(user)
             s.flush()
             tok, secret = _new_token_row(user.id, "first token", ["read", "write"], None)
@@ -212,9 +223,20 @@ def create_user(db: Database, actor: Principal, name: str, admin: bool) -> UserC
     return UserCreated(name=name, token=secret)
 
 
+def set_groups(db: Database, actor: Principal, name: str, groups: list[str]) -> User:
+    """Replace a user's groups; environments waiting for a runner shared with a group are retried by the sweep."""
+    with db.write() as s:
+        user = s.scalars(select(UserRow).where(UserRow.name == name)).first()
+        if user is None:
+            raise NotFound(f"user {name!r} not found", hint="list users with GET /api/v1/users")
+        user.groups = sorted(set(groups))
+        audit.record(s, actor.actor, "user.groups", f"user:{name}", groups=user.groups)
+        return User(name=user.name, admin=user.admin, groups=user.groups, created_at=_utc(user.created_at))
+
+
 def list_users(db: Database) -> list[User]:
     with db.read() as s:
-        return [User(name=u.name, admin=u.admin, created_at=_utc(u.created_at))
+        return [User(name=u.name, admin=u.admin, groups=u.groups, created_at=_utc(u.created_at))
                 for u in s.scalars(select(UserRow).order_by(UserRow.name))]
 
 
@@ -248,10 +270,20 @@ def delete_token(db: Database, actor: Principal, token_id: str) -> None:
         audit.record(s, actor.actor, "token.delete", f"token:{token_id}")
 
 
-def create_join_token(db: Database, actor: Principal, ttl: float) -> tuple[str, datetime]:
+def create_join_token(db: Database, actor: Principal, ttl: float,
+                      grant: RunnerGrant | None = None) -> tuple[str, datetime, RunnerGrant]:
+    """An admin may grant anything; a user only a personal runner of their own (``owner`` = their name)."""
+    grant = grant or RunnerGrant()
+    if not actor.admin and grant.owner != actor.name:
+        raise PermissionDenied("only an admin may make a join token for a shared runner or for someone else",
+                               hint=f'to join your own laptop, ask for {{"owner": "{actor.name}"}}')
     secret = new_secret(JOIN_PREFIX)
     expires = datetime.now(UTC) + timedelta(seconds=ttl)
     with db.write() as s:
-        s.add(JoinTokenRow(hash=hash_secret(secret), created_by=actor.name, expires_at=expires))
-        audit.record(s, actor.actor, "runner.join-token.create", "join-token", expires_at=expires.isoformat())
-    return secret, expires
+        if grant.owner is not None and s.scalars(select(UserRow.id).where(UserRow.name == grant.owner)).first() is None:
+            raise InvalidArgument(f"owner: there is no user {grant.owner!r}", hint="create the user first")
+        s.add(JoinTokenRow(hash=hash_secret(secret), created_by=actor.name, expires_at=expires,
+                           allowance=grant.to_wire()))
+        audit.record(s, actor.actor, "runner.join-token.create", "join-token", expires_at=expires.isoformat(),
+                     owner=grant.owner, users=grant.users, groups=grant.groups)
+    return secret, expires, grant

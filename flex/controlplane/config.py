@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     join_token_ttl: float = 3600.0
     pool_size: int = 20
     credential_cache_ttl: float = 2.0  # a token revoked on another replica stops working within this
+    runner_credential_ttl: float = 7 * 86400.0  # a runner credential lapses this long after its last heartbeat
 
     @property
     def database_url(self) -> str:

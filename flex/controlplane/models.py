@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-__all__ = ["AuditRow", "EnvironmentRow", "JoinTokenRow", "Revision", "RunnerRow", "TokenRow", "UserRow",
+__all__ = ["AuditRow", "EnvironmentRow", "JoinTokenRow", "PolicyRow", "Revision", "RunnerRow", "TokenRow", "UserRow",
            "WatchEventRow", "metadata"]
 
 metadata = SQLModel.metadata
@@ -36,6 +36,7 @@ class UserRow(SQLModel, table=True):
     id: str = Field(primary_key=True)
     name: str = Field(unique=True, index=True)
     admin: bool = False
+    groups: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _ts()
 
 
@@ -62,6 +63,7 @@ class JoinTokenRow(SQLModel, table=True):
     expires_at: datetime = _ts()
     used_at: datetime | None = _ts(nullable=True)
     runner_id: str | None = None
+    allowance: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # api.RunnerGrant
 
 
 class RunnerRow(SQLModel, table=True):
@@ -77,6 +79,20 @@ class RunnerRow(SQLModel, table=True):
     credential_hash: str = Field(unique=True, index=True)
     last_heartbeat: datetime | None = _ts(nullable=True)
     created_at: datetime = _ts()
+    owner: str | None = Field(default=None, index=True)  # a personal runner: only this user's environments
+    allowance: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # api.RunnerGrant
+    cordoned: bool = False
+    rootless: bool = False
+    id_ranges: int = 0
+    credential_expires_at: datetime | None = _ts(nullable=True)
+
+
+class PolicyRow(SQLModel, table=True):
+    """One row (id 1, absent until an admin sets it): the installation's api.Policy."""
+
+    __tablename__ = "policy"
+    id: int = Field(default=1, primary_key=True)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
 class EnvironmentRow(SQLModel, table=True):

@@ -29,16 +29,16 @@ from flex.api import (
     EnvironmentSpec,
     EnvironmentStatus,
 )
-from flex.api.environments import _check_labels
-from flex.controlplane import audit, scheduler
+from flex.api.environments import check_labels
+from flex.controlplane import audit, policy, scheduler
 from flex.controlplane.auth import Principal
 from flex.controlplane.db import Database
 from flex.controlplane.errors import Unprocessable
-from flex.controlplane.models import EnvironmentRow, Revision, WatchEventRow
+from flex.controlplane.models import EnvironmentRow, Revision, RunnerRow, WatchEventRow
 from flex.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 
-__all__ = ["SERVER_CONDITIONS", "Store", "StoredEvent", "Wire", "check_inline_config", "emit", "lock", "merge_patch",
-           "row_wire", "utc"]
+__all__ = ["SERVER_CONDITIONS", "Store", "StoredEvent", "Wire", "check_inline_config", "check_local_source", "emit",
+           "lock", "merge_patch", "row_wire", "utc"]
 
 NOTIFY_CHANNEL = "flex_events"
 SERVER_CONDITIONS = ("Scheduled", "RunnerReady")  # owned by the control plane, not by runners
@@ -131,6 +131,35 @@ def check_inline_config(spec: EnvironmentSpec) -> None:
     from flex.devcontainer.config import parse_config
 
     parse_config(json.dumps(config, indent=2), "spec.devcontainer.config")
+
+
+def check_local_source(s: Session, owner: str, runner_id: str | None) -> None:
+    """A source on the runner's disk (source.path, file://) is for the owner's own desktop runner only: on any
+    other runner it would read someone else's files. Unbound, the owner must have one to be bound to."""
+    if runner_id is not None:
+        runner = s.get(RunnerRow, runner_id)
+        if runner is None or runner.kind != "desktop" or runner.owner != owner:
+            raise InvalidArgument(f"spec.source: a local source (source.path or file://) needs {owner}'s own desktop "
+                                  f"runner, and this environment runs on {runner.name if runner else runner_id}",
+                                  hint="use a git://, https://, ssh:// or git@ URL, or create the environment anew")
+        return
+    mine = s.scalars(select(RunnerRow.id).where(RunnerRow.owner == owner, RunnerRow.kind == "desktop")).first()
+    if mine is None:
+        raise InvalidArgument(f"spec.source: a local source (source.path or file://) is read from the runner's own "
+                              f"disk, so only a desktop runner of {owner} may use it, and {owner} has none",
+                              hint="use a git://, https://, ssh:// or git@ URL, or join your laptop as a desktop "
+                                   "runner first")
+
+
+def _check_policy(s: Session, who: Principal, row: EnvironmentRow, spec: EnvironmentSpec) -> None:
+    """A changed spec may not turn Docker on for someone the policy does not allow, nor grow past the owner's
+    limits (shrinking is always allowed, so a user over a lowered limit can get under it)."""
+    rules = policy.load_policy(s)
+    if spec.docker and not row.spec.get("docker"):
+        policy.check_docker(s, rules, who)
+    r = spec.resources
+    if r.cpus > row.req_cpus or r.memory > row.req_memory or r.disk > row.req_disk:
+        policy.check_limits(s, rules, row.owner, spec, replacing=row.id)
 
 
 def _requests(row: EnvironmentRow, spec: EnvironmentSpec) -> None:
@@ -294,10 +323,17 @@ class Store:
             if exists is not None:
                 raise AlreadyExists(f"environment {body.name!r} already exists",
                                     hint="pick another name, or change the existing one with PATCH")
+            if body.spec.source.local:
+                check_local_source(s, who.name, None)
+            rules = policy.load_policy(s)
+            spec = policy.with_default_memory(rules, body.spec)
+            if spec.docker:
+                policy.check_docker(s, rules, who)
+            policy.check_limits(s, rules, who.name, spec)
             row = EnvironmentRow(id="env_" + uuid.uuid4().hex[:20], owner=who.name, name=body.name,
-                                 labels=body.labels, spec=body.spec.to_wire(), status=EnvironmentStatus().to_wire(),
+                                 labels=body.labels, spec=spec.to_wire(), status=EnvironmentStatus().to_wire(),
                                  generation=1, created_at=now, updated_at=now)
-            _requests(row, body.spec)
+            _requests(row, spec)
             scheduler.bind_hinted(s, row, hint, now)
             if row.runner_id is not None:  # count it in the shared hint too, so the next create sees the load
                 for load in hint:
@@ -338,10 +374,14 @@ class Store:
             if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
                 raise Unprocessable("metadata.labels: must be an object of strings")
             try:
-                _check_labels(labels, "metadata.labels")
+                check_labels(labels, "metadata.labels")
             except ValueError as err:
                 raise Unprocessable(str(err)) from err
             spec_changed = spec.to_wire() != current["spec"]
+            if spec.source.local and spec.source.to_wire() != current["spec"].get("source"):
+                check_local_source(s, row.owner, row.runner_id)
+            if spec_changed:
+                _check_policy(s, who, row, spec)
             if spec_changed and spec.devcontainer != EnvironmentSpec.model_validate(row.spec).devcontainer:
                 check_inline_config(spec)
             if row.deletion_timestamp is not None:
@@ -366,14 +406,29 @@ class Store:
         return self.patch(who, ref, {"spec": {"desiredPhase": phase}}, owner=owner, if_match=if_match)
 
     def delete(self, who: Principal, ref: str, *, owner: str | None = None,
-               if_match: str | None = None) -> tuple[Wire, bool]:
-        """Mark deleting (the bound runner tears down, then confirms); gone at once if never bound."""
+               if_match: str | None = None, force: bool = False) -> tuple[Wire, bool]:
+        """Mark deleting (the bound runner tears down, then confirms); gone at once if never bound.
+
+        ``force`` (admins): gone at once without waiting for the runner, for one that is gone for good. A runner
+        that comes back finds the environment absent and tears down what it still has of it."""
+        if force and not who.admin:
+            raise PermissionDenied("only an admin may force-delete an environment",
+                                   hint="delete it without force: its runner tears it down, then it is gone")
         gone = False
 
         def op(s: Session, now: datetime) -> Wire:
             nonlocal gone
             row = self.find(s, who, ref, owner)
             _check_version(row, if_match)
+            if force:
+                if row.deletion_timestamp is None:
+                    row.deletion_timestamp = now
+                env = emit(s, row, "DELETED", now)
+                s.delete(row)
+                gone = True
+                audit.record(s, who.actor, "environment.force-delete", f"environment:{row.owner}/{row.name}",
+                             runner=row.runner_id)
+                return env
             if row.deletion_timestamp is not None:
                 raise _Unchanged(Wire.of(row))
             row.deletion_timestamp = now

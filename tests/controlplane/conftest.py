@@ -133,10 +133,12 @@ class Api:
         return self.client(created.token)
 
     async def runner(self, name: str, cpus: float = 8, memory: int = 32 * 2**30, disk: int = 200 * 2**30,
-                     labels: dict[str, str] | None = None, kind: str = "vm") -> tuple[str, AsyncFlexClient]:
-        join = await self.admin.create_join_token()
+                     labels: dict[str, str] | None = None, kind: str = "vm", owner: str | None = None,
+                     grant: dict[str, Any] | None = None, **extra: Any) -> tuple[str, AsyncFlexClient]:
+        """Join a runner with a token the admin made, granting it ``labels`` (and ``grant``, e.g. users)."""
+        join = await self.admin.create_join_token({"labels": labels or {}, "owner": owner, **(grant or {})})
         joined = await self.client(None).join(join.token, name, kind,
-                                              {"cpus": cpus, "memory": memory, "disk": disk}, labels)
+                                              {"cpus": cpus, "memory": memory, "disk": disk}, labels, **extra)
         return joined.id, self.client(joined.credential)
 
     async def watching(self, count: int = 1, timeout: float = 30.0) -> None:

@@ -101,8 +101,11 @@ def stop_environment(cp: Cp, who: User, name: str, if_match: IfMatch = None, own
 @router.delete("/{name}", response_model=Environment,
                responses={202: {"model": Environment,
                                 "description": "marked deleting; gone once its runner tears down"}})
-def delete_environment(cp: Cp, who: User, name: str, if_match: IfMatch = None, owner: OwnerQ = None) -> Response:
-    wire, gone = cp.store.delete(who, name, owner=owner, if_match=if_match)
+def delete_environment(cp: Cp, who: User, name: str, if_match: IfMatch = None, owner: OwnerQ = None,
+                       force: Annotated[bool, Query(description="admins: remove it now, without its runner "
+                                                                "(for a runner gone for good)")] = False,
+                       ) -> Response:
+    wire, gone = cp.store.delete(who, name, owner=owner, if_match=if_match, force=force)
     return answer(wire, 200 if gone else 202)
 
 

@@ -1,4 +1,5 @@
-"""/api/v1/runners: join tokens (admin), joining, heartbeats, and each runner's view of its environments."""
+"""/api/v1/runners: join tokens, joining, heartbeats, each runner's view of its environments, and what an admin
+(or a personal runner's owner) does to a runner: cordon, uncordon, drain, delete, rotate and revoke its credential."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ from flex.api import (
     JoinResponse,
     JoinToken,
     Runner,
+    RunnerGrant,
     RunnerHeartbeat,
     RunnerList,
 )
 from flex.controlplane.auth import Principal, create_join_token
 from flex.controlplane.errors import PROBLEM_RESPONSES
-from flex.controlplane.routes.deps import Admin, Caller, Cp, RunnerCaller, client_address, watch_response
+from flex.controlplane.routes.deps import Caller, Cp, RunnerCaller, User, client_address, watch_response
 from flex.controlplane.routes.environments import _WATCH_DOC, answer
+from flex.controlplane.runners import find_runner
 from flex.errors import PermissionDenied, Unauthenticated
 
 __all__ = ["router"]
@@ -35,9 +38,10 @@ def _self(who: Principal, runner_id: str) -> None:
 
 
 @router.post("/join-tokens", status_code=201, response_model=JoinToken)
-def create_join_token_route(cp: Cp, who: Admin) -> JoinToken:
-    token, expires = create_join_token(cp.db, who, cp.settings.join_token_ttl)
-    return JoinToken(token=token, expires_at=expires)
+def create_join_token_route(cp: Cp, who: User, body: RunnerGrant | None = None) -> JoinToken:
+    """A single-use join token carrying what the runner is granted. Admins: any grant; a user: ``{"owner": me}``."""
+    token, expires, grant = create_join_token(cp.db, who, cp.settings.join_token_ttl, body)
+    return JoinToken(token=token, expires_at=expires, grant=grant)
 
 
 # Registered on the app without the /runners prefix: POST /api/v1/runners:join
@@ -57,8 +61,9 @@ def join(cp: Cp, body: JoinRequest, request: Request) -> JoinResponse:
 
 
 @router.get("", response_model=RunnerList)
-def list_runners(cp: Cp, who: Admin) -> RunnerList:
-    return RunnerList(items=cp.runners.list_runners())
+def list_runners(cp: Cp, who: User) -> RunnerList:
+    """An admin sees every runner; a user their personal ones."""
+    return RunnerList(items=cp.runners.list_runners(who))
 
 
 @router.get("/{runner_id}", response_model=Runner)
@@ -66,8 +71,54 @@ def get_runner(cp: Cp, who: Caller, runner_id: str) -> Runner:
     if who.kind == "runner":
         _self(who, runner_id)
     elif not who.admin:
-        raise PermissionDenied("only an admin or the runner itself may read a runner")
+        with cp.db.read() as s:
+            runner_id = find_runner(s, who, runner_id).id  # a user's own runner; any other is 404
     return cp.runners.get(runner_id)
+
+
+@router.post("/{runner_id}:cordon", response_model=Runner)
+def cordon(cp: Cp, who: User, runner_id: str) -> Runner:
+    """No new environments are bound to it; those bound stay."""
+    return cp.runners.set_cordoned(who, runner_id, True)
+
+
+@router.post("/{runner_id}:uncordon", response_model=Runner)
+def uncordon(cp: Cp, who: User, runner_id: str) -> Runner:
+    return cp.runners.set_cordoned(who, runner_id, False)
+
+
+@router.post("/{runner_id}:drain", response_model=Runner)
+def drain(cp: Cp, who: User, runner_id: str) -> Runner:
+    """Cordon and move its environments off; until backups can move them, 412 while it has any."""
+    return cp.runners.drain(who, runner_id)
+
+
+@router.post("/{runner_id}:rotate", response_model=JoinResponse)
+def rotate(cp: Cp, who: Caller, runner_id: str) -> JoinResponse:
+    """A new credential (shown once) for an admin, the owner, or the runner itself; the old one stops working."""
+    if who.kind == "runner":
+        _self(who, runner_id)
+    elif "write" not in who.scopes:
+        raise PermissionDenied("this token lacks the 'write' scope", hint="create a token with that scope")
+    fresh = cp.runners.rotate(who, runner_id)
+    cp.credentials.clear()
+    return fresh
+
+
+@router.post("/{runner_id}:revoke", response_model=Runner)
+def revoke(cp: Cp, who: User, runner_id: str) -> Runner:
+    """Its credential stops working at once here and within the credential cache TTL on other replicas."""
+    runner = cp.runners.revoke(who, runner_id)
+    cp.credentials.clear()
+    return runner
+
+
+@router.delete("/{runner_id}", status_code=204)
+def delete_runner(cp: Cp, who: User, runner_id: str) -> Response:
+    """Remove a runner and its credential (412 while environments are bound to it)."""
+    cp.runners.delete(who, runner_id)
+    cp.credentials.clear()
+    return Response(status_code=204)
 
 
 @router.post("/{runner_id}/heartbeat", response_model=Runner)
