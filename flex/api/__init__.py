@@ -32,6 +32,13 @@ from flex.api.runners import (
     RunnerHeartbeat,
     RunnerList,
 )
+from flex.api.secrets import (
+    RunnerSecret,
+    RunnerSecrets,
+    Secret,
+    SecretList,
+    SecretPut,
+)
 from flex.api.users import (
     AuditEvent,
     AuditEventList,
@@ -69,6 +76,11 @@ __all__ = [
     "RunnerCapacity",
     "RunnerHeartbeat",
     "RunnerList",
+    "RunnerSecret",
+    "RunnerSecrets",
+    "Secret",
+    "SecretList",
+    "SecretPut",
     "Source",
     "Token",
     "TokenCreate",

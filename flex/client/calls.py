@@ -26,6 +26,10 @@ from flex.api import (
     RunnerCapacity,
     RunnerHeartbeat,
     RunnerList,
+    RunnerSecrets,
+    Secret,
+    SecretList,
+    SecretPut,
     TokenCreate,
     TokenCreated,
     TokenList,
@@ -206,6 +210,27 @@ class Calls:
     @staticmethod
     def confirm_teardown(runner_id: str, env_id: str) -> Call[None]:
         return Call("DELETE", f"/api/v1/runners/{_p(runner_id)}/environments/{_p(env_id)}", _none)
+
+    @staticmethod
+    def runner_secrets(runner_id: str, env_id: str) -> Call[RunnerSecrets]:
+        return Call("GET", f"/api/v1/runners/{_p(runner_id)}/environments/{_p(env_id)}/secrets",
+                    _model(RunnerSecrets))
+
+    # secrets -----------------------------------------------------------------------------------------
+    @staticmethod
+    def put_secret(name: str, value: str, environments: list[str] | None = None) -> Call[Secret]:
+        body = _validate(SecretPut, {"value": value, "environments": environments or ["*"]})
+        # by hand: dumping a SecretStr writes "**********", which is the point of SecretStr
+        return Call("PUT", f"/api/v1/secrets/{_p(name)}", _model(Secret),
+                    json={"value": body.value.get_secret_value(), "environments": body.environments})
+
+    @staticmethod
+    def list_secrets() -> Call[SecretList]:
+        return Call("GET", "/api/v1/secrets", _model(SecretList))
+
+    @staticmethod
+    def delete_secret(name: str) -> Call[None]:
+        return Call("DELETE", f"/api/v1/secrets/{_p(name)}", _none)
 
     # users, tokens, audit ----------------------------------------------------------------------------
     @staticmethod

@@ -23,9 +23,11 @@ from flex.controlplane.auth import CredentialCache, FailureLimiter, ensure_admin
 from flex.controlplane.config import Settings
 from flex.controlplane.db import Database, libpq_url
 from flex.controlplane.errors import TooLarge, problem_response
-from flex.controlplane.routes import environments, events, runners, tokens, users
+from flex.controlplane.routes import environments, events, runners, secrets, tokens, users
 from flex.controlplane.routes.deps import ControlPlane
 from flex.controlplane.runners import Runners
+from flex.controlplane.secret_key import SecretKey
+from flex.controlplane.secrets import Secrets
 from flex.controlplane.store import Store
 from flex.controlplane.watch import Hub
 
@@ -93,6 +95,7 @@ async def _sweep(cp: ControlPlane, stop: asyncio.Event) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    key = SecretKey.ensure(settings.secret_key_path)  # before the database: a bad key file fails fast
     db = Database.open(settings)
     db.migrate()
     created_admin = ensure_admin(db, settings.admin_token_file)
@@ -109,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     fleet = Runners(db, settings.heartbeat_timeout, on_commit, store.forget_hint, store.writer)
     cp = ControlPlane(settings, db, store, fleet, hub,
                       FailureLimiter(settings.auth_failures_per_minute),
-                      CredentialCache(settings.credential_cache_ttl))
+                      CredentialCache(settings.credential_cache_ttl), Secrets(db, key))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -130,7 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.created_admin = created_admin
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    for module in (environments, runners, users, tokens, events):
+    for module in (environments, runners, users, tokens, events, secrets):
         app.include_router(module.router)
     app.include_router(runners.join_router)
 

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     join_token_ttl: float = 3600.0
     pool_size: int = 20
     credential_cache_ttl: float = 2.0  # a token revoked on another replica stops working within this
+    secret_key_file: Path | None = None  # default: server_dir/secret-key; replicas on one database share it
 
     @property
     def database_url(self) -> str:
@@ -55,6 +56,10 @@ class Settings(BaseSettings):
     @property
     def admin_token_file(self) -> Path:
         return self.server_dir / "admin-token"
+
+    @property
+    def secret_key_path(self) -> Path:
+        return self.secret_key_file or self.server_dir / "secret-key"
 
     @property
     def is_postgres(self) -> bool:

@@ -18,6 +18,7 @@ from flex.controlplane.config import Settings
 from flex.controlplane.db import Database
 from flex.controlplane.errors import problem_body
 from flex.controlplane.runners import Runners
+from flex.controlplane.secrets import Secrets
 from flex.controlplane.store import Store
 from flex.controlplane.watch import Hub
 from flex.errors import FlexError, PermissionDenied, Unauthenticated
@@ -34,6 +35,7 @@ class ControlPlane:
     hub: Hub
     limiter: FailureLimiter
     credentials: CredentialCache
+    secrets: Secrets
 
 
 def get_cp(request: Request) -> ControlPlane:
