@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flex.controlplane import errors
@@ -23,8 +23,10 @@ from flex.controlplane.auth import CredentialCache, FailureLimiter, ensure_admin
 from flex.controlplane.config import Settings
 from flex.controlplane.db import Database, libpq_url
 from flex.controlplane.errors import TooLarge, problem_response
+from flex.controlplane.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
+from flex.controlplane.proxy import ForwardedHeaders, parse_networks
 from flex.controlplane.routes import environments, events, runners, secrets, tokens, users
-from flex.controlplane.routes.deps import ControlPlane
+from flex.controlplane.routes.deps import Admin, ControlPlane
 from flex.controlplane.runners import Runners
 from flex.controlplane.secret_key import SecretKey
 from flex.controlplane.secrets import Secrets
@@ -95,6 +97,7 @@ async def _sweep(cp: ControlPlane, stop: asyncio.Event) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    trusted_proxies = parse_networks(settings.proxy_trusted_origins)
     key = SecretKey.ensure(settings.secret_key_path)  # before the database: a bad key file fails fast
     db = Database.open(settings)
     db.migrate()
@@ -132,7 +135,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cp = cp
     app.state.created_admin = created_admin
     errors.install(app)
+    metrics = Metrics()
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(ForwardedHeaders, trusted=trusted_proxies)  # outermost: every layer sees the real client
     for module in (environments, runners, users, tokens, events, secrets):
         app.include_router(module.router)
     app.include_router(runners.join_router)
@@ -155,4 +161,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return problem_response(Unavailable("not listening for changes from other replicas yet"), "/readyz")
         return JSONResponse({"status": "ready"})
 
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse,
+             responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format; every name starts with flex_"}})
+    async def metrics_route(who: Admin) -> PlainTextResponse:
+        """Prometheus metrics, for an admin token (a read-only one is enough: give Prometheus that)."""
+        environments, fleet_states = await asyncio.to_thread(_counts, db)
+        body = metrics.render(watchers=len(hub.subscribers), environments=environments, runners=fleet_states)
+        return PlainTextResponse(body, media_type=CONTENT_TYPE)
+
     return app
+
+
+def _counts(db: Database) -> tuple[dict[str, int], dict[str, int]]:
+    """Environments by phase and runners by state, every known value present (0 when none)."""
+    from sqlalchemy import func, select
+
+    from flex.api import PHASES
+    from flex.controlplane.models import EnvironmentRow, RunnerRow
+
+    phase = EnvironmentRow.__table__.c.status["phase"].as_string()  # type: ignore[attr-defined]
+    environments = dict.fromkeys(PHASES, 0)
+    runner_states = {"ready": 0, "offline": 0}
+    with db.read() as s:
+        for value, n in s.execute(select(phase, func.count()).group_by(phase)).all():
+            environments[value or "pending"] = environments.get(value or "pending", 0) + int(n)
+        state = RunnerRow.__table__.c.state  # type: ignore[attr-defined]
+        for value, n in s.execute(select(state, func.count()).group_by(state)).all():
+            runner_states[str(value)] = int(n)
+    return environments, runner_states

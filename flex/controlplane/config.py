@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLEX_SERVER_")
 
     server_dir: Path = Field(default_factory=default_server_dir)
-    db_url: str | None = None  # default: sqlite file in server_dir
+    db_url: str | None = Field(None, repr=False)  # default: sqlite file in server_dir; may hold a password
     listen: str = "127.0.0.1:8080"
     heartbeat_timeout: float = 30.0  # a runner silent this long is offline
     sweep_interval: float = 2.0  # offline detection, scheduling retries, event-log compaction
@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     join_token_ttl: float = 3600.0
     pool_size: int = 20
     credential_cache_ttl: float = 2.0  # a token revoked on another replica stops working within this
+    proxy_trusted_origins: str = ""  # comma-separated addresses/CIDRs whose X-Forwarded-For/-Proto count
+    tls_cert_file: Path | None = None  # with tls_key_file: serve HTTPS
+    tls_key_file: Path | None = None
     secret_key_file: Path | None = None  # default: server_dir/secret-key; replicas on one database share it
 
     @property

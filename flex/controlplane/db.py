@@ -7,6 +7,7 @@ PostgreSQL (psycopg 3): one engine; migrations run under an advisory lock so rep
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -21,9 +22,34 @@ from sqlalchemy.orm import Session, sessionmaker
 from flex.controlplane.config import Settings
 from flex.errors import Unavailable
 
-__all__ = ["Database", "libpq_url", "sqlalchemy_url"]
+__all__ = ["Database", "libpq_url", "redact_url", "sqlalchemy_url"]
 
 _MIGRATION_LOCK = 0x666C6578  # "flex"
+
+
+def redact_url(url: str) -> str:
+    """The URL fit for a log line or an error: a password (``user:pw@`` or ``?password=``) becomes ``***``."""
+    out = re.sub(r"^([a-z][a-z0-9+.-]*://[^/?#@:]*:)[^/?#]*@", r"\1***@", url, flags=re.IGNORECASE)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", out, flags=re.IGNORECASE)
+
+
+def _scrub(text: str, url: str) -> str:
+    """A driver's message with any password of ``url`` in it replaced (drivers may echo the DSN)."""
+    for secret in _passwords(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _passwords(url: str) -> list[str]:
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        found = [parts.password] if parts.password else []
+    except ValueError:
+        found = []
+    found += re.findall(r"[?&]password=([^&#]*)", url, flags=re.IGNORECASE)
+    return [p for s in found for p in {s, unquote(s)} if p]
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -87,7 +113,8 @@ class Database:
         try:
             engine = create_engine(url, pool_size=settings.pool_size, max_overflow=10, pool_pre_ping=True)
         except Exception as err:
-            raise Unavailable(f"cannot use database {settings.database_url!r}: {err}") from err
+            url = settings.database_url
+            raise Unavailable(f"cannot use database {redact_url(url)!r}: {_scrub(str(err), url)}") from None
         return cls(settings, engine, engine)
 
     @property
@@ -122,8 +149,10 @@ class Database:
                 command.upgrade(cfg, "head")
         except Exception as err:
             if type(err).__module__.startswith(("sqlalchemy", "psycopg")):
-                raise Unavailable(f"cannot migrate database {self.settings.database_url!r}: {err}",
-                                  hint="check --db and that the database server is running") from err
+                url = self.settings.database_url
+                # from None: a traceback (--debug) of the driver's exception could show the DSN
+                raise Unavailable(f"cannot migrate database {redact_url(url)!r}: {_scrub(str(err), url)}",
+                                  hint="check --db and that the database server is running") from None
             raise
 
     def ping(self) -> None:
