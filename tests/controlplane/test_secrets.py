@@ -5,13 +5,16 @@ Over real HTTP (the ``live`` fixture), on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import stat
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from flex.api import TokenCreate
+from flex.client import FlexClient
 from flex.errors import InvalidArgument, NotFound, PermissionDenied
 from tests.controlplane.conftest import Api
+from tests.controlplane.server_process import start
 
 GIT = "https://host/org/repo.git"
 VALUE = "ghp_s3cr3t-Value-0123456789"  # distinctive, so a leak anywhere is found by a substring search
@@ -112,3 +115,28 @@ async def test_bad_secret_input_is_one_clear_line(live: Api) -> None:
     assert r.status_code == 403
     r = await live.raw(None).get("/api/v1/secrets")
     assert r.status_code == 401
+
+
+def test_secret_values_never_reach_the_server_log(tmp_path: Path, backend: str | None) -> None:
+    """The real `flex server` at --log-level debug: write, replace, read (as the runner), fail, delete."""
+    server = start(tmp_path / "home", "--log-level", "debug", backend=backend)
+    try:
+        with FlexClient(server.url, server.admin_token) as admin:
+            join = admin.create_join_token().token
+            joined = admin.join(join, "r1", "vm", {"cpus": 4, "memory": "8Gi", "disk": "40Gi"})
+            env = admin.create_environment("e1", git=GIT)
+            admin.put_secret("API_KEY", FIRST, ["e1"])
+            admin.put_secret("API_KEY", VALUE, ["*"])
+            with FlexClient(server.url, joined.credential) as runner:
+                got = runner.runner_secrets(joined.id, env.metadata.id)
+            assert [(s.name, s.value) for s in got.items] == [("API_KEY", VALUE)]
+            with server.client(server.admin_token) as raw:
+                r = raw.put("/api/v1/secrets/API_KEY", json={"value": VALUE, "environments": ["Bad Env"]})
+                assert r.status_code == 422 and VALUE not in r.text
+                r = raw.put("/api/v1/secrets/API_KEY", content=b'{"value": "' + VALUE.encode() + b'", broken')
+                assert r.status_code == 422 and VALUE not in r.text
+            admin.delete_secret("API_KEY")
+    finally:
+        log = server.stop()
+    assert "Application startup complete" in log  # the log was captured
+    assert VALUE not in log and FIRST not in log
