@@ -7,6 +7,7 @@ environment is bound to reading it). Everything a user reads back (``Secret``) h
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -17,6 +18,7 @@ __all__ = ["ALL_ENVIRONMENTS", "MAX_SECRET_BYTES", "RunnerSecret", "RunnerSecret
            "SecretPut", "secret_applies"]
 
 ALL_ENVIRONMENTS = "*"
+Scope = Annotated[str, Field(pattern=rf"^(\*|{NAME_PATTERN[1:-1]})$", max_length=63)]
 MAX_SECRET_BYTES = 32 * 1024  # Gitpod's limit for one environment variable
 
 
@@ -25,17 +27,12 @@ class SecretPut(WireModel):
 
     # SecretStr: never shown by repr() or a log line; the schema marks it writeOnly.
     value: SecretStr = Field(max_length=MAX_SECRET_BYTES)
-    environments: list[str] = Field(default_factory=lambda: [ALL_ENVIRONMENTS], max_length=1000,
-                                    description='environment names, or "*" for all of yours')
+    environments: list[Scope] = Field(default_factory=lambda: [ALL_ENVIRONMENTS], max_length=1000,
+                                      description='environment names, or "*" for all of yours')
 
     @field_validator("environments")
     @classmethod
-    def _scopes(cls, names: list[str]) -> list[str]:
-        import re
-
-        for name in names:
-            if name != ALL_ENVIRONMENTS and not re.match(NAME_PATTERN, name):
-                raise ValueError(f'{name[:70]!r} is neither an environment name nor "*"')
+    def _unique(cls, names: list[str]) -> list[str]:
         return sorted(set(names))
 
 

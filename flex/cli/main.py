@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "image": "flex.cli.image",
     "login": "flex.cli.login",
     "runtime": "flex.cli.runtime",
+    "secret": "flex.cli.secret",
     "server": "flex.cli.server",
 }
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flex.controlplane import errors
@@ -136,6 +137,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.created_admin = created_admin
     errors.install(app)
     metrics = Metrics()
+    get_route = next(r for r in environments.router.routes
+                     if isinstance(r, APIRoute) and r.path.endswith("/{name}") and "GET" in (r.methods or ()))
+    app.add_middleware(environments.GetShortcut, route=get_route)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(ForwardedHeaders, trusted=trusted_proxies)  # outermost: every layer sees the real client
@@ -162,7 +166,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse,
-             responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}},
+             responses={**errors.PROBLEM_RESPONSES,
+                        200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}},
                               "description": "Prometheus text format; every name starts with flex_"}})
     async def metrics_route(who: Admin) -> PlainTextResponse:
         """Prometheus metrics, for an admin token (a read-only one is enough: give Prometheus that)."""

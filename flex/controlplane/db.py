@@ -101,6 +101,18 @@ class Database:
     settings: Settings
     engine: Engine
     write_engine: Engine
+    _loop_reader: sqlite3.Connection | None = None
+
+    def loop_reader(self) -> sqlite3.Connection:
+        """SQLite only: a read-only sqlite3 connection for single-statement reads on the event loop thread
+        (autocommit: each SELECT sees one consistent snapshot, no BEGIN/ROLLBACK round)."""
+        if self._loop_reader is None:
+            path = sqlalchemy_url(self.settings.database_url).removeprefix("sqlite:///")
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
+            conn.execute("PRAGMA busy_timeout=2000")  # WAL readers wait only while a database is recovered
+            conn.execute("PRAGMA query_only=ON")
+            self._loop_reader = conn
+        return self._loop_reader
 
     @classmethod
     def open(cls, settings: Settings) -> Database:
@@ -160,6 +172,9 @@ class Database:
             conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
+        if self._loop_reader is not None:
+            self._loop_reader.close()
+            self._loop_reader = None
         self.engine.dispose()
         if self.write_engine is not self.engine:
             self.write_engine.dispose()

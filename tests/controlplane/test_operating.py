@@ -132,14 +132,16 @@ def _parse(text: str) -> dict[str, float]:
 
 
 async def test_metrics_in_prometheus_format(live: Api) -> None:
-    rid, runner = await live.runner("r1")
-    alice = await live.user("alice")
+    join = (await live.admin.create_join_token()).token
+    runner = await live.client(None).join(join, "r1", "vm", {"cpus": 8, "memory": "32Gi", "disk": "200Gi"})
+    user_token = (await live.admin.create_user("alice")).token
+    alice = live.client(user_token)
     for name in ("secret-project", "e2"):
         await alice.create_environment(name, git=GIT)
     await alice.get_environment("secret-project")
     raw = live.raw(live.admin_token)
-    async with raw.stream("GET", f"/api/v1/runners/{rid}/environments", params={"watch": 1},
-                          headers={"Authorization": f"Bearer {runner._http.headers['Authorization'][7:]}"}):
+    async with live.raw(runner.credential).stream("GET", f"/api/v1/runners/{runner.id}/environments",
+                                                  params={"watch": 1}):
         await live.watching(1)
         r = await raw.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -153,5 +155,4 @@ async def test_metrics_in_prometheus_format(live: Api) -> None:
     assert samples[f'flex_http_request_duration_seconds_bucket{{{route},le="+Inf"}}'] == 1
     assert "secret-project" not in r.text  # routes are templates: no names from URLs
     assert (await live.raw(None).get("/metrics")).status_code == 401
-    user_token = alice._http.headers["Authorization"][7:]
     assert (await live.raw(user_token).get("/metrics")).status_code == 403

@@ -21,9 +21,16 @@ VALUE = "ghp_s3cr3t-Value-0123456789"  # distinctive, so a leak anywhere is foun
 FIRST = "old-Value-9f8e7d6c"
 
 
+async def _join(api: Api, name: str) -> tuple[str, str]:
+    token = (await api.admin.create_join_token()).token
+    joined = await api.client(None).join(token, name, "vm", {"cpus": 8, "memory": "32Gi", "disk": "200Gi"})
+    return joined.id, joined.credential
+
+
 async def test_secrets_are_write_only_and_reach_only_the_bound_runner(live: Api) -> None:
-    r1, runner1 = await live.runner("r1")
-    r2, runner2 = await live.runner("r2")
+    (r1, cred1), (r2, cred2) = await _join(live, "r1"), await _join(live, "r2")
+    credentials = {r1: cred1, r2: cred2}
+    runner1, runner2 = live.client(cred1), live.client(cred2)
     alice_created = await live.admin.create_user("alice")
     alice = live.client(alice_created.token)
     e1 = await alice.create_environment("e1", git=GIT)
@@ -70,9 +77,8 @@ async def test_secrets_are_write_only_and_reach_only_the_bound_runner(live: Api)
         r = await client.get(path)
         assert r.status_code == 200, (path, r.text)
         assert VALUE not in r.text and FIRST not in r.text, path
-    for runner_id, runner_client in bound.items():
-        token = runner_client._http.headers["Authorization"].removeprefix("Bearer ")
-        rr = live.raw(token)
+    for runner_id, credential in credentials.items():
+        rr = live.raw(credential)
         r = await rr.get(f"/api/v1/runners/{runner_id}/environments")
         assert r.status_code == 200 and VALUE not in r.text
         r = await rr.get(f"/api/v1/runners/{runner_id}/environments",

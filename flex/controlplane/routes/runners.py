@@ -95,9 +95,9 @@ async def runner_environments(
 
 
 @router.get("/{runner_id}/environments/{env_id}", response_model=Environment)
-def runner_environment(cp: Cp, who: RunnerCaller, runner_id: str, env_id: str) -> Response:
+async def runner_environment(cp: Cp, who: RunnerCaller, runner_id: str, env_id: str) -> Response:
     _self(who, runner_id)
-    return answer(cp.store.get(who, env_id))
+    return answer(await cp.store.get_async(who, env_id))
 
 
 @router.get("/{runner_id}/environments/{env_id}/secrets", response_model=RunnerSecrets)
