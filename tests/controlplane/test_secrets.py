@@ -13,7 +13,8 @@ from sqlalchemy import text
 from flex.api import TokenCreate
 from flex.client import FlexClient
 from flex.errors import InvalidArgument, NotFound, PermissionDenied
-from tests.controlplane.conftest import Api
+from tests.conftest import run_flex
+from tests.controlplane.conftest import Api, free_port
 from tests.controlplane.server_process import start
 
 GIT = "https://host/org/repo.git"
@@ -146,3 +147,17 @@ def test_secret_values_never_reach_the_server_log(tmp_path: Path, backend: str |
         log = server.stop()
     assert "Application startup complete" in log  # the log was captured
     assert VALUE not in log and FIRST not in log
+
+
+def test_a_secret_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / "server" / "secret-key"
+    r = run_flex("server", "--listen", f"127.0.0.1:{free_port()}", "--db", "postgresql://nobody@127.0.0.1:1/x",
+                 env={"FLEX_HOME": str(tmp_path)})
+    assert r.code == 6  # no database, but the key was made first: 0600 in a 0700 directory
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+    before = key.read_bytes()
+    key.chmod(0o644)
+    r = run_flex("server", "--listen", f"127.0.0.1:{free_port()}", env={"FLEX_HOME": str(tmp_path)})
+    assert r.code == 1 and r.stderr.splitlines() == [
+        f"error: the secret key file {key} is accessible to others (mode 0644)", f"hint: chmod 600 {key}"]
+    assert key.read_bytes() == before  # never replaced: the values sealed with it must stay readable
