@@ -1,7 +1,8 @@
 """Control-plane benchmark (issue 7): three measurements, each printed next to its anchor or target.
 
-  (1) single-worker GET throughput and p99 on SQLite: GET /api/v1/environments/{name} (auth + DB + JSON)
-      vs. GET /healthz on the same server (the framework's ceiling: no auth, no DB)         anchor
+  (1) single-worker GET throughput and p99 on SQLite, measured with Debian's wrk (16 connections, 10 s):
+      GET /api/v1/environments/{name} (auth + DB + JSON) vs. a plain FastAPI handler answering the same
+      JSON under the same uvicorn settings (the framework's ceiling)              anchor; target >= 0.4x
   (2) spec change -> watching runner latency on SQLite: PATCH a spec, time until the runner's SSE watch
       delivers that generation; next to the PATCH round trip itself                        target p99 < 100 ms
   (3) scale simulation on PostgreSQL with two `flex server` replicas: R runners (heartbeats, one watch each,
@@ -10,7 +11,7 @@
       against the database's event log (no event lost, none twice)                      target p99 < 250 ms
 
 Run as root (PostgreSQL is started as the postgres user): .venv/bin/python bench/controlplane.py
-Smaller: --runners 50 --envs 500 --seconds 20.
+Smaller: --runners 50 --envs 500 --seconds 20.  Only (1) and (2): --skip-scale.
 """
 
 from __future__ import annotations
@@ -131,34 +132,103 @@ async def _sse(response: httpx.Response) -> Any:
 
 # -- (1) GET throughput ------------------------------------------------------------------------------------
 
-async def get_throughput(url: str, token: str, seconds: float, concurrency: int) -> None:
-    async with _client(url, token) as c:
+# The anchor: the plain FastAPI handler a person would write, answering the same JSON bytes, under the same
+# uvicorn settings as `flex server` (one worker, no access log): what the framework itself can do here.
+PLAIN_APP = """
+import sys
+import uvicorn
+from fastapi import FastAPI, Response
+
+body = open(sys.argv[1], "rb").read()
+app = FastAPI()
+
+@app.get("/api/v1/environments/{name}")
+async def get_environment(name: str) -> Response:
+    return Response(body, media_type="application/json")
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+"""
+
+# wrk picks one of the 50 environments per request, like the httpx loop it replaces did.
+WRK_SCRIPT = """
+request = function()
+  return wrk.format("GET", "/api/v1/environments/g" .. math.random(0, 49))
+end
+"""
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: str
+
+    def line(self) -> str:
+        return f"{self.rps:7.0f} req/s  p50 {self.p50_ms:6.1f} ms  p99 {self.p99_ms:6.1f} ms{self.errors}"
+
+
+def _ms(text: str) -> float:
+    """wrk's durations ("812.00us", "12.34ms", "1.02s") in milliseconds."""
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    raise ValueError(f"not a wrk duration: {text!r}")
+
+
+def wrk(url: str, script: Path, seconds: float, connections: int, token: str | None) -> WrkResult:
+    """Debian's wrk (C, not Python): the load generator never competes with the server for the GIL."""
+    cmd = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", "-s", str(script)]
+    if token:
+        cmd += ["-H", f"Authorization: Bearer {token}"]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    import re
+
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = f"  ({bad.group(1)} non-2xx answers!)" if bad else ""
+    return WrkResult(rps, p50, p99, errors)
+
+
+def get_throughput(url: str, token: str, work: Path, seconds: float, connections: int) -> None:
+    if shutil.which("wrk") is None:
+        print("(1) skipped: needs Debian's wrk (apt-get install wrk; installer/install.sh --dev installs it)")
+        return
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c:
         for i in range(50):
-            (await c.post("/api/v1/environments", json={"name": f"g{i}", "spec": {"source": {"git": GIT}}})
-             ).raise_for_status()
-
-        async def run(path: str, pick: bool) -> tuple[float, list[float]]:
-            lat: list[float] = []
-            stop = time.perf_counter() + seconds
-
-            async def worker() -> None:
-                while time.perf_counter() < stop:
-                    p = f"{path}/g{random.randrange(50)}" if pick else path
-                    t = time.perf_counter()
-                    r = await c.get(p)
-                    lat.append(time.perf_counter() - t)
-                    assert r.status_code == 200, r.text
-
-            t0 = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            return len(lat) / (time.perf_counter() - t0), lat
-
-        env_rps, env_lat = await run("/api/v1/environments", True)
-        hz_rps, hz_lat = await run("/healthz", False)
-    print(f"(1) single worker on SQLite, {concurrency} concurrent clients, {seconds:.0f} s each")
-    print(f"    GET /api/v1/environments/NAME  {env_rps:7.0f} req/s  {summary(env_lat)}")
-    print(f"    GET /healthz (anchor)           {hz_rps:7.0f} req/s  {summary(hz_lat)}")
-    print(f"    ratio environment GET / healthz: {env_rps / hz_rps:.2f}")
+            c.post("/api/v1/environments", json={"name": f"g{i}", "spec": {"source": {"git": GIT}}}
+                   ).raise_for_status()
+        body = c.get("/api/v1/environments/g0").content
+    (work / "body.json").write_bytes(body)
+    (work / "plain.py").write_text(PLAIN_APP)
+    (work / "pick.lua").write_text(WRK_SCRIPT)
+    port = free_port()
+    plain = subprocess.Popen([sys.executable, str(work / "plain.py"), str(work / "body.json"), str(port)])
+    try:
+        plain_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(plain_url + "/api/v1/environments/g0", timeout=2).raise_for_status()
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the plain FastAPI anchor did not start") from None
+                time.sleep(0.1)
+        wrk(url, work / "pick.lua", 2, connections, token)  # warm up both (imports, caches, connections)
+        wrk(plain_url, work / "pick.lua", 2, connections, None)
+        flex = wrk(url, work / "pick.lua", seconds, connections, token)
+        anchor = wrk(plain_url, work / "pick.lua", seconds, connections, None)
+    finally:
+        plain.send_signal(signal.SIGINT)
+        plain.wait(20)
+    print(f"(1) single worker on SQLite, wrk: {connections} connections, {seconds:.0f} s each, "
+          f"{len(body)}-byte answer")
+    print(f"    flex GET /api/v1/environments/NAME       {flex.line()}   target >= 1000 req/s, p99 < 50 ms")
+    print(f"    plain FastAPI handler, same JSON (anchor) {anchor.line()}")
+    print(f"    ratio flex / plain handler: {flex.rps / anchor.rps:.2f}   target >= 0.40")
 
 
 # -- (2) spec change -> runner watch latency --------------------------------------------------------------
@@ -391,6 +461,7 @@ def main() -> None:
     ap.add_argument("--envs", type=int, default=5000)
     ap.add_argument("--get-seconds", type=float, default=10)
     ap.add_argument("--skip-scale", action="store_true")
+    ap.add_argument("--only-get", action="store_true", help="only (1), the GET throughput")
     args = ap.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 500 watches need more than 1024 descriptors
@@ -400,11 +471,12 @@ def main() -> None:
         server = Server(work / "sqlite")
         token = (work / "sqlite" / "server" / "admin-token").read_text().strip()
         try:
-            asyncio.run(get_throughput(server.url, token, args.get_seconds, 16))
-            asyncio.run(watch_latency(server.url, token, 200))
+            get_throughput(server.url, token, work, args.get_seconds, 16)
+            if not args.only_get:
+                asyncio.run(watch_latency(server.url, token, 200))
         finally:
             server.stop()
-        if args.skip_scale:
+        if args.skip_scale or args.only_get:
             return
         if os.geteuid() != 0 or not (PG_BIN / "initdb").exists():
             print("(3) skipped: needs root and PostgreSQL 15")

@@ -36,7 +36,7 @@ fi
 runtime_pkgs=(crun runc uidmap fuse-overlayfs slirp4netns mmdebstrap git zstd iproute2 iptables nftables
               ca-certificates python3-venv tini golang-github-containers-common)
 dev_pkgs=(docker-registry apache2-utils postgresql chromium skopeo umoci podman buildah
-          util-linux procps psmisc hyperfine)
+          util-linux procps psmisc hyperfine wrk)
 
 want=("${runtime_pkgs[@]}")
 [ "$dev" = 1 ] && want+=("${dev_pkgs[@]}")

@@ -34,6 +34,13 @@ from flex.api.runners import (
     RunnerHeartbeat,
     RunnerList,
 )
+from flex.api.secrets import (
+    RunnerSecret,
+    RunnerSecrets,
+    Secret,
+    SecretList,
+    SecretPut,
+)
 from flex.api.users import (
     AuditEvent,
     AuditEventList,
@@ -76,6 +83,11 @@ __all__ = [
     "RunnerGrant",
     "RunnerHeartbeat",
     "RunnerList",
+    "RunnerSecret",
+    "RunnerSecrets",
+    "Secret",
+    "SecretList",
+    "SecretPut",
     "Source",
     "Token",
     "TokenCreate",

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "rm": "flex.cli.rm",
     "runner": "flex.cli.runner",
     "runtime": "flex.cli.runtime",
+    "secret": "flex.cli.secret",
     "server": "flex.cli.server",
 }
 

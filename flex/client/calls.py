@@ -28,6 +28,10 @@ from flex.api import (
     RunnerGrant,
     RunnerHeartbeat,
     RunnerList,
+    RunnerSecrets,
+    Secret,
+    SecretList,
+    SecretPut,
     TokenCreate,
     TokenCreated,
     TokenList,
@@ -240,6 +244,27 @@ class Calls:
     def set_policy(policy: Policy | dict[str, Any]) -> Call[Policy]:
         body = _validate(Policy, policy if isinstance(policy, dict) else policy.to_wire())
         return Call("PUT", "/api/v1/policy", _model(Policy), json=body.to_wire())
+
+    @staticmethod
+    def runner_secrets(runner_id: str, env_id: str) -> Call[RunnerSecrets]:
+        return Call("GET", f"/api/v1/runners/{_p(runner_id)}/environments/{_p(env_id)}/secrets",
+                    _model(RunnerSecrets))
+
+    # secrets -----------------------------------------------------------------------------------------
+    @staticmethod
+    def put_secret(name: str, value: str, environments: list[str] | None = None) -> Call[Secret]:
+        body = _validate(SecretPut, {"value": value, "environments": environments or ["*"]})
+        # by hand: dumping a SecretStr writes "**********", which is the point of SecretStr
+        return Call("PUT", f"/api/v1/secrets/{_p(name)}", _model(Secret),
+                    json={"value": body.value.get_secret_value(), "environments": body.environments})
+
+    @staticmethod
+    def list_secrets() -> Call[SecretList]:
+        return Call("GET", "/api/v1/secrets", _model(SecretList))
+
+    @staticmethod
+    def delete_secret(name: str) -> Call[None]:
+        return Call("DELETE", f"/api/v1/secrets/{_p(name)}", _none)
 
     # users, tokens, audit ----------------------------------------------------------------------------
     @staticmethod

@@ -29,6 +29,9 @@ from flex.api import (
     RunnerGrant,
     RunnerHeartbeat,
     RunnerList,
+    RunnerSecrets,
+    Secret,
+    SecretList,
     TokenCreate,
     TokenCreated,
     TokenList,
@@ -191,6 +194,19 @@ class FlexClient:
 
     def confirm_teardown(self, runner_id: str, env_id: str) -> None:
         self._run(Calls.confirm_teardown(runner_id, env_id))
+
+    def runner_secrets(self, runner_id: str, env_id: str) -> RunnerSecrets:
+        return self._run(Calls.runner_secrets(runner_id, env_id))
+
+    # secrets
+    def put_secret(self, name: str, value: str, environments: list[str] | None = None) -> Secret:
+        return self._run(Calls.put_secret(name, value, environments))
+
+    def list_secrets(self) -> SecretList:
+        return self._run(Calls.list_secrets())
+
+    def delete_secret(self, name: str) -> None:
+        self._run(Calls.delete_secret(name))
 
     # users, tokens, audit
     def get_policy(self) -> Policy:
@@ -358,6 +374,19 @@ class AsyncFlexClient:
 
     async def confirm_teardown(self, runner_id: str, env_id: str) -> None:
         await self._run(Calls.confirm_teardown(runner_id, env_id))
+
+    async def runner_secrets(self, runner_id: str, env_id: str) -> RunnerSecrets:
+        return await self._run(Calls.runner_secrets(runner_id, env_id))
+
+    # secrets
+    async def put_secret(self, name: str, value: str, environments: list[str] | None = None) -> Secret:
+        return await self._run(Calls.put_secret(name, value, environments))
+
+    async def list_secrets(self) -> SecretList:
+        return await self._run(Calls.list_secrets())
+
+    async def delete_secret(self, name: str) -> None:
+        await self._run(Calls.delete_secret(name))
 
     # users, tokens, audit
     async def get_policy(self) -> Policy:

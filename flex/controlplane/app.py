@@ -15,7 +15,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flex.controlplane import errors
@@ -23,9 +24,13 @@ from flex.controlplane.auth import CredentialCache, FailureLimiter, ensure_admin
 from flex.controlplane.config import Settings
 from flex.controlplane.db import Database, libpq_url
 from flex.controlplane.errors import TooLarge, problem_response
-from flex.controlplane.routes import environments, events, policy, runners, tokens, users
-from flex.controlplane.routes.deps import ControlPlane
+from flex.controlplane.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
+from flex.controlplane.proxy import ForwardedHeaders, parse_networks
+from flex.controlplane.routes import environments, events, policy, runners, secrets, tokens, users
+from flex.controlplane.routes.deps import Admin, ControlPlane
 from flex.controlplane.runners import Runners
+from flex.controlplane.secret_key import SecretKey
+from flex.controlplane.secrets import Secrets
 from flex.controlplane.store import Store
 from flex.controlplane.watch import Hub
 
@@ -93,6 +98,8 @@ async def _sweep(cp: ControlPlane, stop: asyncio.Event) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    trusted_proxies = parse_networks(settings.proxy_trusted_origins)
+    key = SecretKey.ensure(settings.secret_key_path)  # before the database: a bad key file fails fast
     db = Database.open(settings)
     db.migrate()
     created_admin = ensure_admin(db, settings.admin_token_file)
@@ -110,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     credential_ttl=settings.runner_credential_ttl)
     cp = ControlPlane(settings, db, store, fleet, hub,
                       FailureLimiter(settings.auth_failures_per_minute),
-                      CredentialCache(settings.credential_cache_ttl))
+                      CredentialCache(settings.credential_cache_ttl), Secrets(db, key))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -130,8 +137,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cp = cp
     app.state.created_admin = created_admin
     errors.install(app)
+    metrics = Metrics()
+    get_route = next(r for r in environments.router.routes
+                     if isinstance(r, APIRoute) and r.path.endswith("/{name}") and "GET" in (r.methods or ()))
+    app.add_middleware(environments.GetShortcut, route=get_route)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    for module in (environments, runners, users, tokens, events, policy):
+    app.add_middleware(ForwardedHeaders, trusted=trusted_proxies)  # outermost: every layer sees the real client
+    for module in (environments, runners, users, tokens, events, policy, secrets):
         app.include_router(module.router)
     app.include_router(runners.join_router)
 
@@ -153,4 +166,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return problem_response(Unavailable("not listening for changes from other replicas yet"), "/readyz")
         return JSONResponse({"status": "ready"})
 
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse,
+             responses={**errors.PROBLEM_RESPONSES,
+                        200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format; every name starts with flex_"}})
+    async def metrics_route(who: Admin) -> PlainTextResponse:
+        """Prometheus metrics, for an admin token (a read-only one is enough: give Prometheus that)."""
+        environments, fleet_states = await asyncio.to_thread(_counts, db)
+        body = metrics.render(watchers=len(hub.subscribers), environments=environments, runners=fleet_states)
+        return PlainTextResponse(body, media_type=CONTENT_TYPE)
+
     return app
+
+
+def _counts(db: Database) -> tuple[dict[str, int], dict[str, int]]:
+    """Environments by phase and runners by state, every known value present (0 when none)."""
+    from sqlalchemy import func, select
+
+    from flex.api import PHASES
+    from flex.controlplane.models import EnvironmentRow, RunnerRow
+
+    phase = EnvironmentRow.__table__.c.status["phase"].as_string()  # type: ignore[attr-defined]
+    environments = dict.fromkeys(PHASES, 0)
+    runner_states = {"ready": 0, "offline": 0}
+    with db.read() as s:
+        for value, n in s.execute(select(phase, func.count()).group_by(phase)).all():
+            environments[value or "pending"] = environments.get(value or "pending", 0) + int(n)
+        state = RunnerRow.__table__.c.state  # type: ignore[attr-defined]
+        for value, n in s.execute(select(state, func.count()).group_by(state)).all():
+            runner_states[str(value)] = int(n)
+    return environments, runner_states

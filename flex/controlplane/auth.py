@@ -29,10 +29,9 @@ from flex.controlplane.errors import RateLimited
 from flex.controlplane.models import JoinTokenRow, RunnerRow, TokenRow, UserRow
 from flex.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
-__all__ = ["CredentialCache", "FailureLimiter", "Principal", "authenticate", "create_join_token", "create_token",
-           "create_user", "delete_token", "ensure_admin", "hash_secret", "list_tokens", "list_users", "new_secret",
-           "set_groups",
-           "write_secret_file"]
+__all__ = ["CredentialCache", "FailureLimiter", "Principal", "authenticate", "authenticate_cached", "create_join_token",
+           "create_token", "create_user", "delete_token", "ensure_admin", "hash_secret", "list_tokens", "list_users",
+           "new_secret", "set_groups", "write_secret_file"]
 
 USER_PREFIX, RUNNER_PREFIX, JOIN_PREFIX = "flexu_", "flexr_", "flexj_"
 _EXPIRED_RUNNER = "this runner credential has expired (no heartbeat renewed it)"
@@ -122,17 +121,24 @@ class CredentialCache:
             self._hits.clear()
 
 
+def authenticate_cached(secret: str, cache: CredentialCache) -> Principal | None:
+    """The principal of a recently verified secret, without touching the database; None if not cached."""
+    hit = cache.get(hash_secret(secret))
+    if hit is None:
+        return None
+    if hit[1] is not None and hit[1] <= datetime.now(UTC):
+        if hit[0].kind == "runner":
+            raise Unauthenticated(_EXPIRED_RUNNER, hint=_EXPIRED_RUNNER_HINT)
+        raise Unauthenticated("this token has expired", hint="create a new token")
+    return hit[0]
+
+
 def authenticate(db: Database, secret: str, cache: CredentialCache | None = None) -> Principal:
     """The principal a bearer secret stands for; Unauthenticated if it stands for none."""
     digest = hash_secret(secret)
     now = datetime.now(UTC)
-    hit = cache.get(digest) if cache is not None else None
-    if hit is not None:
-        if hit[1] is not None and hit[1] <= now:
-            if hit[0].kind == "runner":
-                raise Unauthenticated(_EXPIRED_RUNNER, hint=_EXPIRED_RUNNER_HINT)
-            raise Unauthenticated("this token has expired", hint="create a new token")
-        return hit[0]
+    if cache is not None and (cached := authenticate_cached(secret, cache)) is not None:
+        return cached
     expires: datetime | None = None
     with db.read() as s:
         if secret.startswith(USER_PREFIX):

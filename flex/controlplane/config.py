@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLEX_SERVER_")
 
     server_dir: Path = Field(default_factory=default_server_dir)
-    db_url: str | None = None  # default: sqlite file in server_dir
+    db_url: str | None = Field(None, repr=False)  # default: sqlite file in server_dir; may hold a password
     listen: str = "127.0.0.1:8080"
     heartbeat_timeout: float = 30.0  # a runner silent this long is offline
     sweep_interval: float = 2.0  # offline detection, scheduling retries, event-log compaction
@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     pool_size: int = 20
     credential_cache_ttl: float = 2.0  # a token revoked on another replica stops working within this
     runner_credential_ttl: float = 7 * 86400.0  # a runner credential lapses this long after its last heartbeat
+    proxy_trusted_origins: str = ""  # comma-separated addresses/CIDRs whose X-Forwarded-For/-Proto count
+    tls_cert_file: Path | None = None  # with tls_key_file: serve HTTPS
+    tls_key_file: Path | None = None
+    secret_key_file: Path | None = None  # default: server_dir/secret-key; replicas on one database share it
 
     @property
     def database_url(self) -> str:
@@ -50,6 +54,10 @@ class Settings(BaseSettings):
     @property
     def admin_token_file(self) -> Path:
         return self.server_dir / "admin-token"
+
+    @property
+    def secret_key_path(self) -> Path:
+        return self.secret_key_file or self.server_dir / "secret-key"
 
     @property
     def is_postgres(self) -> bool:

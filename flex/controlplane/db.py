@@ -7,6 +7,8 @@ PostgreSQL (psycopg 3): one engine; migrations run under an advisory lock so rep
 
 from __future__ import annotations
 
+import re
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,9 +22,34 @@ from flex.controlplane.config import Settings
 from flex.errors import Unavailable
 from flex.sqlite import enable_wal
 
-__all__ = ["Database", "libpq_url", "sqlalchemy_url"]
+__all__ = ["Database", "libpq_url", "redact_url", "sqlalchemy_url"]
 
 _MIGRATION_LOCK = 0x666C6578  # "flex"
+
+
+def redact_url(url: str) -> str:
+    """The URL fit for a log line or an error: a password (``user:pw@`` or ``?password=``) becomes ``***``."""
+    out = re.sub(r"^([a-z][a-z0-9+.-]*://[^/?#@:]*:)[^/?#]*@", r"\1***@", url, flags=re.IGNORECASE)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", out, flags=re.IGNORECASE)
+
+
+def _scrub(text: str, url: str) -> str:
+    """A driver's message with any password of ``url`` in it replaced (drivers may echo the DSN)."""
+    for secret in _passwords(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _passwords(url: str) -> list[str]:
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        found = [parts.password] if parts.password else []
+    except ValueError:
+        found = []
+    found += re.findall(r"[?&]password=([^&#]*)", url, flags=re.IGNORECASE)
+    return [p for s in found for p in {s, unquote(s)} if p]
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -64,6 +91,18 @@ class Database:
     settings: Settings
     engine: Engine
     write_engine: Engine
+    _loop_reader: sqlite3.Connection | None = None
+
+    def loop_reader(self) -> sqlite3.Connection:
+        """SQLite only: a read-only sqlite3 connection for single-statement reads on the event loop thread
+        (autocommit: each SELECT sees one consistent snapshot, no BEGIN/ROLLBACK round)."""
+        if self._loop_reader is None:
+            path = sqlalchemy_url(self.settings.database_url).removeprefix("sqlite:///")
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
+            conn.execute("PRAGMA busy_timeout=2000")  # WAL readers wait only while a database is recovered
+            conn.execute("PRAGMA query_only=ON")
+            self._loop_reader = conn
+        return self._loop_reader
 
     @classmethod
     def open(cls, settings: Settings) -> Database:
@@ -76,7 +115,8 @@ class Database:
         try:
             engine = create_engine(url, pool_size=settings.pool_size, max_overflow=10, pool_pre_ping=True)
         except Exception as err:
-            raise Unavailable(f"cannot use database {settings.database_url!r}: {err}") from err
+            url = settings.database_url
+            raise Unavailable(f"cannot use database {redact_url(url)!r}: {_scrub(str(err), url)}") from None
         return cls(settings, engine, engine)
 
     @property
@@ -111,8 +151,10 @@ class Database:
                 command.upgrade(cfg, "head")
         except Exception as err:
             if type(err).__module__.startswith(("sqlalchemy", "psycopg")):
-                raise Unavailable(f"cannot migrate database {self.settings.database_url!r}: {err}",
-                                  hint="check --db and that the database server is running") from err
+                url = self.settings.database_url
+                # from None: a traceback (--debug) of the driver's exception could show the DSN
+                raise Unavailable(f"cannot migrate database {redact_url(url)!r}: {_scrub(str(err), url)}",
+                                  hint="check --db and that the database server is running") from None
             raise
 
     def ping(self) -> None:
@@ -120,6 +162,9 @@ class Database:
             conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
+        if self._loop_reader is not None:
+            self._loop_reader.close()
+            self._loop_reader = None
         self.engine.dispose()
         if self.write_engine is not self.engine:
             self.write_engine.dispose()

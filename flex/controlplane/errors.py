@@ -23,7 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flex.errors import FlexError, InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unavailable
 
-__all__ = ["PROBLEM_RESPONSES", "Problem", "ProblemError", "RateLimited", "TooLarge", "Unprocessable", "install",
+__all__ = ["PROBLEM_RESPONSES", "Problem", "ProblemError", "RateLimited", "TooLarge", "Unprocessable", "error_response",
+           "install",
            "problem_body", "problem_response"]
 
 log = logging.getLogger("flex.controlplane")
@@ -94,13 +95,18 @@ def _where(loc: Any) -> str:
     return ".".join(parts) or "body"
 
 
+def error_response(err: FlexError, instance: str | None) -> JSONResponse:
+    """The answer to a FlexError, with the headers its kind calls for."""
+    headers = {"WWW-Authenticate": 'Bearer realm="flex"'} if isinstance(err, Unauthenticated) else None
+    if isinstance(err, RateLimited):
+        headers = {"Retry-After": "60"}
+    return problem_response(err, instance, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(FlexError)
     async def _flex(request: Request, err: FlexError) -> JSONResponse:
-        headers = {"WWW-Authenticate": 'Bearer realm="flex"'} if isinstance(err, Unauthenticated) else None
-        if isinstance(err, RateLimited):
-            headers = {"Retry-After": "60"}
-        return problem_response(err, request.url.path, headers=headers)
+        return error_response(err, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-__all__ = ["AuditRow", "EnvironmentRow", "JoinTokenRow", "PolicyRow", "Revision", "RunnerRow", "TokenRow", "UserRow",
-           "WatchEventRow", "metadata"]
+__all__ = ["AuditRow", "EnvironmentRow", "JoinTokenRow", "PolicyRow", "Revision", "RunnerRow", "SecretRow", "TokenRow",
+           "UserRow", "WatchEventRow", "metadata"]
 
 metadata = SQLModel.metadata
 
@@ -139,3 +139,18 @@ class AuditRow(SQLModel, table=True):
     action: str
     resource: str
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class SecretRow(SQLModel, table=True):
+    """A user's secret: the value only encrypted (AES-256-GCM with the server's key; ``key_id`` names that key)."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_secrets_owner_name"),)
+    id: str = Field(primary_key=True)
+    owner: str = Field(index=True)
+    name: str
+    environments: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    key_id: str
+    ciphertext: str = Field(sa_column=Column(Text, nullable=False))  # base64 of nonce + AES-GCM output
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()

@@ -69,3 +69,19 @@ def test_env_errors_are_one_line_with_documented_codes(logged_in: dict[str, str]
     nowhere = {"XDG_CONFIG_HOME": str(tmp_path / "empty"), "FLEX_URL": "", "FLEX_TOKEN": ""}
     r = run_flex("env", "list", env=nowhere)
     assert r.code == 2 and "flex login" in r.stderr
+
+
+def test_secret_commands_never_take_the_value_from_argv(logged_in: dict[str, str]) -> None:
+    env = logged_in
+    value = "cli-S3cret-7a6b"
+    r = run_flex("secret", "set", "DEPLOY_KEY", "-e", "e1", input=value + "\n", env=env)
+    assert r.code == 0 and r.stdout.strip() == "secret DEPLOY_KEY set for e1", r.stderr
+    r = run_flex("secret", "ls", "-o", "json", env=env)
+    assert r.code == 0 and [(s["name"], s["environments"]) for s in json.loads(r.stdout)] == [("DEPLOY_KEY", ["e1"])]
+    assert value not in r.stdout
+    r = run_flex("secret", "set", "DEPLOY_KEY", value, env=env)  # a value on the command line is refused
+    assert r.code == 2 and value not in r.stderr
+    r = run_flex("secret", "rm", "DEPLOY_KEY", env=env)
+    assert r.code == 0
+    r = run_flex("secret", "rm", "DEPLOY_KEY", env=env)
+    assert r.code == 3 and r.stderr.startswith("error: secret 'DEPLOY_KEY' not found")

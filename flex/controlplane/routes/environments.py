@@ -7,14 +7,16 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flex.api import Environment, EnvironmentCreate, EnvironmentList, EnvironmentStatus
-from flex.controlplane.errors import PROBLEM_RESPONSES
-from flex.controlplane.routes.deps import Cp, RunnerCaller, User, watch_response
+from flex.controlplane.errors import PROBLEM_RESPONSES, error_response
+from flex.controlplane.routes.deps import Cp, RunnerCaller, User, bearer, user, watch_response
 from flex.controlplane.store import Wire
-from flex.errors import InvalidArgument
+from flex.errors import FlexError, InvalidArgument
 
-__all__ = ["answer", "parse_selector", "router"]
+__all__ = ["GetShortcut", "answer", "parse_selector", "router"]
 
 router = APIRouter(prefix="/api/v1/environments", tags=["environments"], responses=PROBLEM_RESPONSES)
 
@@ -73,9 +75,10 @@ async def list_environments(
     return Response(json.dumps(page, separators=(",", ":")), media_type="application/json")
 
 
+# GetShortcut below serves this route without FastAPI's routing and dependency solving: keep the two in step.
 @router.get("/{name}", response_model=Environment)
-def get_environment(cp: Cp, who: User, name: str, owner: OwnerQ = None) -> Response:
-    return answer(cp.store.get(who, name, owner))
+async def get_environment(cp: Cp, who: User, name: str, owner: OwnerQ = None) -> Response:
+    return answer(await cp.store.get_async(who, name, owner))
 
 
 @router.patch("/{name}", response_model=Environment, openapi_extra={"requestBody": {"content": {
@@ -113,3 +116,33 @@ def delete_environment(cp: Cp, who: User, name: str, if_match: IfMatch = None, o
 def put_status(cp: Cp, who: RunnerCaller, name: str, body: EnvironmentStatus, if_match: IfMatch = None) -> Response:
     """Runner only: report the observed status of an environment bound to this runner (address it by id)."""
     return answer(cp.store.put_status(who, name, body, if_match=if_match))
+
+
+class GetShortcut:
+    """``GET /api/v1/environments/{name}`` (no query string) answered before FastAPI routes it (issue 12.7).
+
+    Resolving the route and solving its dependencies cost several times what the read itself does; this
+    runs exactly what get_environment runs (the same bearer, user check, store read and answer), so
+    authentication, scopes and visibility stay decided in one place each. Anything else goes to FastAPI.
+    """
+
+    PREFIX = "/api/v1/environments/"
+
+    def __init__(self, app: ASGIApp, route: APIRoute | None = None) -> None:
+        self.app, self.route = app, route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if (scope["type"] != "http" or scope["method"] != "GET" or scope.get("query_string")
+                or not path.startswith(self.PREFIX) or "/" in path[len(self.PREFIX):] or path == self.PREFIX):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            who = await user(request, await bearer(request))
+            response = answer(await request.app.state.cp.store.get_async(who, path[len(self.PREFIX):]))
+        except FlexError as err:
+            response = error_response(err, path)
+        if self.route is not None:
+            scope["route"] = self.route  # what FastAPI would have set: metrics count it under the template
+        await response(scope, receive, send)

@@ -19,6 +19,7 @@ from flex.api import (
     RunnerGrant,
     RunnerHeartbeat,
     RunnerList,
+    RunnerSecrets,
 )
 from flex.controlplane.auth import Principal, create_join_token
 from flex.controlplane.errors import PROBLEM_RESPONSES
@@ -145,9 +146,17 @@ async def runner_environments(
 
 
 @router.get("/{runner_id}/environments/{env_id}", response_model=Environment)
-def runner_environment(cp: Cp, who: RunnerCaller, runner_id: str, env_id: str) -> Response:
+async def runner_environment(cp: Cp, who: RunnerCaller, runner_id: str, env_id: str) -> Response:
     _self(who, runner_id)
-    return answer(cp.store.get(who, env_id))
+    return answer(await cp.store.get_async(who, env_id))
+
+
+@router.get("/{runner_id}/environments/{env_id}/secrets", response_model=RunnerSecrets)
+def runner_environment_secrets(cp: Cp, who: RunnerCaller, runner_id: str, env_id: str) -> Response:
+    """The secrets this environment gets as variables: only for the runner it is bound to (others: 404)."""
+    _self(who, runner_id)
+    body = cp.secrets.for_runner(who, env_id).model_dump_json(by_alias=True)
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 @router.delete("/{runner_id}/environments/{env_id}", status_code=204)
