@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "env": "flex.cli.env",
     "image": "flex.cli.image",
     "login": "flex.cli.login",
+    "runner": "flex.cli.runner_agent",
     "runtime": "flex.cli.runtime",
     "server": "flex.cli.server",
 }
