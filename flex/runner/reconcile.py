@@ -142,7 +142,10 @@ def _converge(ctx: Ctx, env: Environment, st: _Status) -> None:
     c = ctx.machine.settle(meta.id)
     if spec.desired_phase == "running" and (c is None or c.state != "running"):
         st.phase("starting")
-        st.flush()
+        # Failed at this generation already: say "starting" only if something changes. Writing it now and
+        # "failed" again after would make two watch events per try, and each event another try.
+        if not (env.status.phase == "failed" and env.status.observed_generation == meta.generation):
+            st.flush()
 
     # 1. the workspace volume
     try:

@@ -129,6 +129,10 @@ def test_build_and_compose_configs_say_not_supported(server: Server, runner: Run
     c = env.status.condition("ImageReady")
     assert c is not None and c.reason == "ComposeNotSupported" and "not supported yet" in c.message
     assert runner.containers(env.metadata.id) == []
+    # a failed environment is not written again and again: its resourceVersion stays put across resyncs
+    before = server.admin.get_environment("composed").metadata.resource_version
+    runner.wait_reconciled(env.metadata.id, after=time.time() + 6)
+    assert server.admin.get_environment("composed").metadata.resource_version == before
     for name in ("built", "composed"):
         server.admin.delete_environment(name)
         wait_gone(server.admin, name, runner)
