@@ -113,10 +113,10 @@ def add_commands(group: typer.Typer) -> None:
         try:
             agent = json.loads(agent_status_path(home).read_text())
             os.kill(int(agent["pid"]), 0)
+        except PermissionError:
+            pass  # alive, and another user's
         except (OSError, ValueError, KeyError):
             agent = None
-        except PermissionError:
-            pass
         if agent is not None:
             data.update(agent)
             data["running"] = True
