@@ -18,8 +18,12 @@ _RUNNER = typer.Argument(..., help="Runner name or id.")
 
 
 def register(app: typer.Typer) -> None:
-    group = typer.Typer(name="runner", help="Manage runners on a control plane.", no_args_is_help=True)
+    from flex.cli import runner_agent
+
+    group = typer.Typer(name="runner", help="Join this machine as a runner and run it; manage runners on a control "
+                        "plane.", no_args_is_help=True)
     app.add_typer(group, name="runner")
+    runner_agent.add_commands(group)  # join, run, status: this machine's runner
 
     @group.command("ls")
     def ls(output: str = _OUTPUT, server: str = _SERVER, token: str = _TOKEN, debug: bool = _DEBUG) -> None:

@@ -49,9 +49,9 @@ def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool 
            user: str | None = None, volumes: Sequence[str] = (), net: str | None = None,
            publish: Sequence[str] = (), cpus: str | None = None, memory: str | None = None,
            pids: int | None = None, docker: bool = False, create_only: bool = False,
-           allow_host_network: bool = False, security_opt: Sequence[str] = ()) -> int:
+           allow_host_network: bool = False, security_opt: Sequence[str] = (), labels: Sequence[str] = ()) -> int:
     from flex.runtime.cgroups import cgroups
-    from flex.runtime.containers.create import CreateOptions, create_container
+    from flex.runtime.containers.create import CreateOptions, create_container, parse_labels
 
     if tty and not sys.stdin.isatty() and not detach and not create_only:
         raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run from a terminal")
@@ -63,7 +63,8 @@ def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool 
         allow_host_network=allow_host_network,
         cpus=cgroups.parse_cpus(cpus) if cpus is not None else None,
         memory=cgroups.parse_memory(memory) if memory is not None else None, pids=pids, docker=docker,
-        no_new_privileges=_no_new_privileges(security_opt), tty=tty, interactive=interactive, auto_remove=rm)
+        no_new_privileges=_no_new_privileges(security_opt), tty=tty, interactive=interactive, auto_remove=rm,
+        labels=parse_labels(list(labels)))
     store = open_store()
     c = create_container(store, _images(image, store), opts)
     if create_only:
@@ -114,6 +115,7 @@ _HELP = {
     "pids": "maximum number of processes",
     "docker": "let dockerd run inside",
     "security_opt": "no-new-privileges: setuid binaries (sudo) stop working",
+    "label": "K=V, a label on the container (ps --filter label=K=V finds it)",
 }
 
 
@@ -140,6 +142,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--docker", action="store_true", help=h["docker"])
     p.add_argument("--security-opt", action="append", default=[], metavar="no-new-privileges",
                    help=h["security_opt"])
+    p.add_argument("-l", "--label", action="append", default=[], metavar="K=V", help=h["label"])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
@@ -178,7 +181,7 @@ def fast_main(argv: Sequence[str]) -> int | None:
                       tty=ns.tty, env=ns.env, workdir=ns.workdir, user=ns.user, volumes=ns.volume, net=ns.net,
                       publish=ns.publish, cpus=ns.cpus, memory=ns.memory, pids=ns.pids, docker=ns.docker,
                       create_only=args[1] == "create", allow_host_network=ns.allow_host_network,
-                      security_opt=ns.security_opt)
+                      security_opt=ns.security_opt, labels=ns.label)
     except FlexError as err:
         if debug or ns.debug or os.environ.get("FLEX_DEBUG") == "1":
             import traceback
@@ -242,12 +245,13 @@ def register(app: typer.Typer) -> None:
             memory: str = typer.Option(None, "-m", "--memory", help=h["memory"]),
             pids: int = typer.Option(None, "--pids", help=h["pids"]),
             docker: bool = typer.Option(False, "--docker", help=h["docker"]),
-            security_opt: list[str] = typer.Option([], "--security-opt", help=h["security_opt"])) -> None:
+            security_opt: list[str] = typer.Option([], "--security-opt", help=h["security_opt"]),
+            label: list[str] = typer.Option([], "-l", "--label", help=h["label"])) -> None:
         """Run a command in a new container (exit code passed through)."""
         raise typer.Exit(do_run(image, command or [], name=name, rm=rm, detach=detach, interactive=interactive,
                                 tty=tty, env=env, workdir=workdir, user=user, volumes=volume, net=net,
                                 publish=publish, cpus=cpus, memory=memory, pids=pids, docker=docker,
-                                allow_host_network=allow_host_network, security_opt=security_opt))
+                                allow_host_network=allow_host_network, security_opt=security_opt, labels=label))
 
     @rt.command(context_settings=ctx_settings)
     def create(image: str = typer.Argument(..., help="image name, or a root filesystem directory"),
@@ -265,11 +269,12 @@ def register(app: typer.Typer) -> None:
                memory: str = typer.Option(None, "-m", "--memory", help=h["memory"]),
                pids: int = typer.Option(None, "--pids", help=h["pids"]),
                docker: bool = typer.Option(False, "--docker", help=h["docker"]),
-               security_opt: list[str] = typer.Option([], "--security-opt", help=h["security_opt"])) -> None:
+               security_opt: list[str] = typer.Option([], "--security-opt", help=h["security_opt"]),
+               label: list[str] = typer.Option([], "-l", "--label", help=h["label"])) -> None:
         """Create a container without starting it; prints its id."""
         do_run(image, command or [], name=name, tty=tty, env=env, workdir=workdir, user=user, volumes=volume,
                net=net, publish=publish, cpus=cpus, memory=memory, pids=pids, docker=docker, create_only=True,
-               detach=True, allow_host_network=allow_host_network, security_opt=security_opt)
+               detach=True, allow_host_network=allow_host_network, security_opt=security_opt, labels=label)
 
     @rt.command()
     def start(container: str) -> None:
@@ -310,9 +315,12 @@ def register(app: typer.Typer) -> None:
 
     @rt.command()
     def ps(all_: bool = typer.Option(False, "-a", "--all"), quiet: bool = typer.Option(False, "-q", "--quiet"),
-           json_: bool = typer.Option(False, "--json")) -> None:
+           json_: bool = typer.Option(False, "--json"),
+           filter_: list[str] = typer.Option([], "-f", "--filter", help="label=K=V (repeat: all must match)")
+           ) -> None:
         """List containers (running ones; -a for all)."""
-        cs = [c for c in open_store().all() if all_ or c.state == "running"]
+        wanted = _label_filters(filter_)
+        cs = [c for c in open_store().all() if (all_ or c.state == "running") and c.matches(wanted)]
         if json_:
             print(json.dumps([c.to_dict() for c in cs], indent=2))
             return
@@ -437,6 +445,19 @@ def register(app: typer.Typer) -> None:
         """Remove whatever no container owns any more (after crashes, kill -9, reboots)."""
         for item in open_store().gc():
             print(item)
+
+
+def _label_filters(filters: list[str]) -> dict[str, str | None]:
+    """``ps --filter label=K=V`` (or ``label=K``: any value), as docker and podman spell it."""
+    out: dict[str, str | None] = {}
+    for f in filters:
+        kind, sep, rest = f.partition("=")
+        if kind != "label" or not sep or not rest:
+            raise UsageError(f"--filter {f!r}: only label=KEY=VALUE filters are supported",
+                             hint="e.g. --filter label=flex.dev/environment=env_123")
+        key, has_value, value = rest.partition("=")
+        out[key] = value if has_value else None
+    return out
 
 
 def _lowers(store: Containers, cid: str) -> list[Path]:

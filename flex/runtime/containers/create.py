@@ -24,11 +24,26 @@ from flex.runtime.containers.store import Container, Containers
 from flex.runtime.oci import spec
 from flex.runtime.userns.idmap import IdMap
 
-__all__ = ["DEFAULT_PIDS_LIMIT", "INIT_BINARIES", "CreateOptions", "create_container"]
+__all__ = ["DEFAULT_PIDS_LIMIT", "INIT_BINARIES", "CreateOptions", "create_container", "parse_labels"]
 
 INIT_BINARIES = ("/usr/bin/tini-static", "/usr/lib/podman/catatonit", "/usr/libexec/podman/catatonit")
 DEFAULT_PIDS_LIMIT = 4096
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
+_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,252}")
+
+
+def parse_labels(items: list[str]) -> dict[str, str]:
+    """``--label K=V`` (repeatable; ``--label K`` means an empty value, as podman does)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not _LABEL_KEY.fullmatch(key):
+            raise InvalidArgument(f"--label {item!r}: the key must be letters, digits, '_', '.', '/', '-'",
+                                  hint="e.g. --label flex.dev/environment=env_123")
+        if len(value) > 4096:
+            raise InvalidArgument(f"--label {key}: the value is longer than 4096 characters")
+        out[key] = value
+    return out
 
 
 @dataclass
@@ -53,6 +68,7 @@ class CreateOptions:
     auto_remove: bool = False
     entrypoint: list[str] | None = None
     init: bool = True
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def _env_merge(image_env: list[str], extra: list[str], tty: bool = False) -> list[str]:
@@ -81,6 +97,7 @@ def _init_binary() -> Path | None:
 def create_container(store: Containers, images: ImageSource, opts: CreateOptions) -> Container:
     if opts.name is not None and not _NAME.fullmatch(opts.name):
         raise InvalidArgument(f"--name {opts.name!r}: use letters, digits, '_', '.', '-' (max 128)")
+    parse_labels([f"{k}={v}" for k, v in opts.labels.items()])  # the same rules for API callers
     if opts.net not in ("none", "private", "host"):
         raise InvalidArgument(f"--net {opts.net!r}: expected none, private or host")
     # a default pids limit: a fork bomb in one container must not take the host down

@@ -22,7 +22,7 @@ import shutil
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,8 +84,18 @@ class Container:
                    cgroup=row["cgroup"], ports=json.loads(row["ports"]), monitor_pid=row["monitor_pid"],
                    started_at=row["started_at"], finished_at=row["finished_at"], creator_pid=row["creator_pid"])
 
+    @property
+    def labels(self) -> dict[str, str]:
+        """``--label K=V`` given at creation (kept with the options: no schema change for old homes)."""
+        return dict(self.options.get("labels") or {})
+
+    def matches(self, labels: Mapping[str, str | None]) -> bool:
+        """Carries every key of ``labels`` with its value (None: any value), as docker's label filter."""
+        own = self.labels
+        return all(k in own and (v is None or own[k] == v) for k, v in labels.items())
+
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "image": self.image, "state": self.state,
+        return {"id": self.id, "name": self.name, "image": self.image, "state": self.state, "labels": self.labels,
                 "created_at": self.created_at, "started_at": self.started_at, "finished_at": self.finished_at,
                 "pid": self.pid, "exit_code": self.exit_code, "auto_remove": self.auto_remove,
                 "options": self.options, "uid_map": [list(x) for x in self.idmap.uids],
@@ -159,6 +169,10 @@ class Containers:
     def all(self) -> list[Container]:
         rows = self.db.query("SELECT * FROM containers ORDER BY created_at")
         return [self.refresh(Container.from_row(r)) for r in rows]
+
+    def with_labels(self, labels: Mapping[str, str | None]) -> list[Container]:
+        """Every container carrying all of ``labels`` (as `ps --filter label=K=V`)."""
+        return [c for c in self.all() if c.matches(labels)]
 
     def get(self, ref: str) -> Container:
         row = self.db.query_one("SELECT * FROM containers WHERE id = ? OR name = ?", (ref, ref))

@@ -1,0 +1,255 @@
+"""Fixtures for runner tests: a real `flex server` process, a real git server (`git daemon` on 127.0.0.1),
+and real `flex runner run` processes, as root and as the user flextest (rootless), with real containers.
+
+Images come from the runtime's container fixtures (made the way `flex image bootstrap` makes them, from the
+cached Debian minbase tar) in the mode's FLEX_HOME, which the runner then uses as its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from flex.api import Environment
+from flex.client import FlexClient
+from flex.errors import NotFound
+from tests.conftest import missing
+from tests.controlplane.conftest import free_port
+from tests.runtime.containers.conftest import (  # noqa: F401  (fixtures, re-exported for these tests)
+    USER,
+    Mode,
+    delegated,
+    homes,
+    image,
+    image_for,
+    images,
+    mode,
+    workdir,
+)
+
+_GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.invalid", "GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent"}
+
+
+@dataclass
+class GitServer:
+    base: Path
+    port: int
+
+    def repo(self, name: str, files: dict[str, str], *, branch: str = "main") -> str:
+        """A bare repository ``name``.git with one commit of ``files``; returns its git:// URL."""
+        work = Path(tempfile.mkdtemp(prefix="src-", dir=self.base.parent))
+        for rel, text in files.items():
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
+            (work / rel).write_text(text)
+        env = {**os.environ, **_GIT_ENV}
+        for args in (["init", "-q", "-b", branch], ["add", "-A"], ["commit", "-q", "-m", "init"]):
+            subprocess.run(["git", *args], cwd=work, env=env, check=True)
+        bare = self.base / f"{name}.git"
+        shutil.rmtree(bare, ignore_errors=True)
+        subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], env=env, check=True)
+        shutil.rmtree(work)
+        return f"git://127.0.0.1:{self.port}/{name}.git"
+
+
+@pytest.fixture(scope="session")
+def git_server(workdir: Path) -> Iterator[GitServer]:  # noqa: F811
+    if shutil.which("git") is None:
+        missing("git is not installed (installer/install.sh)")
+    base = workdir / "git"
+    base.mkdir(exist_ok=True)
+    port = free_port()
+    with open(workdir / "git-daemon.log", "w") as log:
+        proc = subprocess.Popen(["git", "daemon", "--export-all", f"--base-path={base}", "--listen=127.0.0.1",
+                                 f"--port={port}", "--reuseaddr", "--informative-errors", str(base)],
+                                stdout=log, stderr=log)
+    deadline = time.monotonic() + 20
+    import socket
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"git daemon did not start: {(workdir / 'git-daemon.log').read_text()}") from None
+            time.sleep(0.05)
+    try:
+        yield GitServer(base, port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[str]
+    admin: FlexClient
+
+    def join_token(self) -> str:
+        return self.admin.create_join_token().token
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    home = tmp_path / "server-home"
+    port = free_port()
+    env = {**os.environ, "FLEX_HOME": str(home)}
+    with open(tmp_path / "server.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "flex", "server", "--listen", f"127.0.0.1:{port}",
+                                 "--heartbeat-timeout", "60"], env=env, stdout=log, stderr=log, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"flex server exited: {(tmp_path / 'server.log').read_text()}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("flex server did not become ready")
+        time.sleep(0.1)
+    token = (home / "server" / "admin-token").read_text().strip()
+    with FlexClient(url, token) as admin:
+        try:
+            yield Server(url, proc, admin)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@dataclass
+class Runner:
+    """`flex runner ...` as the mode's user, in the mode's FLEX_HOME."""
+
+    mode: Mode
+    log: Path
+    proc: subprocess.Popen[str] | None = None
+    logs: list[str] = field(default_factory=list)
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.mode.python_argv("-m", "flex", *args), env=self.mode.env(), capture_output=True,
+                              text=True, timeout=timeout, cwd="/")
+
+    def join(self, server: Server, *extra: str) -> str:
+        r = self.cli("runner", "join", server.url, "--token", server.join_token(), "--name", "r1", *extra)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None
+        with open(self.log, "a") as out:
+            self.proc = subprocess.Popen(self.mode.python_argv("-m", "flex", "runner", "run", "--resync", "5",
+                                                               "--heartbeat", "2"),
+                                         env=self.mode.env(), stdout=out, stderr=out, text=True, cwd="/")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            if self.mode.rootless:
+                # the signal goes to the runner itself, not runuser (which re-raises a signal it forwarded)
+                for pid in _children(self.proc.pid):  # (env execs python: runuser's child is the runner)
+                    os.kill(pid, sig)
+            else:
+                self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"the runner did not stop on {signal.Signals(sig).name}:\n{self.text()}") from None
+
+    def wait_reconciled(self, env_id: str, after: float, timeout: float = 60) -> None:
+        """Until `flex runner status` says ``env_id`` was reconciled after ``after``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = self.cli("runner", "status", "--json")
+            if r.returncode == 0:
+                envs = json.loads(r.stdout).get("environments") or {}
+                if (envs.get(env_id) or {}).get("lastReconcile", 0) > after:
+                    return
+            time.sleep(0.5)
+        raise AssertionError(f"{env_id} was not reconciled after {after}:\n{self.text()[-4000:]}")
+
+    def text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def runtime(self, *args: str) -> str:
+        return self.mode.ok(*args)
+
+    def containers(self, env_id: str) -> list[dict[str, Any]]:
+        out = self.mode.ok("ps", "-a", "--json", "--filter", f"label=flex.dev/environment={env_id}")
+        return json.loads(out)  # type: ignore[no-any-return]
+
+    def exec(self, cid: str, script: str) -> str:
+        return self.mode.ok("exec", cid, "sh", "-c", script)
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of ``pid``: a kill -9 of the runner is of the runner alone."""
+    return [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+
+
+@pytest.fixture
+def runner(mode: Mode, tmp_path: Path) -> Iterator[Runner]:  # noqa: F811
+    shutil.rmtree(mode.home / "runner", ignore_errors=True)
+    r = Runner(mode, tmp_path / "runner.log")
+    try:
+        yield r
+    finally:
+        if r.proc is not None and r.proc.poll() is None:
+            r.stop()
+        shutil.rmtree(mode.home / "runner", ignore_errors=True)
+
+
+def wait_for(admin: FlexClient, name: str, pred: Callable[[Environment], bool], runner: Runner,
+             timeout: float = 180) -> Environment:
+    deadline = time.monotonic() + timeout
+    env = None
+    while time.monotonic() < deadline:
+        env = admin.get_environment(name)
+        if pred(env):
+            return env
+        time.sleep(0.2)
+    raise AssertionError(f"environment {name} never got there: {env.status.to_wire() if env else None}\n"
+                         f"runner log:\n{runner.text()[-6000:]}")
+
+
+def wait_gone(admin: FlexClient, name: str, runner: Runner, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            admin.get_environment(name)
+        except NotFound:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"environment {name} was never torn down\nrunner log:\n{runner.text()[-6000:]}")
+
+
+def cond(env: Environment, type_: str) -> tuple[str, str] | None:
+    c = env.status.condition(type_)
+    return (c.status, c.reason) if c else None
+
+
+def devcontainer(image_ref: str, **props: Any) -> dict[str, str]:
+    return {".devcontainer/devcontainer.json": json.dumps({"image": image_ref, **props}, indent=2),
+            "README.md": "hello from the repository\n"}

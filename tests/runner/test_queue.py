@@ -1,0 +1,54 @@
+"""The keyed work queue: coalescing, one worker per key, delays, per-key backoff with jitter."""
+
+from __future__ import annotations
+
+import threading
+
+from flex.runner.queue import WorkQueue
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_adds_coalesce_and_a_key_in_progress_is_queued_again_after_done() -> None:
+    q = WorkQueue()
+    for _ in range(3):
+        q.add("a")
+    q.add("b")
+    assert len(q) == 2
+    assert q.get(0) == "a"
+    q.add("a")  # changed while being reconciled: not handed to a second worker now...
+    assert q.get(0) == "b"
+    assert q.get(0) is None
+    q.done("a")  # ...but again once the first reconcile is done
+    assert q.get(0) == "a"
+
+
+def test_backoff_grows_per_key_with_jitter_and_forget_resets_it() -> None:
+    clock = Clock()
+    q = WorkQueue(base_delay=1.0, max_delay=8.0, jitter=lambda: 1.0, clock=clock)
+    assert [q.failed("a") for _ in range(5)] == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert WorkQueue(base_delay=1.0, jitter=lambda: 0.0).failed("a") == 0.5  # jitter spreads [0.5, 1) x
+    assert q.failed("b") == 1.0  # per key
+    assert q.get(0) is None
+    clock.now = 1.0
+    assert q.get(0) == "a" and q.get(0) == "b"
+    q.forget("a")
+    assert q.failed("a") == 1.0
+
+
+def test_get_wakes_for_an_add_from_another_thread() -> None:
+    q = WorkQueue()
+    got: list[str | None] = []
+    t = threading.Thread(target=lambda: got.append(q.get(10)))
+    t.start()
+    q.add("x")
+    t.join(10)
+    assert got == ["x"]
+    q.close()
+    assert q.get(None) is None
