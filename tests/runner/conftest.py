@@ -100,8 +100,8 @@ class Server:
     proc: subprocess.Popen[str]
     admin: FlexClient
 
-    def join_token(self) -> str:
-        return self.admin.create_join_token().token
+    def join_token(self, grant: dict[str, Any] | None = None) -> str:
+        return self.admin.create_join_token(grant).token
 
 
 @pytest.fixture
@@ -152,7 +152,14 @@ class Runner:
                               text=True, timeout=timeout, cwd="/")
 
     def join(self, server: Server, *extra: str) -> str:
-        r = self.cli("runner", "join", server.url, "--token", server.join_token(), "--name", "r1", *extra)
+        """Join with a token whose grant allows what the runner will declare, as an admin would make it: the
+        labels given, and an owner for a desktop runner (the default kind when rootless)."""
+        labels = dict(extra[i + 1].split("=", 1) for i, a in enumerate(extra) if a == "--label")
+        desktop = self.mode.name == "rootless" and "vm" not in extra
+        grant: dict[str, Any] = {"labels": labels}
+        if desktop:
+            grant["owner"] = server.admin.whoami().name
+        r = self.cli("runner", "join", server.url, "--token", server.join_token(grant), "--name", "r1", *extra)
         assert r.returncode == 0, r.stderr
         return r.stdout.strip()
 

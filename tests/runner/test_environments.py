@@ -32,6 +32,15 @@ def _create(server: Server, name: str, url: str, **spec: object) -> Environment:
                                                   "memory": "512Mi", "disk": "1Gi"}, **spec})
 
 
+def _eventually(runner: Runner, cid: str, script: str, want: str) -> str:
+    """What ``script`` prints in the container once it prints ``want`` (or after 60 s). Ready comes after
+    waitFor (updateContentCommand): postStartCommand may still be running then, as the spec has it."""
+    deadline = time.monotonic() + 60
+    while (got := runner.exec(cid, script)) != want and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return got
+
+
 def test_a_git_environment_runs_hooks_once_survives_restart_stop_start_and_delete(
         server: Server, runner: Runner, git_server: GitServer, image: str) -> None:
     url = git_server.repo("app", devcontainer(image, containerEnv={"GREETING": "hi"}, forwardPorts=[3000],
@@ -53,7 +62,7 @@ def test_a_git_environment_runs_hooks_once_survives_restart_stop_start_and_delet
     assert runner.exec(cid, "cat /workspaces/app/README.md; echo $GREETING; cat /var/tmp/cwd") == \
         "hello from the repository\nhi\n/workspaces/app\n"
     assert runner.exec(cid, "cat /var/tmp/hooks.log") == "oncreate\nupdate\npostcreate\n"
-    assert runner.exec(cid, "cat /var/tmp/starts.log") == "poststart\n"
+    assert _eventually(runner, cid, "cat /var/tmp/starts.log", "poststart\n") == "poststart\n"
     r = runner.cli("runner", "status", "--json")
     assert r.returncode == 0 and '"running": true' in r.stdout
 
@@ -77,8 +86,9 @@ def test_a_git_environment_runs_hooks_once_survives_restart_stop_start_and_delet
     wait_for(server.admin, "app", _running, runner)
     [again] = runner.containers(env_id)
     assert again["id"] == cid
-    assert runner.exec(cid, "cat /etc/written-in-the-layer /var/tmp/hooks.log /var/tmp/starts.log") == \
-        "kept\noncreate\nupdate\npostcreate\npoststart\npoststart\n"
+    want = "kept\noncreate\nupdate\npostcreate\npoststart\npoststart\n"
+    script = "cat /etc/written-in-the-layer /var/tmp/hooks.log /var/tmp/starts.log"
+    assert _eventually(runner, cid, script, want) == want
 
     # delete removes container and volume, and frees the name
     server.admin.delete_environment("app")

@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -107,16 +107,15 @@ class MetadataDB:
 
 def _make_private(path: Path) -> None:
     """Create the database file 0600 before SQLite does (it would use the umask), and take group and
-    other bits away from one made by an older version, with its -wal and -shm files."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-    for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+    other bits away from one made by an older version, with its -wal and -shm files. An existing file is
+    never opened here: closing any descriptor of it would drop the POSIX locks this process's SQLite
+    connections hold on it (fcntl locks are per process), and another process could then reset the WAL
+    under them ("disk I/O error")."""
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         try:
-            if extra.stat().st_mode & 0o077:
-                extra.chmod(0o600)
+            if p.stat().st_mode & 0o077:
+                p.chmod(0o600)
         except FileNotFoundError:
             pass

@@ -246,7 +246,10 @@ class Containers:
         while True:
             c = self.get(ref)
             if c.state != "running" or not _pid_alive(c.pid):
-                if c.state == "running":  # the monitor is recording it right now
+                # PID 1 is gone and its waiter is recording the exit (the forwarders go first): wait for the
+                # record, or for refresh() to write it once the waiter is gone too
+                settle = time.monotonic() + 5
+                while c.state == "running" and time.monotonic() < settle:
                     time.sleep(0.01)
                     c = self.get(ref)
                 return c

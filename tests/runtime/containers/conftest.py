@@ -69,7 +69,9 @@ class Mode:
         return base
 
     def env(self) -> dict[str, str]:
-        env = {**os.environ, "FLEX_HOME": str(self.home)}
+        # the checkout first, so `python -m tests...` helpers import from it whatever the cwd
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, "FLEX_HOME": str(self.home), "PYTHONPATH": path}
         env.pop("FLEX_DEBUG", None)
         return env
 
