@@ -21,23 +21,11 @@ from flex.errors import FlexError, NotFound, Unavailable
 from flex.runtime.base.home import Home
 from flex.runtime.containers.create import CreateOptions, create_container
 from flex.runtime.containers.image_source import StoreImages
-from flex.runtime.containers.store import Container, Containers
+from flex.runtime.containers.store import Container, Containers, pid_alive
 
 __all__ = ["ENV_LABEL", "Machine"]
 
 ENV_LABEL = "flex.dev/environment"
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Machine:
@@ -70,7 +58,7 @@ class Machine:
         live: list[Container] = []
         for c in self.of_environment(env_id):
             if c.state == "creating":
-                if not _alive(c.creator_pid) or c.creator_pid == os.getpid():
+                if not pid_alive(c.creator_pid) or c.creator_pid == os.getpid():
                     self.remove(c.id)
                 continue
             live.append(c)

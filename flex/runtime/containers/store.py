@@ -43,7 +43,7 @@ from flex.runtime.userns.keeper import Keeper
 if TYPE_CHECKING:
     from flex.runtime.network.networks import Networks
 
-__all__ = ["Container", "Containers"]
+__all__ = ["Container", "Containers", "pid_alive"]
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS containers (
@@ -102,7 +102,8 @@ class Container:
                 "gid_map": [list(x) for x in self.idmap.gids], "cgroup": self.cgroup, "ports": self.ports}
 
 
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Whether ``pid`` runs (a zombie counts as dead: its exit status is being collected)."""
     if not pid:
         return False
     try:
@@ -197,7 +198,7 @@ class Containers:
             # started by `crun run`, which wrote PID 1 to the pid file rather than to us
             with contextlib.suppress(OSError, ValueError):
                 c.pid = int((self.bundle(c.id) / "pid").read_text())
-        if c.state == "running" and not _pid_alive(c.pid) and not _pid_alive(c.monitor_pid):
+        if c.state == "running" and not pid_alive(c.pid) and not pid_alive(c.monitor_pid):
             code = self._exit_file_code(c.id)
             self._detach_network(c.id)
             self.set_state(c.id, state="stopped", exit_code=code, finished_at=time.time())
@@ -245,7 +246,7 @@ class Containers:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             c = self.get(ref)
-            if c.state != "running" or not _pid_alive(c.pid):
+            if c.state != "running" or not pid_alive(c.pid):
                 # PID 1 is gone and its waiter is recording the exit (the forwarders go first): wait for the
                 # record, or for refresh() to write it once the waiter is gone too
                 settle = time.monotonic() + 5
@@ -333,7 +334,7 @@ class Containers:
         known: set[str] = set()
         for row in self.db.query("SELECT * FROM containers"):
             c = self.refresh(Container.from_row(row))
-            dead_creation = c.state == "creating" and not _pid_alive(c.creator_pid)
+            dead_creation = c.state == "creating" and not pid_alive(c.creator_pid)
             if dead_creation or (c.state == "stopped" and c.auto_remove):
                 self._teardown(c.id, c.cgroup)
                 removed.append(c.id)

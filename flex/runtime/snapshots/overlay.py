@@ -133,14 +133,7 @@ class OverlaySnapshotter:
                                                       f"workdir={base / 'work'}", *extra))]
 
     def remove(self, key: str) -> None:
-        with self.db.transaction() as conn:
-            row = conn.execute("SELECT id FROM snapshots WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                raise NotFound(f"snapshot {key!r} does not exist")
-            if conn.execute("SELECT 1 FROM snapshots WHERE parent = ?", (key,)).fetchone():
-                raise FailedPrecondition(f"snapshot {key!r} has children; remove them first")
-            conn.execute("DELETE FROM snapshots WHERE id = ?", (row["id"],))
-        _remove_tree(self.root / str(row["id"]), self.root)
+        _remove_tree(self.forget(key), self.root)
 
     def forget(self, key: str) -> Path:
         """Delete ``key``'s row (no children allowed) and return its directory, which the caller removes
