@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pwd
 import shutil
 import statistics
 import subprocess
@@ -54,6 +55,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("run as root (the comparison is root crun/podman vs the root runner)", file=sys.stderr)
         return 2
+    from bench.rootless_podman import overlay_config_home
     from tests.conftest import debian_rootfs_tar
 
     # an installed package has its bytecode cached; make sure ours is, whatever PYTHONDONTWRITEBYTECODE says
@@ -66,9 +68,10 @@ def main() -> int:
     import json
 
     from flex.runtime.oci import seccomp
+    from flex.runtime.oci.spec import DEFAULT_CAPS
 
     profile = work / "seccomp.json"  # flex's default profile, given to podman: same strictness both sides
-    profile.write_text(json.dumps(seccomp.profile(docker=False)))
+    profile.write_text(json.dumps(seccomp.profile(caps=DEFAULT_CAPS, docker=False)))
     profile.chmod(0o644)
     podman_opts = ["--security-opt", f"seccomp={profile}", "--ulimit", "nofile=20000:20000", "--ulimit",
                    "nproc=4096:4096"]
@@ -87,13 +90,10 @@ def main() -> int:
         image = image_from_rootfs_tar(ImageStore(Home.open()), tar, "bench/minbase:1").name
         have_podman = shutil.which("podman") is not None
         (rl / "home").mkdir(parents=True)
-        storage_conf = rl / "storage.conf"
-        storage_conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{rl}/podman-graph"\n'
-                                f'runroot = "{rl}/podman-run"\n')
+        podman_xdg = overlay_config_home(rl, pwd.getpwnam(user).pw_uid)
         shutil.chown(rl, user)
-        for p in (rl / "home", storage_conf):
-            shutil.chown(p, user)
-        as_user = ["runuser", "-u", user, "--", "env", f"CONTAINERS_STORAGE_CONF={storage_conf}",
+        shutil.chown(rl / "home", user)
+        as_user = ["runuser", "-u", user, "--", "env", f"XDG_CONFIG_HOME={podman_xdg}",
                    f"FLEX_HOME={rl / 'home'}", f"PYTHONPATH={REPO}:{sysconfig.get_paths()['purelib']}"]
         user_python = sys.executable if subprocess.run([*as_user, sys.executable, "-c", "pass"], cwd="/",
                                                        capture_output=True).returncode == 0 else "/usr/bin/python3"

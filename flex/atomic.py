@@ -15,7 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_file", "write_atomic"]
+__all__ = ["atomic_file", "fsync_dir", "write_atomic"]
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or link in ``directory`` survive a crash of the machine."""
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 @contextlib.contextmanager
@@ -32,11 +41,7 @@ def atomic_file(path: Path, *, mode: int = 0o644, durable: bool = True) -> Itera
                 os.fsync(f.fileno())
         os.replace(tmp, path)
         if durable:
-            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,22 @@ def debian_rootfs_tar(include: Sequence[str] = (), variant: str = "minbase", sui
         subprocess.run(cmd, check=True, timeout=900)
         os.replace(tmp, out)
     return out
+
+
+def remove_later(path: Path) -> None:
+    """Remove the scratch tree ``path`` without waiting: renamed away at once (so the name is free again), then
+    deleted by a detached `rm`. Unlinking a few GB of image stores is disk-bound and took a minute at the end of
+    a loaded CI run; nothing waits for it. --one-file-system: a mount a failed test left stays untouched."""
+    if not path.exists():
+        return
+    trash = path.with_name(f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        os.rename(path, trash)
+    except OSError:
+        trash = path
+    # sh returns at once and leaves rm to init: nothing of this process waits on it
+    subprocess.run(["setsid", "sh", "-c", 'rm -rf --one-file-system -- "$1" </dev/null >/dev/null 2>&1 &', "sh",
+                    str(trash)], check=True, cwd="/")
 
 
 @pytest.fixture(scope="session")

@@ -55,12 +55,12 @@ def test_all_lists_what_the_module_defines(path: Path) -> None:
         for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
         if isinstance(t, ast.Name)
     }
-    imported = {
-        (a.asname or a.name).split(".")[0]
-        for node in tree.body
-        if isinstance(node, ast.Import | ast.ImportFrom)
-        for a in node.names
-    }
+    imports = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
+    if any(isinstance(node, ast.FunctionDef) and node.name == "__getattr__" for node in tree.body):
+        # names loaded on first use (PEP 562): the module's __getattr__ serves what `if TYPE_CHECKING:` imports
+        imports += [i for node in tree.body if isinstance(node, ast.If) and isinstance(node.test, ast.Name)
+                    and node.test.id == "TYPE_CHECKING" for i in node.body if isinstance(i, ast.ImportFrom)]
+    imported = {(a.asname or a.name).split(".")[0] for node in imports for a in node.names}
     missing = defined - set(declared)
     unknown = set(declared) - defined - top_level_names - imported
     assert not missing, f"public but not in __all__: {sorted(missing)}"

@@ -4,6 +4,8 @@ snake_case in Python, camelCase on the wire (``resourceVersion``, ``desiredPhase
 as in Kubernetes and devcontainer.json. Serialize with ``model.to_wire()`` (aliases, no ``None`` noise).
 """
 
+from flex.api.backup_spec import BackupSpec, LastBackup, MoveSpec, RestoreFrom
+from flex.api.backups import Backup, BackupList, BackupReport, BackupRestore
 from flex.api.environments import (
     PHASES,
     Condition,
@@ -23,6 +25,7 @@ from flex.api.environments import (
     set_condition,
 )
 from flex.api.errors import Gone
+from flex.api.moves import BackupRepository, EnvironmentMove
 from flex.api.policy import DockerPolicy, Policy, UserLimits
 from flex.api.runners import (
     JoinRequest,
@@ -59,6 +62,12 @@ __all__ = [
     "PHASES",
     "AuditEvent",
     "AuditEventList",
+    "Backup",
+    "BackupList",
+    "BackupReport",
+    "BackupRepository",
+    "BackupRestore",
+    "BackupSpec",
     "Condition",
     "DevcontainerRef",
     "DockerPolicy",
@@ -66,6 +75,7 @@ __all__ = [
     "EnvironmentCreate",
     "EnvironmentList",
     "EnvironmentMetadata",
+    "EnvironmentMove",
     "EnvironmentSpec",
     "EnvironmentStatus",
     "Gone",
@@ -73,11 +83,14 @@ __all__ = [
     "JoinRequest",
     "JoinResponse",
     "JoinToken",
+    "LastBackup",
     "ListMeta",
+    "MoveSpec",
     "Policy",
     "Port",
     "PortStatus",
     "Resources",
+    "RestoreFrom",
     "Runner",
     "RunnerCapacity",
     "RunnerGrant",

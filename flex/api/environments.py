@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
+from flex.api.backup_spec import BackupSpec, LastBackup, MoveSpec, RestoreFrom
 from flex.api.wire import Bytes, WireModel
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Source",
     "WatchEvent",
     "check_labels",
+    "parse_duration",
     "set_condition",
 ]
 
@@ -37,6 +39,14 @@ GIT_PATTERN = r"^(https?://|ssh://|git://|file://|git@)\S+$"
 Phase = Literal["pending", "building", "starting", "running", "stopping", "stopped", "failed", "deleting"]
 PHASES: tuple[str, ...] = ("pending", "building", "starting", "running", "stopping", "stopped", "failed", "deleting")
 Labels = dict[str, str]
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> Any:
+    """``"30m"`` → 1800, ``"90s"`` → 90, ``"2h"`` → 7200; numbers pass through; anything else is pydantic's."""
+    if isinstance(value, str) and value[-1:] in _DURATION_UNITS and value[:-1].strip().isdigit():
+        return int(value[:-1]) * _DURATION_UNITS[value[-1]]
+    return value
 
 
 class _Strict(WireModel):
@@ -91,6 +101,16 @@ class Port(_Strict):
     port: int = Field(ge=1, le=65535)
     name: str | None = Field(None, max_length=63)
     protocol: Literal["http", "https", "tcp"] = "http"
+    # issue 15: who may open its preview URL (/p/OWNER/ENV/PORT/): the owner only (absent: private, unless
+    # the devcontainer's portsAttributes says public), or anyone. Left out of the wire form when unset.
+    visibility: Literal["private", "public"] | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_visibility(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if out.get("visibility", "") is None:
+            del out["visibility"]
+        return out
 
 
 class EnvironmentSpec(_Strict):
@@ -104,6 +124,28 @@ class EnvironmentSpec(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     ports: list[Port] = Field(default_factory=list, max_length=100)
     runner_selector: Labels = Field(default_factory=dict)
+    # A digest of the devcontainer files (config, Dockerfile, local features) `flex up` saw: an edit changes
+    # the spec, so its generation, and the runner recreates the container (issue 16).
+    config_hash: str | None = Field(None, max_length=128)
+    # issue 15: stop after this long without access (seconds, or "30m", "2h"); absent: the server's default
+    # (30 minutes); 0: never. Left out of the wire form when unset, so specs written before it compare equal.
+    idle_timeout: Annotated[Annotated[int, Field(ge=0, le=366 * 86400)] | None, BeforeValidator(parse_duration)] = None
+    # issue 17: the newest backup asked for (written by the server), and the backup this environment starts from
+    backup: BackupSpec | None = None
+    restore_from: RestoreFrom | None = None
+    # issue 18: bumped by POST .../{name}:rebuild; a new value means a new container from the same spec (the
+    # runner's fingerprint holds it), on the same workspace volume. Left out of the wire form when unset.
+    rebuild: int | None = Field(None, ge=0, le=2**62)
+    # issue 17.5: a move to another runner in progress (written by the server: POST .../{name}:move)
+    move: MoveSpec | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_idle(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        for key in ("idleTimeout", "idle_timeout", "backup", "restoreFrom", "restore_from", "rebuild", "move"):
+            if key in out and out[key] is None:
+                del out[key]
+        return out
 
     @model_validator(mode="after")
     def _check(self) -> EnvironmentSpec:
@@ -143,7 +185,8 @@ class Condition(WireModel):
 
 class PortStatus(WireModel):
     port: int
-    url: str | None = None
+    url: str | None = None  # the preview URL; the control plane fills it in
+    visibility: Literal["private", "public"] | None = None  # from the devcontainer's portsAttributes
 
 
 class EnvironmentStatus(WireModel):
@@ -154,7 +197,7 @@ class EnvironmentStatus(WireModel):
     conditions: list[Condition] = Field(default_factory=list, max_length=64)
     runner_id: str | None = None
     ports: list[PortStatus] = Field(default_factory=list, max_length=100)
-    last_backup: datetime | None = None
+    last_backup: LastBackup | None = None
     message: str | None = Field(None, max_length=4096)
 
     def condition(self, type_: str) -> Condition | None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
-from flex.api.environments import NAME_PATTERN, check_labels
+from flex.api.environments import NAME_PATTERN, check_labels, parse_duration
 from flex.api.wire import Bytes, WireModel
 
 __all__ = ["JoinRequest", "JoinResponse", "JoinToken", "Runner", "RunnerCapacity", "RunnerGrant", "RunnerHeartbeat",
@@ -70,6 +70,9 @@ class JoinResponse(WireModel):
     expires_at: datetime | None = None
 
 
+IdleTimeout = Annotated[Annotated[int, Field(ge=0, le=366 * 86400)], BeforeValidator(parse_duration)]
+
+
 class RunnerHeartbeat(WireModel):
     """Optional news with a heartbeat: a changed capacity, labels, or id ranges."""
 
@@ -77,6 +80,14 @@ class RunnerHeartbeat(WireModel):
     labels: dict[str, str] | None = None
     rootless: bool | None = None
     id_ranges: int | None = Field(None, ge=0, le=1_000_000)
+    # the machine's free disk is under the runner's threshold (--min-free-disk): place nothing new there
+    disk_pressure: bool | None = None
+    # issue 15: the runner's default idleTimeout (seconds, or "30m") for environments whose spec has none; 0:
+    # never. Sent (null: none) only when given: absent is no news, like the fields above.
+    idle_timeout: IdleTimeout | None = None
+    # issue 17.5: "shared" when it backs up into the control plane's shared repository, "own" when into its own
+    # (FLEX_BACKUP_REPO or FLEX_HOME/backups); a move needs both runners on the shared one
+    backup_repository: Literal["shared", "own"] | None = None
 
 
 class Runner(WireModel):
@@ -92,7 +103,10 @@ class Runner(WireModel):
     grant: RunnerGrant = Field(default_factory=RunnerGrant)
     rootless: bool = False
     id_ranges: int = 0
+    disk_pressure: bool = False
     credential_expires_at: datetime | None = None
+    idle_timeout: int | None = None  # its declared default for environments without spec.idleTimeout
+    backup_repository: str | None = None  # "shared" or "own" (issue 17.5), as it last said
     environments: int = 0
     last_heartbeat: datetime | None = None
     created_at: datetime

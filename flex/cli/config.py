@@ -66,19 +66,31 @@ def register(app: typer.Typer) -> None:
         config: str = _CONFIG,
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object: configuration and workspace."),
         mount_git_root: bool = _GIT_ROOT,
+        include_features: bool = typer.Option(
+            False, "--include-features-configuration",
+            help="Also resolve the features (fetching them into the cache) and print them in install order."),
         debug: bool = _DEBUG,
     ) -> None:
         """Find, parse, substitute and validate the devcontainer configuration; print it resolved."""
         from flex.devcontainer.config import read_config
 
-        resolved = read_config(workspace_folder, config, mount_git_root=mount_git_root)
+        resolved = read_config(workspace_folder, config, mount_git_root=mount_git_root, allow_no_source=True)
         for warning in resolved.warnings:
             print(f"warning: {resolved.workspace.config_file}: {warning}", file=sys.stderr)
         data = resolved.to_json()
+        if include_features:
+            from flex.devcontainer.features.feature_sets import feature_sets
+            from flex.runner.build.features import feature_cache_dir, resolve_features
+
+            ordered = resolve_features(resolved, progress=lambda line: print(line, file=sys.stderr))
+            data["featuresConfiguration"] = {"featureSets": feature_sets(ordered),
+                                             "dstFolder": str(feature_cache_dir())}
         if as_json:
             sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
             return
         rows = _summary(data)
+        for i, fs in enumerate((data.get("featuresConfiguration") or {}).get("featureSets", [])):
+            rows.append((f"install {i + 1}", fs["sourceInformation"]["userFeatureId"]))
         width = max(len(k) for k, _ in rows) + 2
         for key, value in rows:
             print(f"{key + ':':<{width}}{value}")

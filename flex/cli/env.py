@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
-_SERVER = typer.Option(None, "--server", help="Control plane URL (default: FLEX_URL or `flex login`).")
+_SERVER = typer.Option(None, "--server", help="Control plane URL (default: FLEX_URL, `flex login`, or the daemon).")
 _TOKEN = typer.Option(None, "--token", help="API token (default: FLEX_TOKEN or `flex login`).")
 _OUTPUT = typer.Option("table", "--output", "-o", help="table or json.")
 _OWNER = typer.Option(None, "--owner", help="Admins: act on another user's environment.")
@@ -25,11 +25,9 @@ _DEBUG = typer.Option(False, "--debug", hidden=True)
 
 
 def _client(server: str | None, token: str | None) -> FlexClient:
-    from flex.client import FlexClient
-    from flex.client.config import load_config
+    from flex.cli.target import connect
 
-    cfg = load_config(server, token)
-    return FlexClient(cfg.server, cfg.token)
+    return connect(server, token)[0]  # --server, FLEX_URL or `flex login`; else the local daemon
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:

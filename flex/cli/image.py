@@ -1,4 +1,4 @@
-"""`flex image ...`: pull, push, ls, inspect, rm, prune, bootstrap, import, export, login, logout.
+"""`flex image ...`: build, pull, push, ls, inspect, rm, prune, bootstrap, import, export, login, logout.
 
 Only typer is imported at module level so `flex image --help` stays fast; httpx, rich and the runtime
 modules are imported inside the commands that need them.
@@ -154,11 +154,18 @@ def register(app: typer.Typer) -> None:
 
     @group.command("prune")
     def prune_cmd(dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be removed."),
+                  build_cache: bool = typer.Option(False, "--build-cache",
+                                                   help="Also empty the layer cache of `flex image build`."),
                   debug: bool = _DEBUG) -> None:
         """Remove every blob and snapshot no image, container or running pull needs."""
         from flex.runtime.gc.collect import collect
 
-        res = collect(_store(), dry_run=dry_run)
+        store = _store()
+        if build_cache and not dry_run:
+            from flex.runtime.build.cache import BuildCache
+
+            print(f"forgot {BuildCache(store.db).clear()} build cache entr(y/ies)")
+        res = collect(store, dry_run=dry_run)
         verb = "would remove" if dry_run else "removed"
         print(f"{verb} {len(res.blobs)} blob(s), {len(res.snapshots)} snapshot(s), {_size(res.freed)}")
 
@@ -241,4 +248,7 @@ def register(app: typer.Typer) -> None:
             raise NotFound(f"not logged in to {registry}")
         print(f"removed credentials for {registry}")
 
+    from flex.cli.image_build import register_build
+
+    register_build(group)
     app.add_typer(group)

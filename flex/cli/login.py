@@ -1,4 +1,5 @@
-"""`flex login`: remember which control plane the CLI talks to, and with which token (checked first)."""
+"""`flex login` / `flex logout`: remember (or forget) which control plane the CLI talks to, and with which token
+(checked first). Without a saved login, verbs talk to the local daemon."""
 
 from __future__ import annotations
 
@@ -23,7 +24,22 @@ def register(app: typer.Typer) -> None:
 
         if not token:
             token = sys.stdin.readline().strip()
-        with FlexClient(server.rstrip("/"), token) as client:
+        from flex.cli.target import check_server_url
+
+        server = check_server_url(server)
+        with FlexClient(server, token) as client:
             me = client.whoami()
-        path = save_config(ClientConfig(server.rstrip("/"), token))
+        path = save_config(ClientConfig(server.rstrip("/"), token))  # checked first: a bad login is not saved
         typer.echo(f"logged in to {server} as {me.name}{' (admin)' if me.admin else ''}; saved to {path}")
+
+    @app.command("logout")
+    def logout() -> None:
+        """Forget the saved control plane and token: later commands use the local daemon again."""
+        from flex.client.config import config_path
+
+        path = config_path()
+        if path.exists():
+            path.unlink()
+            typer.echo(f"logged out (removed {path}); commands now use the local daemon")
+        else:
+            typer.echo("not logged in; commands use the local daemon")

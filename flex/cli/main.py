@@ -24,15 +24,38 @@ __all__ = ["COMMANDS", "main", "report"]
 
 # top-level name -> module holding register(app)
 COMMANDS: dict[str, str] = {
+    "build": "flex.cli.build",
+    "backup": "flex.cli.backup",
     "config": "flex.cli.config",
+    "daemon": "flex.cli.daemon",
+    "delete": "flex.cli.rm",
     "env": "flex.cli.env",
+    "exec": "flex.cli.exec",
     "image": "flex.cli.image",
     "login": "flex.cli.login",
+    "logout": "flex.cli.login",
+    "ls": "flex.cli.envs",
+    "move": "flex.cli.move",
+    "rebuild": "flex.cli.envs",
+    "show": "flex.cli.envs",
+    "start": "flex.cli.envs",
+    "stop": "flex.cli.envs",
+    "token": "flex.cli.token",
+    "user": "flex.cli.token",
+    "version": "flex.cli.token",
+    "port-forward": "flex.cli.port_forward",
+    "ports": "flex.cli.ports",
+    "logs": "flex.cli.logs",
+    "restore": "flex.cli.restore",
     "rm": "flex.cli.rm",
     "runner": "flex.cli.runner",
     "runtime": "flex.cli.runtime",
     "secret": "flex.cli.secret",
     "server": "flex.cli.server",
+    "up": "flex.cli.up",
+    "service": "flex.cli.service",
+    "ssh": "flex.cli.ssh",
+    "config-ssh": "flex.cli.ssh",
 }
 
 
@@ -43,7 +66,7 @@ def _build(names: Sequence[str]) -> typer.Typer:
         name="flex",
         help="Declarative developer environments: devcontainers on rootless runners.",
         no_args_is_help=True,
-        add_completion=False,
+        add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish)
         pretty_exceptions_enable=False,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
@@ -63,8 +86,8 @@ def _build(names: Sequence[str]) -> typer.Typer:
     ) -> None:
         """Declarative developer environments: devcontainers on rootless runners."""
 
-    for name in names:
-        importlib.import_module(COMMANDS[name]).register(app)
+    for module in dict.fromkeys(COMMANDS[name] for name in names):  # a module may hold several verbs
+        importlib.import_module(module).register(app)
     return app
 
 
@@ -97,6 +120,51 @@ def main(argv: Sequence[str] | None = None) -> int:
             if argv is None:
                 sys.exit(fast)
             return fast
+    if args[:1] == ["ls"]:
+        # `flex ls` for the local daemon: one request over its socket, without typer (flex/cli/fast_ls.py)
+        from flex.cli.fast_ls import fast_ls
+
+        listed = fast_ls(args)
+        if listed is not None:
+            if argv is None:
+                sys.exit(listed)
+            return listed
+    if args[:1] == ["up"]:
+        # an unchanged `flex up` on the local daemon: two requests over its socket, without typer, httpx or
+        # jsonschema (flex/cli/fast_up.py); anything else is the full command's
+        from flex.cli.fast_up import fast_up
+
+        done = fast_up(args)
+        if done is not None:
+            if argv is None:
+                sys.exit(done)
+            return done
+    if args[:2] == ["ssh", "--stdio"]:
+        # ssh's ProxyCommand, on every ssh, scp and sftp: without typer or httpx (flex/cli/fast_ssh.py)
+        from flex.cli.fast_ssh import fast_ssh_stdio
+
+        carried = fast_ssh_stdio(args)
+        if carried is not None:
+            if argv is None:
+                sys.exit(carried)
+            return carried
+    if args[:1] == ["exec"]:
+        # `flex exec ENV CMD`: without typer, httpx or pydantic (flex/cli/fast_exec.py)
+        from flex.cli.fast_exec import fast_exec
+
+        try:
+            ran = fast_exec(args)
+        except FlexError as err:
+            report(err)
+            ran = err.exit_code
+        except KeyboardInterrupt:
+            ran = 130
+        except BrokenPipeError:
+            ran = 0
+        if ran is not None:
+            if argv is None:
+                sys.exit(ran)
+            return ran
     import typer
 
     # typer >= 0.2x vendors click; take its exception classes from typer's own public BadParameter.

@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
 
     _verb("cordon", "cordoned", "Take no new environments on this runner (those on it stay).")
     _verb("uncordon", "uncordoned", "Take new environments on this runner again.")
-    _verb("drain", "drained", "Cordon and move its environments off (refused while it has any: moving needs backups).")
+    _verb("drain", "drained", "Cordon, and move each of its environments to another runner (as flex move does).")
     _verb("revoke", "revoked the credential of",
           "Revoke its credential at once; the runner and its environments stay (rotate issues a new one).")
 

@@ -20,6 +20,20 @@ def _labels(values: list[str]) -> dict[str, str]:
     return out
 
 
+def _idle_timeout(value: str) -> int:
+    """``--idle-timeout 30m`` → 1800 (seconds; 0: never), one clear line for anything else."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from flex.api.runners import IdleTimeout
+    from flex.errors import UsageError
+
+    try:
+        return int(TypeAdapter(IdleTimeout).validate_python(int(value) if value.isdigit() else value))
+    except ValidationError:
+        raise UsageError(f"--idle-timeout {value!r}: expected a duration up to 366 days",
+                         hint="e.g. 90s, 30m, 2h, 1d, or 0 for never") from None
+
+
 def _default_name() -> str:
     import re
     import socket
@@ -52,7 +66,7 @@ def add_commands(group: typer.Typer) -> None:
         from flex.client import FlexClient
         from flex.errors import AlreadyExists, UsageError
         from flex.home import flex_home
-        from flex.runner.capacity import machine_capacity
+        from flex.runner.capacity import id_ranges, machine_capacity
         from flex.runner.credential import Credential, credential_path, runner_dir, save_credential
 
         kind = kind or ("vm" if os.geteuid() == 0 else "desktop")
@@ -68,7 +82,9 @@ def add_commands(group: typer.Typer) -> None:
         labels = _labels(label)
         runner_dir(home)
         with FlexClient(url, None) as client:
-            answer = client.join(token, name or _default_name(), kind, machine_capacity(home), labels)
+            rootless, ranges = id_ranges()
+            answer = client.join(token, name or _default_name(), kind, machine_capacity(home), labels,
+                                 rootless=rootless, id_ranges=ranges)
         path = save_credential(home, Credential(url=url.rstrip("/"), runner_id=answer.id,
                                                 name=name or _default_name(), kind=kind,
                                                 credential=answer.credential))
@@ -79,21 +95,38 @@ def add_commands(group: typer.Typer) -> None:
     def run(workers: int = typer.Option(2, "--workers", min=1, max=64, help="Reconciles at once."),
             resync: float = typer.Option(60.0, "--resync", min=1.0, help="Seconds between full lists."),
             heartbeat: float = typer.Option(10.0, "--heartbeat", min=0.5, help="Seconds between heartbeats."),
+            max_builds: int = typer.Option(1, "--max-builds", min=1, max=64,
+                                           help="Image pulls and builds at once (they are CPU and disk heavy)."),
+            min_free_disk: str = typer.Option("2Gi", "--min-free-disk", metavar="SIZE",
+                                              help="Below this much free disk the runner reports DiskPressure and "
+                                                   "takes no new environments."),
+            idle_timeout: str = typer.Option(None, "--idle-timeout", envvar="FLEX_RUNNER_IDLE_TIMEOUT",
+                                             help="Stop this runner's environments unused this long (90s, 30m, 2h; "
+                                                  "0: never) unless their spec sets idleTimeout."),
             ) -> None:
         """Run the runner in the foreground (logs on stderr; SIGTERM stops it, environments keep running)."""
         import logging
         import sys
 
+        from flex.api.wire import parse_quantity
+        from flex.errors import UsageError
         from flex.home import flex_home
         from flex.runner.agent import Agent, AgentOptions
         from flex.runner.credential import load_credential
 
+        try:
+            min_free = int(parse_quantity(min_free_disk))
+        except (TypeError, ValueError):
+            raise UsageError(f"--min-free-disk {min_free_disk!r}: expected a size", hint="e.g. 2Gi, 500Mi") from None
+        idle = _idle_timeout(idle_timeout) if idle_timeout is not None else None
         home = flex_home()
         cred = load_credential(home)
         logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(threadName)s %(message)s")
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        code = Agent(home, cred, AgentOptions(workers=workers, resync=resync, heartbeat=heartbeat)).run()
+        code = Agent(home, cred, AgentOptions(workers=workers, resync=resync, heartbeat=heartbeat,
+                                                 max_builds=max_builds, min_free_disk=min_free,
+                                                 idle_timeout=idle)).run()
         raise typer.Exit(code)
 
     @group.command("status")
@@ -130,6 +163,8 @@ def add_commands(group: typer.Typer) -> None:
         print(f"running as pid {agent['pid']}; heartbeat {_ago(agent.get('lastHeartbeat'))}"
               + (f" (failing: {agent['heartbeatError']})" if agent.get("heartbeatError") else "")
               + f"; watching from resourceVersion {agent.get('watchingFrom')}; {agent.get('queued', 0)} queued")
+        if agent.get("diskPressure"):
+            print(f"DiskPressure: {agent.get('diskFree', 0) / 2**30:.1f} GiB free, under --min-free-disk")
         envs: dict[str, dict[str, object]] = agent.get("environments") or {}
         for env_id, e in envs.items():
             err = f"  error: {e['error']}" if e.get("error") else ""

@@ -13,7 +13,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flex.errors import FlexError, InvalidArgument, UsageError
@@ -295,7 +294,6 @@ def register(app: typer.Typer) -> None:
               workdir: str = typer.Option(None, "-w", "--workdir"),
               user: str = typer.Option(None, "-u", "--user")) -> None:
         """Run a command in a running container."""
-        from flex.runtime.containers.rootfs import lookup_user
         from flex.runtime.tasks import tasks
 
         store = open_store()
@@ -304,12 +302,7 @@ def register(app: typer.Typer) -> None:
             raise InvalidArgument(f"-w {workdir!r}: must be an absolute path inside the container")
         if tty and not sys.stdin.isatty():
             raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run from a terminal")
-        ids = None
-        if user:  # in the container's own files, as Docker; the image's if it cannot be looked into
-            from flex.runtime.tasks import inside
-
-            ids = inside.lookup_user(c.pid, user) if c.pid and inside.can_look_inside(c.pid) \
-                else lookup_user(_lowers(store, c.id), user)
+        ids = tasks.exec_user(store, c, user) if user else None
         raise typer.Exit(tasks.exec_process(store, c, command, tty=tty, interactive=interactive, env=env,
                                             workdir=workdir, user=ids))
 
@@ -458,11 +451,3 @@ def _label_filters(filters: list[str]) -> dict[str, str | None]:
         key, has_value, value = rest.partition("=")
         out[key] = value if has_value else None
     return out
-
-
-def _lowers(store: Containers, cid: str) -> list[Path]:
-    """The image's layer directories (recorded at creation), for looking up users in /etc/passwd."""
-    try:
-        return [Path(p) for p in json.loads((store.bundle(cid) / "image.json").read_text())["lowers"]]
-    except (OSError, ValueError, KeyError):
-        return []

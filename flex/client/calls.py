@@ -14,9 +14,14 @@ from pydantic import BaseModel, ValidationError
 
 from flex.api import (
     AuditEventList,
+    Backup,
+    BackupList,
+    BackupReport,
+    BackupRepository,
     Environment,
     EnvironmentCreate,
     EnvironmentList,
+    EnvironmentMove,
     EnvironmentSpec,
     EnvironmentStatus,
     JoinRequest,
@@ -86,9 +91,9 @@ def _validate(cls: type[M], data: Any) -> M:
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidArgument(f"{where}: {str(first['msg']).removeprefix('Value error, ')}") from err
+        from flex.api.validation import validation_message
+
+        raise InvalidArgument(validation_message(err.errors()[0])) from err
 
 
 def _model(cls: type[BaseModel]) -> Callable[[httpx.Response], Any]:
@@ -155,6 +160,17 @@ class Calls:
                     headers=_if_match(resource_version))
 
     @staticmethod
+    def move_environment(name: str, runner: str | None = None, selector: dict[str, str] | None = None, *,
+                         owner: str | None = None) -> Call[Environment]:
+        body = _validate(EnvironmentMove, {"runner": runner, "runnerSelector": selector})
+        return Call("POST", f"/api/v1/environments/{_p(name)}:move", _model(Environment), params=_owner(owner),
+                    json=body.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+    @staticmethod
+    def runner_backup_repository(runner_id: str) -> Call[BackupRepository]:
+        return Call("GET", f"/api/v1/runners/{_p(runner_id)}/backup-repository", _model(BackupRepository))
+
+    @staticmethod
     def delete_environment(name: str, *, resource_version: int | None = None,
                            owner: str | None = None, force: bool = False) -> Call[Environment]:
         params = {**_owner(owner), **({"force": "true"} if force else {})}
@@ -204,7 +220,8 @@ class Calls:
     @staticmethod
     def heartbeat(runner_id: str, body: RunnerHeartbeat | None = None) -> Call[Runner]:
         return Call("POST", f"/api/v1/runners/{_p(runner_id)}/heartbeat", _model(Runner),
-                    json=(body or RunnerHeartbeat()).model_dump(mode="json", by_alias=True, exclude_none=True))
+                    json=(body or RunnerHeartbeat()).model_dump(mode="json", by_alias=True, exclude_none=True)
+                    | ({"idleTimeout": body.idle_timeout} if body and "idle_timeout" in body.model_fields_set else {}))
 
     @staticmethod
     def get_runner(runner_id: str) -> Call[Runner]:
@@ -234,6 +251,39 @@ class Calls:
     @staticmethod
     def confirm_teardown(runner_id: str, env_id: str) -> Call[None]:
         return Call("DELETE", f"/api/v1/runners/{_p(runner_id)}/environments/{_p(env_id)}", _none)
+
+    # backups (issue 17) ------------------------------------------------------------------------------
+    @staticmethod
+    def create_backup(env: str, owner: str | None = None) -> Call[Backup]:
+        return Call("POST", f"/api/v1/environments/{_p(env)}/backups", _model(Backup), params=_owner(owner))
+
+    @staticmethod
+    def list_backups(env: str, owner: str | None = None) -> Call[BackupList]:
+        return Call("GET", f"/api/v1/environments/{_p(env)}/backups", _model(BackupList), params=_owner(owner))
+
+    @staticmethod
+    def get_backup(env: str, backup_id: str, owner: str | None = None) -> Call[Backup]:
+        return Call("GET", f"/api/v1/environments/{_p(env)}/backups/{_p(backup_id)}", _model(Backup),
+                    params=_owner(owner))
+
+    @staticmethod
+    def delete_backup(env: str, backup_id: str, owner: str | None = None) -> Call[Backup]:
+        return Call("DELETE", f"/api/v1/environments/{_p(env)}/backups/{_p(backup_id)}", _model(Backup),
+                    params=_owner(owner))
+
+    @staticmethod
+    def restore_backup(env: str, backup_id: str, as_: str, labels: dict[str, str] | None = None) -> Call[Environment]:
+        return Call("POST", f"/api/v1/environments/{_p(env)}/backups/{_p(backup_id)}/restore", _model(Environment),
+                    json={"as": as_, "labels": labels or {}})
+
+    @staticmethod
+    def runner_backup(env_id: str, backup_id: str) -> Call[Backup]:
+        return Call("GET", f"/api/v1/environments/{_p(env_id)}/backups/{_p(backup_id)}/status", _model(Backup))
+
+    @staticmethod
+    def report_backup(env_id: str, backup_id: str, report: BackupReport) -> Call[Backup]:
+        return Call("PUT", f"/api/v1/environments/{_p(env_id)}/backups/{_p(backup_id)}/status", _model(Backup),
+                    json=report.to_wire())
 
     # policy ------------------------------------------------------------------------------------------
     @staticmethod

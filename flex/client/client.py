@@ -4,7 +4,8 @@
     env = client.create_environment("e1", git="https://host/org/repo.git")
     client.stop_environment("e1", resource_version=env.metadata.resource_version)   # Conflict if stale
 
-Pass ``transport=httpx.ASGITransport(app)`` to AsyncFlexClient to talk to an app in-process.
+Pass ``transport=httpx.ASGITransport(app)`` to AsyncFlexClient to talk to an app in-process; a base URL
+``unix:/path/to.sock`` talks HTTP over that unix socket (the local daemon, `flex daemon`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ import httpx
 
 from flex.api import (
     AuditEventList,
+    Backup,
+    BackupList,
+    BackupReport,
+    BackupRepository,
     Environment,
     EnvironmentList,
     EnvironmentSpec,
@@ -42,7 +47,7 @@ from flex.api import (
 from flex.client.calls import Call, Calls, SSEParser, error_from_response, raise_for_status
 from flex.errors import Unavailable, UsageError
 
-__all__ = ["AsyncFlexClient", "FlexClient"]
+__all__ = ["AsyncFlexClient", "FlexClient", "unix_socket"]
 
 T = TypeVar("T")
 _TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -50,6 +55,11 @@ _TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def unix_socket(base_url: str) -> str | None:
+    """The socket path of a ``unix:/path/to.sock`` URL (the local daemon), else None."""
+    return base_url[len("unix:"):] if base_url.startswith("unix:") else None
 
 
 def _from_env() -> tuple[str, str | None]:
@@ -64,6 +74,10 @@ class FlexClient:
 
     def __init__(self, base_url: str, token: str | None = None, *, transport: httpx.BaseTransport | None = None,
                  timeout: httpx.Timeout | float = _TIMEOUT) -> None:
+        sock = unix_socket(base_url)
+        self.where = base_url
+        if sock is not None and transport is None:
+            base_url, transport = "http://flex", httpx.HTTPTransport(uds=sock)
         self._http = httpx.Client(base_url=base_url, headers=_headers(token), transport=transport, timeout=timeout)
 
     @classmethod
@@ -84,7 +98,7 @@ class FlexClient:
         try:
             r = self._http.request(call.method, call.path, params=call.params, json=call.json, headers=call.headers)
         except httpx.TransportError as err:
-            raise Unavailable(f"cannot reach the control plane at {self._http.base_url}: {err}") from err
+            raise Unavailable(f"cannot reach the control plane at {self.where}: {err}") from err
         raise_for_status(r)
         return call.parse(r)
 
@@ -132,6 +146,20 @@ class FlexClient:
                          owner: str | None = None) -> Environment:
         return self._run(Calls.set_phase(name, "stop", resource_version=resource_version, owner=owner))
 
+    def rebuild_environment(self, name: str, *, resource_version: int | None = None,
+                            owner: str | None = None) -> Environment:
+        """A new container from the same spec, on the same workspace volume (POST :rebuild)."""
+        return self._run(Calls.set_phase(name, "rebuild", resource_version=resource_version, owner=owner))
+
+    def move_environment(self, name: str, runner: str | None = None, selector: dict[str, str] | None = None, *,
+                         owner: str | None = None) -> Environment:
+        """POST :move: to ``runner`` (a name or id), or to a runner with the labels ``selector`` (issue 17.5)."""
+        return self._run(Calls.move_environment(name, runner, selector, owner=owner))
+
+    def runner_backup_repository(self, runner_id: str) -> BackupRepository:
+        """Runner only: the server's shared backup repository and its password."""
+        return self._run(Calls.runner_backup_repository(runner_id))
+
     def delete_environment(self, name: str, *, resource_version: int | None = None,
                            owner: str | None = None, force: bool = False) -> Environment:
         """``force`` (admins): gone at once, without waiting for its runner to tear it down."""
@@ -141,6 +169,28 @@ class FlexClient:
     def watch_environments(self, resource_version: int | None = None, *,
                            timeout: float | None = None) -> Iterator[WatchEvent]:
         return self._watch("/api/v1/environments", resource_version, timeout)
+
+    # backups (issue 17)
+    def create_backup(self, env: str, owner: str | None = None) -> Backup:
+        return self._run(Calls.create_backup(env, owner))
+
+    def list_backups(self, env: str, owner: str | None = None) -> BackupList:
+        return self._run(Calls.list_backups(env, owner))
+
+    def get_backup(self, env: str, backup_id: str, owner: str | None = None) -> Backup:
+        return self._run(Calls.get_backup(env, backup_id, owner))
+
+    def delete_backup(self, env: str, backup_id: str, owner: str | None = None) -> Backup:
+        return self._run(Calls.delete_backup(env, backup_id, owner))
+
+    def restore_backup(self, env: str, backup_id: str, as_: str, labels: dict[str, str] | None = None) -> Environment:
+        return self._run(Calls.restore_backup(env, backup_id, as_, labels))
+
+    def runner_backup(self, env_id: str, backup_id: str) -> Backup:
+        return self._run(Calls.runner_backup(env_id, backup_id))
+
+    def report_backup(self, env_id: str, backup_id: str, report: BackupReport) -> Backup:
+        return self._run(Calls.report_backup(env_id, backup_id, report))
 
     # runners
     def create_join_token(self, grant: RunnerGrant | dict[str, Any] | None = None) -> JoinToken:
@@ -245,6 +295,10 @@ class AsyncFlexClient:
 
     def __init__(self, base_url: str, token: str | None = None, *, transport: httpx.AsyncBaseTransport | None = None,
                  timeout: httpx.Timeout | float = _TIMEOUT) -> None:
+        sock = unix_socket(base_url)
+        self.where = base_url
+        if sock is not None and transport is None:
+            base_url, transport = "http://flex", httpx.AsyncHTTPTransport(uds=sock)
         self._http = httpx.AsyncClient(base_url=base_url, headers=_headers(token), transport=transport,
                                        timeout=timeout)
 
@@ -267,7 +321,7 @@ class AsyncFlexClient:
             r = await self._http.request(call.method, call.path, params=call.params, json=call.json,
                                          headers=call.headers)
         except httpx.TransportError as err:
-            raise Unavailable(f"cannot reach the control plane at {self._http.base_url}: {err}") from err
+            raise Unavailable(f"cannot reach the control plane at {self.where}: {err}") from err
         raise_for_status(r)
         return call.parse(r)
 
@@ -310,6 +364,20 @@ class AsyncFlexClient:
     async def stop_environment(self, name: str, *, resource_version: int | None = None,
                                owner: str | None = None) -> Environment:
         return await self._run(Calls.set_phase(name, "stop", resource_version=resource_version, owner=owner))
+
+    async def rebuild_environment(self, name: str, *, resource_version: int | None = None,
+                                  owner: str | None = None) -> Environment:
+        return await self._run(Calls.set_phase(name, "rebuild", resource_version=resource_version, owner=owner))
+
+    async def move_environment(self, name: str, runner: str | None = None, selector: dict[str, str] | None = None,
+                               *, owner: str | None = None) -> Environment:
+        return await self._run(Calls.move_environment(name, runner, selector, owner=owner))
+
+    async def runner_backup_repository(self, runner_id: str) -> BackupRepository:
+        return await self._run(Calls.runner_backup_repository(runner_id))
+
+    async def report_backup(self, env_id: str, backup_id: str, report: BackupReport) -> Backup:
+        return await self._run(Calls.report_backup(env_id, backup_id, report))
 
     async def delete_environment(self, name: str, *, resource_version: int | None = None,
                                  owner: str | None = None, force: bool = False) -> Environment:

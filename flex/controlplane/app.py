@@ -17,21 +17,44 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from flex.controlplane import errors
+from flex.controlplane import errors, ui
 from flex.controlplane.auth import CredentialCache, FailureLimiter, ensure_admin
+from flex.controlplane.backup_repository import ensure_password
+from flex.controlplane.backups import Backups
 from flex.controlplane.config import Settings
 from flex.controlplane.db import Database, libpq_url
 from flex.controlplane.errors import TooLarge, problem_response
+from flex.controlplane.idle import IdleWatch
 from flex.controlplane.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
+from flex.controlplane.moves import Moves
+from flex.controlplane.preview import proxy as preview
+from flex.controlplane.preview import signin as preview_signin
 from flex.controlplane.proxy import ForwardedHeaders, parse_networks
-from flex.controlplane.routes import environments, events, policy, runners, secrets, tokens, users
+from flex.controlplane.routes import (
+    access,
+    backups,
+    environments,
+    events,
+    policy,
+    replicas,
+    runners,
+    secrets,
+    tokens,
+    users,
+)
+from flex.controlplane.routes import ssh as ssh_routes
 from flex.controlplane.routes.deps import Admin, ControlPlane
 from flex.controlplane.runners import Runners
 from flex.controlplane.secret_key import SecretKey
 from flex.controlplane.secrets import Secrets
 from flex.controlplane.store import Store
+from flex.controlplane.tunnel import Tunnels
+from flex.controlplane.tunnel.peers import Peers
+from flex.controlplane.tunnel.registry import Registry
+from flex.controlplane.tunnel.replica_auth import ReplicaKey
 from flex.controlplane.watch import Hub
 
 __all__ = ["BodyLimit", "create_app"]
@@ -46,7 +69,7 @@ class BodyLimit:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path", "").startswith("/p/"):  # previews stream, flow-controlled
             await self.app(scope, receive, send)
             return
         too_large = TooLarge(f"the request body is larger than {self.limit} bytes",
@@ -83,6 +106,18 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+async def _replica_heartbeat(registry: Registry, tunnels: Tunnels, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), registry.heartbeat)
+        if stop.is_set():
+            return
+        try:
+            await asyncio.to_thread(registry.beat, tunnels.held())
+        except Exception:  # a database hiccup: the next beat comes before the others give up on us
+            log.warning("replica heartbeat failed", exc_info=True)
+
+
 async def _sweep(cp: ControlPlane, stop: asyncio.Event) -> None:
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -92,6 +127,8 @@ async def _sweep(cp: ControlPlane, stop: asyncio.Event) -> None:
         try:
             await asyncio.to_thread(cp.runners.sweep)
             await asyncio.to_thread(cp.store.compact, cp.settings.event_retention)
+            await asyncio.to_thread(Backups(cp.store).schedule_due)  # spec.backup.schedule (issue 17)
+            await asyncio.to_thread(Moves(cp.store, shared=bool(cp.settings.backup_repository)).sweep)  # 17.5
         except Exception:  # a database hiccup: try again next round
             log.warning("sweep failed", exc_info=True)
 
@@ -100,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     trusted_proxies = parse_networks(settings.proxy_trusted_origins)
     key = SecretKey.ensure(settings.secret_key_path)  # before the database: a bad key file fails fast
+    ensure_password(settings)  # issue 17.5: the shared backup repository's, likewise
     db = Database.open(settings)
     db.migrate()
     created_admin = ensure_admin(db, settings.admin_token_file)
@@ -119,16 +157,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                       FailureLimiter(settings.auth_failures_per_minute),
                       CredentialCache(settings.credential_cache_ttl), Secrets(db, key))
 
+    registry = Registry(db, settings.advertise, settings.replica_heartbeat)
+    replica_key = ReplicaKey(key)
+    peers = Peers(replica_key, registry.id)
+    tunnels = Tunnels(registry, peers)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await hub.start()
+        await asyncio.to_thread(registry.beat)
         stop = asyncio.Event()
         sweeper = asyncio.create_task(_sweep(cp, stop), name="flex-sweep")
+        idler = asyncio.create_task(idle.run(stop), name="flex-idle-stop")
+        beater = asyncio.create_task(_replica_heartbeat(registry, tunnels, stop), name="flex-replica-heartbeat")
         try:
             yield
         finally:
             stop.set()  # let a sweep in progress finish: its thread holds a pooled connection
             await sweeper
+            await idler
+            await beater
+            await peers.close()
+            with contextlib.suppress(Exception):  # else the others give up on us after the expiry
+                await asyncio.to_thread(registry.retire)
             await hub.stop()
             db.dispose()
 
@@ -136,6 +187,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Declarative developer environments: desired state, runners, watches. See docs/api.md.")
     app.state.cp = cp
     app.state.created_admin = created_admin
+    app.state.tunnels = tunnels
+    app.state.replica_key = replica_key
+    app.state.idle = idle = IdleWatch(db, store, settings.idle_timeout, elsewhere=registry.held_elsewhere)
     errors.install(app)
     metrics = Metrics()
     get_route = next(r for r in environments.router.routes
@@ -144,9 +198,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(ForwardedHeaders, trusted=trusted_proxies)  # outermost: every layer sees the real client
-    for module in (environments, runners, users, tokens, events, policy, secrets):
+    for module in (environments, backups, runners, users, tokens, events, policy, secrets):
         app.include_router(module.router)
     app.include_router(runners.join_router)
+    app.include_router(access.router)
+    app.include_router(ssh_routes.router)
+    app.include_router(replicas.router, include_in_schema=False)  # internal: replica to replica
+    app.include_router(preview_signin.router)
+    app.router.routes += [Route("/p/{rest:path}", preview.Preview(), include_in_schema=False),
+                          WebSocketRoute("/p/{rest:path}", preview.Preview())]
+    ui.install(app)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

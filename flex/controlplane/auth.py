@@ -166,7 +166,7 @@ def authenticate(db: Database, secret: str, cache: CredentialCache | None = None
         else:
             principal, stale = None, False
     if principal is None:
-        raise Unauthenticated("invalid credentials", hint="pass a valid token as 'Authorization: Bearer <token>'")
+        raise Unauthenticated("invalid credentials", hint="log in again: `flex login --server URL`")
     if cache is not None:
         cache.put(digest, principal, expires)
     if stale:  # last-used is informative; write it at most once a minute per token
@@ -234,7 +234,7 @@ def set_groups(db: Database, actor: Principal, name: str, groups: list[str]) -> 
     with db.write() as s:
         user = s.scalars(select(UserRow).where(UserRow.name == name)).first()
         if user is None:
-            raise NotFound(f"user {name!r} not found", hint="list users with GET /api/v1/users")
+            raise NotFound(f"user {name!r} not found", hint="`flex user create NAME` makes one")
         user.groups = sorted(set(groups))
         audit.record(s, actor.actor, "user.groups", f"user:{name}", groups=user.groups)
         return User(name=user.name, admin=user.admin, groups=user.groups, created_at=_utc(user.created_at))

@@ -112,11 +112,11 @@ def install(app: FastAPI) -> None:
     async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         errors = list(err.errors())
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        where = _where(first.get("loc", ()))
-        msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        from flex.api.validation import validation_message
+
         details = {"errors": [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg"))} for e in errors]}
-        flex_err = InvalidArgument(f"{where}: {msg}", details=details,
-                                   hint="see GET /openapi.json for the request format")
+        flex_err = InvalidArgument(validation_message(first), details=details,
+                                   hint="docs/api.md (or GET /openapi.json) describes the request format")
         return problem_response(flex_err, request.url.path, status=422)
 
     @app.exception_handler(StarletteHTTPException)

@@ -12,8 +12,9 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-__all__ = ["AuditRow", "EnvironmentRow", "JoinTokenRow", "PolicyRow", "Revision", "RunnerRow", "SecretRow", "TokenRow",
-           "UserRow", "WatchEventRow", "metadata"]
+__all__ = ["AuditRow", "BackupRow", "EnvironmentRow", "JoinTokenRow", "PolicyRow", "PreviewCredentialRow",
+           "ReplicaRow", "Revision", "RunnerRow", "RunnerTunnelRow", "SecretRow", "TokenRow", "UiSessionRow", "UserRow",
+           "WatchEventRow", "metadata"]
 
 metadata = SQLModel.metadata
 
@@ -85,6 +86,9 @@ class RunnerRow(SQLModel, table=True):
     rootless: bool = False
     id_ranges: int = 0
     credential_expires_at: datetime | None = _ts(nullable=True)
+    disk_pressure: bool = False
+    idle_timeout: int | None = None  # issue 15: the runner's default for environments without spec.idleTimeout
+    backup_repository: str | None = None  # issue 17.5: "shared" (the control plane's) or "own"
 
 
 class PolicyRow(SQLModel, table=True):
@@ -107,6 +111,9 @@ class EnvironmentRow(SQLModel, table=True):
     generation: int = Field(default=1, sa_type=BigInteger)
     resource_version: int = Field(default=0, sa_type=BigInteger)
     runner_id: str | None = Field(default=None, index=True)
+    # issue 17.5: during a move, the runner that still holds the environment's old copy (it sees the
+    # environment, may not write its status, and removes its copy once the move is done)
+    move_from: str | None = Field(default=None, index=True)
     req_cpus: float = 0
     req_memory: int = Field(default=0, sa_type=BigInteger)
     req_disk: int = Field(default=0, sa_type=BigInteger)
@@ -126,6 +133,7 @@ class WatchEventRow(SQLModel, table=True):
     env_id: str
     owner: str
     runner_id: str | None = None
+    move_from: str | None = None  # issue 17.5: the runner a move takes the environment from sees it too
     object: str = Field(sa_column=Column(Text, nullable=False))
 
 
@@ -154,3 +162,70 @@ class SecretRow(SQLModel, table=True):
     ciphertext: str = Field(sa_column=Column(Text, nullable=False))  # base64 of nonce + AES-GCM output
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+
+
+class UiSessionRow(SQLModel, table=True):
+    """A signed-in browser (the web UI): only the sha256 of the cookie; ends at ``expires_at``, after
+    ``idle`` without use, at sign-out, or when the token it was opened with is revoked (it carries its scopes)."""
+
+    __tablename__ = "ui_sessions"
+    hash: str = Field(primary_key=True)
+    user_id: str = Field(foreign_key="users.id", index=True)
+    token_id: str = Field(index=True)
+    csrf: str
+    created_at: datetime = _ts()
+    expires_at: datetime = _ts()
+    last_seen_at: datetime = _ts()
+
+
+class PreviewCredentialRow(SQLModel, table=True):
+    """A preview URL's cookie (issue 15): only its sha256; good for one user, one environment and one port
+    until ``expires_at``, or until the token it was minted from is revoked."""
+
+    __tablename__ = "preview_credentials"
+    hash: str = Field(primary_key=True)
+    user_id: str = Field(foreign_key="users.id", index=True)
+    token_id: str = Field(index=True)
+    env_id: str = Field(index=True)
+    port: int
+    created_at: datetime = _ts()
+    expires_at: datetime = _ts()
+class BackupRow(SQLModel, table=True):
+    """A backup of an environment (issue 17): asked for by its owner (or made on stop/schedule/move), made by
+    the runner it was bound to. Outlives the environment; ``spec`` is the environment's spec when asked for,
+    so a restore can make the environment again after it is gone."""
+
+    __tablename__ = "backups"
+    __table_args__ = (Index("ix_backups_owner_environment", "owner", "environment"),)
+    id: str = Field(primary_key=True)
+    env_id: str = Field(index=True)
+    owner: str
+    environment: str
+    runner_id: str | None = None
+    state: str = "pending"
+    reason: str = "manual"
+    spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    snapshot: str | None = None
+    size: int = Field(default=0, sa_type=BigInteger)
+    files: int = Field(default=0, sa_type=BigInteger)
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = _ts()
+    completed_at: datetime | None = _ts(nullable=True)
+
+
+class ReplicaRow(SQLModel, table=True):
+    """A control-plane process and where the others reach it (issue 15); ``seen_at`` is its heartbeat."""
+
+    __tablename__ = "replicas"
+    id: str = Field(primary_key=True)
+    url: str
+    seen_at: datetime = _ts()
+
+
+class RunnerTunnelRow(SQLModel, table=True):
+    """Which replica holds a runner's tunnel (issue 15): written on attach, removed on detach."""
+
+    __tablename__ = "runner_tunnels"
+    runner_id: str = Field(primary_key=True)
+    replica_id: str = Field(index=True)
+    attached_at: datetime = _ts()

@@ -64,7 +64,7 @@ def check_docker(s: Session, policy: Policy, who: Principal) -> None:
             return
     whom = "admins" if rule.allowed == "admins" else "admins and the users and groups an admin listed"
     raise PermissionDenied(f"spec.docker: nested Docker is for {whom} here",
-                           hint="leave spec.docker false, or ask an admin (PUT /api/v1/policy)")
+                           hint="drop --docker (spec.docker false), or ask an admin to allow it in the policy")
 
 
 def check_limits(s: Session, policy: Policy, owner: str, spec: EnvironmentSpec, *,

@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
 from flex.api import (
+    EnvironmentMove,
     EnvironmentStatus,
     JoinRequest,
     JoinResponse,
@@ -35,7 +37,18 @@ from flex.controlplane.db import Database
 from flex.controlplane.grants import check_declared
 from flex.controlplane.models import EnvironmentRow, JoinTokenRow, RunnerRow
 from flex.controlplane.store import emit, lock, utc
-from flex.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from flex.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FlexError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+
+if TYPE_CHECKING:
+    from flex.controlplane.moves import Moves
 
 __all__ = ["Runners", "find_runner"]
 
@@ -49,7 +62,8 @@ def _wire(row: RunnerRow, load: scheduler.RunnerLoad | None) -> Runner:
         environments=load.count if load else 0, last_heartbeat=utc(row.last_heartbeat),
         created_at=utc(row.created_at), cordoned=row.cordoned, owner=row.owner,
         grant=RunnerGrant.model_validate(row.allowance), rootless=row.rootless, id_ranges=row.id_ranges,
-        credential_expires_at=utc(row.credential_expires_at),
+        credential_expires_at=utc(row.credential_expires_at), disk_pressure=row.disk_pressure,
+        idle_timeout=row.idle_timeout, backup_repository=row.backup_repository,
     )
 
 
@@ -59,7 +73,7 @@ def find_runner(s: Session, who: Principal, ref: str) -> RunnerRow:
         select(RunnerRow).where(RunnerRow.name == ref)).first()
     if row is None or not (who.admin or (who.kind == "user" and row.owner == who.name)
                            or (who.kind == "runner" and who.id == row.id)):
-        raise NotFound(f"runner {ref!r} not found", hint="list runners with GET /api/v1/runners")
+        raise NotFound(f"runner {ref!r} not found", hint="list runners with `flex runner ls`")
     return row
 
 
@@ -86,7 +100,7 @@ class Runners:
                                  .values(used_at=now))
                 if used.rowcount != 1:  # type: ignore[attr-defined]
                     raise Unauthenticated("this join token is invalid, used or expired",
-                                          hint="ask an admin for a new one (POST /api/v1/runners/join-tokens)")
+                                          hint="ask an admin for a new one (`flex runner join-token`)")
                 if s.scalars(select(RunnerRow).where(RunnerRow.name == body.name)).first() is not None:
                     raise AlreadyExists(f"a runner named {body.name!r} already exists")
                 token = s.get(JoinTokenRow, hash_secret(body.token))
@@ -135,10 +149,16 @@ class Runners:
                 row.rootless = body.rootless
             if body.id_ranges is not None:
                 row.id_ranges = body.id_ranges
+            if body.disk_pressure is not None:
+                row.disk_pressure = body.disk_pressure
+            if body.backup_repository is not None:
+                row.backup_repository = body.backup_repository
+            if "idle_timeout" in body.model_fields_set:  # null: the runner has no default (any more)
+                row.idle_timeout = body.idle_timeout
             came_back = row.state != "ready"
             s.flush()
             answer = _wire(row, scheduler.load_of(s, row))  # the common case: one transaction, no rescan
-        news = (body.capacity, body.labels, body.rootless, body.id_ranges)
+        news = (body.capacity, body.labels, body.rootless, body.id_ranges, body.disk_pressure)
         if came_back or any(v is not None for v in news):
             self.on_runners_changed()
             self._set_state(runner_id, "ready")
@@ -242,18 +262,38 @@ class Runners:
             self.schedule_pending()
         return self.get(rid)
 
-    def drain(self, who: Principal, ref: str) -> Runner:
-        """Cordon, and move the environments off. Moving needs backup and restore, which do not exist yet:
-        until they do, a runner with environments is refused (nothing changes) and an empty one is cordoned."""
+    def drain(self, who: Principal, ref: str, moves: Moves) -> Runner:
+        """Cordon, then move each environment off to another runner, as `flex move` does (the move's backup
+        goes through the server's shared repository). Without one, a runner with environments is refused and
+        nothing changes. Environments that cannot move (no other runner fits) are named in a 412; the others
+        move, and the runner stays cordoned."""
         with self.db.read() as s:
             row = find_runner(s, who, ref)
-            count = _bound(s, row.id)
-        if count:
-            raise FailedPrecondition(f"runner {row.name!r} has {count} environment(s), and moving environments "
-                                     "between runners needs backups, which flex cannot make yet",
-                                     hint="cordon it (no new environments), then stop and delete its environments; "
-                                          "force-delete them if the runner is gone for good")
-        return self.set_cordoned(who, ref, True)
+            bound = list(s.execute(select(EnvironmentRow.name, EnvironmentRow.owner, EnvironmentRow.spec)
+                                   .where(col(EnvironmentRow.runner_id) == row.id,
+                                          col(EnvironmentRow.deletion_timestamp).is_(None))).all())
+        if bound and not moves.shared:
+            raise FailedPrecondition(f"runner {row.name!r} has {len(bound)} environment(s), and moving them to "
+                                     "other runners restores their backups there: this server has no shared "
+                                     "backup repository", hint="start the server with `--backup-repository "
+                                     "DIR|s3:...` (docs/backup.md), or cordon it and stop and delete its "
+                                     "environments")
+        drained = self.set_cordoned(who, ref, True)
+        stuck = []
+        for name, owner, spec in bound:
+            if (spec or {}).get("move"):
+                continue  # moving already (off this runner, or onto it: that one rolls back if it fails)
+            try:
+                moves.request(who, name, EnvironmentMove.model_construct(runner=None, runner_selector={}),
+                              owner=owner)
+            except FlexError as err:
+                stuck.append(f"{owner}/{name}: {err.message}")
+        if stuck:
+            raise FailedPrecondition(f"runner {row.name!r} is cordoned, but {len(stuck)} of its {len(bound)} "
+                                     f"environment(s) cannot move: {'; '.join(stuck)}",
+                                     hint="add or uncordon a runner they fit on, then drain again; or move each "
+                                          "with `flex move ENV --to RUNNER`")
+        return drained
 
     def delete(self, who: Principal, ref: str) -> None:
         """Remove a runner and its credential; refused while environments are bound to it."""
@@ -264,7 +304,7 @@ class Runners:
             if count:
                 raise FailedPrecondition(f"runner {row.name!r} still has {count} environment(s)",
                                          hint="delete them first; if the runner is gone for good, an admin can "
-                                              "force-delete them (DELETE /api/v1/environments/NAME?force=true)")
+                                              "force-delete them (`flex rm --force NAME`)")
             s.delete(row)
             audit.record(s, who.actor, "runner.delete", f"runner:{row.id}", name=row.name)
         self.on_runners_changed()

@@ -25,8 +25,8 @@ from flex.api import EnvironmentStatus, set_condition
 from flex.controlplane.grants import serves
 from flex.controlplane.models import EnvironmentRow, RunnerRow, UserRow
 
-__all__ = ["Placement", "RunnerLoad", "Tenant", "bind", "bind_hinted", "load_of", "loads", "local_source", "pick",
-           "tenant_of"]
+__all__ = ["Placement", "RunnerLoad", "Tenant", "bind", "bind_hinted", "bind_to", "load_of", "loads", "local_source",
+           "pick", "tenant_of"]
 
 KIND_LABEL = "flex.dev/kind"
 
@@ -51,6 +51,7 @@ class RunnerLoad:
     cordoned: bool = False
     rootless: bool = False
     id_ranges: int = 0
+    disk_pressure: bool = False  # the runner says its machine's free disk is under its threshold
     owners: set[str] = field(default_factory=set)  # whose environments are bound to it
 
     def isolates(self, owner: str) -> bool:
@@ -109,6 +110,10 @@ def pick(cpus: float, memory: int, disk: int, selector: dict[str, str], runners:
     if not open_:
         return Placement(None, "RunnerCordoned", f"every runner you may use is cordoned: {_names(ready)}")
     ready = open_
+    roomy = [r for r in ready if not r.disk_pressure]
+    if not roomy:
+        return Placement(None, "DiskPressure", f"every runner you may use is low on free disk: {_names(ready)}")
+    ready = roomy
     if tenant.local:
         ready = [r for r in ready if r.kind == "desktop" and r.owner == tenant.owner]
         if not ready:
@@ -138,15 +143,15 @@ def loads(s: Session, *, ready_only: bool = False) -> list[RunnerLoad]:
     Plain column reads, not ORM objects: this runs inside the write lock on every create."""
     t = RunnerRow.__table__.c  # type: ignore[attr-defined]
     q = select(t.id, t.name, t.labels, t.kind, t.state, t.cpus, t.memory, t.disk,  # type: ignore[call-overload]
-               t.owner, t.allowance, t.cordoned, t.rootless, t.id_ranges)
+               t.owner, t.allowance, t.cordoned, t.rootless, t.id_ranges, t.disk_pressure)
     if ready_only:
         q = q.where(t.state == "ready")
     out: dict[str, RunnerLoad] = {}
-    for rid, name, labels, kind, state, cpus, memory, disk, owner, allowance, cordoned, rootless, ranges in (
-            s.execute(q)):
+    for rid, name, labels, kind, state, cpus, memory, disk, owner, allowance, cordoned, rootless, ranges, \
+            pressure in s.execute(q):
         out[rid] = RunnerLoad(rid, name, {**(_json(labels) or {}), KIND_LABEL: kind}, state == "ready",
                               float(cpus), int(memory), int(disk), **_tenancy(kind, owner, _json(allowance),
-                                                                              cordoned, rootless, ranges))
+                                                                              cordoned, rootless, ranges, pressure))
     if not out:
         return []
     used = s.execute(select(col(EnvironmentRow.runner_id), func.sum(EnvironmentRow.req_cpus),  # type: ignore[call-overload]
@@ -170,11 +175,12 @@ def _json(value: Any) -> Any:
 
 
 def _tenancy(kind: str, owner: str | None, allowance: dict[str, Any] | None, cordoned: Any, rootless: Any,
-             ranges: Any) -> dict[str, Any]:
+             ranges: Any, disk_pressure: Any = False) -> dict[str, Any]:
     allowance = allowance or {}
     return {"kind": kind, "owner": owner, "users": frozenset(allowance.get("users") or ()),
             "groups": frozenset(allowance.get("groups") or ()), "cordoned": bool(cordoned),
-            "rootless": bool(rootless), "id_ranges": int(ranges or 0)}
+            "rootless": bool(rootless), "id_ranges": int(ranges or 0),
+            "disk_pressure": bool(disk_pressure)}
 
 
 def load_of(s: Session, row: RunnerRow) -> RunnerLoad:
@@ -184,7 +190,8 @@ def load_of(s: Session, row: RunnerRow) -> RunnerLoad:
                            .where(col(EnvironmentRow.runner_id) == row.id)).one()
     load = RunnerLoad(row.id, row.name, {**row.labels, KIND_LABEL: row.kind}, row.state == "ready", row.cpus,
                       row.memory, row.disk, float(c or 0), int(m or 0), int(d or 0), int(n),
-                      **_tenancy(row.kind, row.owner, row.allowance, row.cordoned, row.rootless, row.id_ranges))
+                      **_tenancy(row.kind, row.owner, row.allowance, row.cordoned, row.rootless, row.id_ranges,
+                                row.disk_pressure))
     if row.rootless:
         load.owners = set(s.scalars(select(EnvironmentRow.owner).distinct().where(EnvironmentRow.runner_id == row.id)))
     return load
@@ -237,3 +244,13 @@ def bind_hinted(s: Session, row: EnvironmentRow, hint: list[RunnerLoad] | None, 
                     return bind(row, [load], now, tenant)
     runners = loads(s, ready_only=True)
     return bind(row, runners, now, tenant_of(s, row, runners))
+
+
+def bind_to(s: Session, row: EnvironmentRow, runner_id: str, now: datetime) -> bool:
+    """Bind to this one runner if it is ready and fits (a restore from its local repository); True if bound."""
+    fresh = s.get(RunnerRow, runner_id)
+    if fresh is None or fresh.state != "ready":
+        return False
+    load = load_of(s, fresh)
+    bind(row, [load], now, tenant_of(s, row, [load]))
+    return row.runner_id == runner_id

@@ -64,7 +64,7 @@ class Secrets:
         with self.db.write() as s:
             row = s.scalars(select(SecretRow).where(SecretRow.owner == who.name, SecretRow.name == name)).first()
             if row is None:
-                raise NotFound(f"secret {name!r} not found", hint="list yours with GET /api/v1/secrets")
+                raise NotFound(f"secret {name!r} not found", hint="list yours with `flex secret ls`")
             s.delete(row)
             audit.record(s, who.actor, "secret.delete", f"secret:{who.name}/{name}")
 

@@ -36,13 +36,14 @@ from flex.controlplane.auth import Principal
 from flex.controlplane.db import Database
 from flex.controlplane.errors import Unprocessable
 from flex.controlplane.models import EnvironmentRow, Revision, RunnerRow, WatchEventRow
+from flex.controlplane.preview.target import preview_url
 from flex.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 
 __all__ = ["SERVER_CONDITIONS", "Store", "StoredEvent", "Wire", "check_inline_config", "check_local_source", "emit",
            "lock", "merge_patch", "row_wire", "utc"]
 
 NOTIFY_CHANNEL = "flex_events"
-SERVER_CONDITIONS = ("Scheduled", "RunnerReady")  # owned by the control plane, not by runners
+SERVER_CONDITIONS = ("Scheduled", "RunnerReady", "Moving")  # owned by the control plane, not by runners
 
 
 def utc(dt: datetime | None) -> datetime | None:
@@ -126,15 +127,16 @@ def lock(s: Session) -> int:
     return int(s.execute(select(Revision.rv).where(Revision.id == 1).with_for_update()).scalar_one())
 
 
-def emit(s: Session, row: EnvironmentRow, type_: str, now: datetime) -> Wire:
-    """Give ``row`` the next resource version and log it for watchers (after lock())."""
+def emit(s: Session, row: EnvironmentRow, type_: str, now: datetime, *, also: str | None = None) -> Wire:
+    """Give ``row`` the next resource version and log it for watchers (after lock()); ``also``: a runner that
+    must see this event besides the bound one and the one a move takes it from."""
     rv = int(s.execute(update(Revision).where(col(Revision.id) == 1).values(rv=col(Revision.rv) + 1)
                        .returning(col(Revision.rv))).scalar_one())
     row.resource_version = rv
     row.updated_at = now
     obj = Wire.of(row)
     s.add(WatchEventRow(rv=rv, type=type_, env_id=row.id, owner=row.owner, runner_id=row.runner_id,
-                        object=obj.json))
+                        move_from=also or row.move_from, object=obj.json))
     if s.get_bind().dialect.name == "postgresql":
         s.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": str(rv)})
     return obj
@@ -253,8 +255,10 @@ class Store:
         else:
             eq("owner", owner if (who.admin and owner) else who.name)
             eq("name", ref)
-        if who.kind == "runner":
-            eq("runner_id", who.id)
+        if who.kind == "runner":  # bound to it, or (issue 17.5) moving away from it
+            params[f"v{len(params)}"] = who.id
+            n = len(params) - 1
+            conds.append(f"(environments.runner_id = :v{n} OR environments.move_from = :v{n})")
         elif not who.admin:
             eq("owner", who.name)
         return " AND ".join(conds), params
@@ -262,7 +266,7 @@ class Store:
     @staticmethod
     def _one(rows: list[Any], ref: str) -> Any:
         if not rows:
-            raise NotFound(f"environment {ref!r} not found", hint="list environments with GET /api/v1/environments")
+            raise NotFound(f"environment {ref!r} not found", hint="list environments with `flex ls`")
         if len(rows) > 1:
             raise Conflict(f"environment name {ref!r} is ambiguous here", hint="address it by its metadata.id")
         return rows[0]
@@ -320,7 +324,7 @@ class Store:
             while True:
                 q = select(EnvironmentRow).order_by(EnvironmentRow.owner, EnvironmentRow.name).limit(limit + 1)
                 if who.kind == "runner":
-                    q = q.where(EnvironmentRow.runner_id == who.id)
+                    q = q.where((col(EnvironmentRow.runner_id) == who.id) | (col(EnvironmentRow.move_from) == who.id))
                 elif not who.admin:
                     q = q.where(EnvironmentRow.owner == who.name)
                 elif owner:
@@ -371,7 +375,7 @@ class Store:
                                                                EnvironmentRow.name == body.name)).first()
             if exists is not None:
                 raise AlreadyExists(f"environment {body.name!r} already exists",
-                                    hint="pick another name, or change the existing one with PATCH")
+                                    hint="pick another name (`flex up --name NAME`), or update that one")
             if body.spec.source.local:
                 check_local_source(s, who.name, None)
             rules = policy.load_policy(s)
@@ -383,7 +387,14 @@ class Store:
                                  labels=body.labels, spec=spec.to_wire(), status=EnvironmentStatus().to_wire(),
                                  generation=1, created_at=now, updated_at=now)
             _requests(row, spec)
-            scheduler.bind_hinted(s, row, hint, now)
+            from flex.controlplane.backups import restore_runner  # issue 17: a restore goes where its backup is
+
+            pin = restore_runner(s, who.name, row.spec)
+            if pin is None:
+                scheduler.bind_hinted(s, row, hint, now)
+            elif not scheduler.bind_to(s, row, pin, now):
+                raise FailedPrecondition(f"the runner holding the backup to restore has no room for "
+                                         f"{body.name!r} now", hint="free some room there, or try again later")
             if row.runner_id is not None:  # count it in the shared hint too, so the next create sees the load
                 for load in hint:
                     if load.id == row.runner_id:
@@ -427,8 +438,14 @@ class Store:
             except ValueError as err:
                 raise Unprocessable(str(err)) from err
             spec_changed = spec.to_wire() != current["spec"]
+            from flex.controlplane.backups import check_spec_change
+
+            check_spec_change(current["spec"], spec.to_wire())
             if spec.source.local and spec.source.to_wire() != current["spec"].get("source"):
                 check_local_source(s, row.owner, row.runner_id)
+            if spec_changed and current["spec"].get("move"):
+                raise Conflict(f"environment {row.name!r} is moving to another runner",
+                               hint="change it once the move is done (its Moving condition says)")
             if spec_changed:
                 _check_policy(s, who, row, spec)
             if spec_changed and spec.devcontainer != EnvironmentSpec.model_validate(row.spec).devcontainer:
@@ -438,7 +455,9 @@ class Store:
             if not spec_changed and labels == row.labels:
                 raise _Unchanged(Wire.of(row))
             if spec_changed:
-                row.spec = spec.to_wire()
+                from flex.controlplane.backups import on_stop  # issue 17: a stop asks for a backup too
+
+                row.spec = on_stop(s, row, current["spec"], spec.to_wire(), now)
                 row.generation += 1
                 _requests(row, spec)
             row.labels = labels
@@ -453,6 +472,24 @@ class Store:
     def set_desired_phase(self, who: Principal, ref: str, phase: str, *, owner: str | None = None,
                           if_match: str | None = None) -> Wire:
         return self.patch(who, ref, {"spec": {"desiredPhase": phase}}, owner=owner, if_match=if_match)
+
+    def rebuild(self, who: Principal, ref: str, *, owner: str | None = None, if_match: str | None = None) -> Wire:
+        """A new container from the same spec on the same volumes, started: spec.rebuild goes up by one (so does
+        the generation), which changes the runner's fingerprint of what the container is made from."""
+        for _ in range(5):  # two rebuilds at once are two rebuilds: each bumps the value it read
+            with self.db.read() as s:
+                row = self.find(s, who, ref, owner)
+                seen, count = str(row.resource_version), int(row.spec.get("rebuild") or 0)
+                if row.deletion_timestamp is not None:
+                    raise Conflict(f"environment {row.name!r} is being deleted",
+                                   hint="create a new one once it is gone")
+            try:
+                return self.patch(who, ref, {"spec": {"rebuild": count + 1, "desiredPhase": "running"}}, owner=owner,
+                                  if_match=if_match or seen)
+            except Conflict:
+                if if_match is not None:
+                    raise
+        raise Conflict(f"environment {ref!r} keeps changing", hint="try the rebuild again")
 
     def delete(self, who: Principal, ref: str, *, owner: str | None = None,
                if_match: str | None = None, force: bool = False) -> tuple[Wire, bool]:
@@ -494,14 +531,17 @@ class Store:
         return env, gone
 
     def put_status(self, who: Principal, ref: str, status: EnvironmentStatus, *,
-                   if_match: str | None = None) -> Wire:
+                   if_match: str | None = None, preview_base: str | None = None) -> Wire:
         """A runner reports what it observed; only the runner the environment is bound to may."""
         if who.kind != "runner":
             raise PermissionDenied("only the runner an environment is bound to may write its status",
-                                   hint="change spec with PATCH instead")
+                                   hint="update the spec instead (`flex up`, or PATCH it)")
 
         def op(s: Session, now: datetime) -> Wire:
             row = self.find(s, who, ref)
+            if row.runner_id != who.id:
+                raise FailedPrecondition(f"environment {row.name!r} has moved to another runner",
+                                         hint="only the runner it is bound to writes its status")
             _check_version(row, if_match)
             if status.observed_generation > row.generation:
                 raise Unprocessable(f"status.observedGeneration: {status.observed_generation} is newer than "
@@ -511,10 +551,15 @@ class Store:
             new.runner_id = row.runner_id
             new.conditions = [c for c in new.conditions if c.type not in SERVER_CONDITIONS]
             new.conditions[:0] = [c for c in old.conditions if c.type in SERVER_CONDITIONS]
+            for p in new.ports:  # the runner cannot know how people reach this server
+                p.url = preview_url(preview_base, row.owner, row.name, p.port) if preview_base else None
             if new.to_wire() == old.to_wire():
                 raise _Unchanged(Wire.of(row))
             row.status = new.to_wire()
-            return emit(s, row, "MODIFIED", now)
+            from flex.controlplane.moves import advance  # issue 17.5: the new runner's status may end a move
+
+            step = advance(s, row, now)
+            return emit(s, row, "MODIFIED", now, also=step.also if step else None)
 
         return self._write(op)
 
@@ -523,6 +568,10 @@ class Store:
 
         def op(s: Session, now: datetime) -> Wire:
             row = self.find(s, who, ref)
+            if row.move_from == who.id and row.runner_id != who.id:  # issue 17.5: the old copy is gone
+                from flex.controlplane.moves import old_copy_removed
+
+                return old_copy_removed(s, row, now)
             if row.deletion_timestamp is None:
                 raise FailedPrecondition(f"environment {row.name!r} is not being deleted")
             env = emit(s, row, "DELETED", now)
@@ -541,7 +590,7 @@ class Store:
             if owner is not None:
                 q = q.where(WatchEventRow.owner == owner)
             if runner_id is not None:
-                q = q.where(WatchEventRow.runner_id == runner_id)
+                q = q.where((col(WatchEventRow.runner_id) == runner_id) | (col(WatchEventRow.move_from) == runner_id))
             rows = s.execute(q.order_by(col(WatchEventRow.rv)).limit(limit)).all()
         return [StoredEvent(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 

@@ -34,9 +34,9 @@ class Subscriber:
     expired: bool = False
     owners: set[str] = field(default_factory=set)
 
-    def wants(self, ev_owner: str, ev_runner: str | None) -> bool:
+    def wants(self, ev_owner: str, ev_runner: str | None, ev_move_from: str | None = None) -> bool:
         if self.runner_id is not None:
-            return ev_runner == self.runner_id
+            return self.runner_id in (ev_runner, ev_move_from)
         return self.owner is None or ev_owner == self.owner
 
 
@@ -53,6 +53,7 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self.listening = False
         self._stopping = False
+        self._ending = False
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -80,6 +81,18 @@ class Hub:
             sub.queue.put_nowait(None) if not sub.queue.full() else None
         self.subscribers.clear()
 
+    def end_watches(self) -> None:
+        """The server is shutting down: every open watch ends now, and one that starts later ends at once. A
+        stream never ends by itself, so the server would otherwise wait out its graceful-shutdown timeout and
+        then cut it (the client sees a broken response, not an end). Clients re-watch from their last
+        resourceVersion, from another replica or this one restarted."""
+        self._ending = True
+        for sub in list(self.subscribers):
+            if sub.queue.full():
+                sub.expired = True  # it ends (Gone) once it has sent what it holds
+            else:
+                sub.queue.put_nowait(None)
+
     def wake(self) -> None:
         """Called from any thread after a commit on this process."""
         loop, ev = self._loop, self._wake
@@ -100,8 +113,8 @@ class Hub:
             try:
                 while True:
                     batch = await asyncio.to_thread(self._read, self.cursor)
-                    for ev, owner, runner in batch:
-                        self._dispatch(ev, owner, runner)
+                    for ev, owner, runner, moving in batch:
+                        self._dispatch(ev, owner, runner, moving)
                         self.cursor = ev.rv
                     if len(batch) < 1000:
                         break
@@ -109,20 +122,20 @@ class Hub:
                 log.warning("reading the watch log failed; retrying", exc_info=True)
                 await asyncio.sleep(_POLL)
 
-    def _read(self, after: int) -> list[tuple[StoredEvent, str, str | None]]:
+    def _read(self, after: int) -> list[tuple[StoredEvent, str, str | None, str | None]]:
         from sqlmodel import select
 
         from flex.controlplane.models import WatchEventRow
 
         with self.store.db.read() as s:
             rows = s.execute(select(WatchEventRow.rv, WatchEventRow.type, WatchEventRow.object,  # type: ignore[call-overload]
-                                    WatchEventRow.owner, WatchEventRow.runner_id).where(WatchEventRow.rv > after)
-                             .order_by(WatchEventRow.rv).limit(1000)).all()
-        return [(StoredEvent(int(r[0]), str(r[1]), str(r[2])), str(r[3]), r[4]) for r in rows]
+                                    WatchEventRow.owner, WatchEventRow.runner_id, WatchEventRow.move_from)
+                             .where(WatchEventRow.rv > after).order_by(WatchEventRow.rv).limit(1000)).all()
+        return [(StoredEvent(int(r[0]), str(r[1]), str(r[2])), str(r[3]), r[4], r[5]) for r in rows]
 
-    def _dispatch(self, ev: StoredEvent, owner: str, runner: str | None) -> None:
+    def _dispatch(self, ev: StoredEvent, owner: str, runner: str | None, moving: str | None = None) -> None:
         for sub in list(self.subscribers):
-            if sub.expired or not sub.wants(owner, runner):
+            if sub.expired or not sub.wants(owner, runner, moving):
                 continue
             try:
                 sub.queue.put_nowait(ev)
@@ -165,6 +178,8 @@ class Hub:
                     deadline: float | None = None) -> AsyncIterator[StoredEvent | None]:
         """Events after ``since`` (or from now) until ``deadline`` (loop time); ``None`` items are keepalive
         ticks. Raises Gone if ``since`` is older than the log keeps."""
+        if self._ending:
+            return
         loop = asyncio.get_running_loop()
         sub = Subscriber(owner, runner_id, asyncio.Queue(self.queue_size), start=self.cursor)
         self.subscribers.add(sub)

@@ -250,11 +250,16 @@ def parse_config(text: str, source: str = "devcontainer.json") -> dict[str, Any]
 def read_config(workspace_folder: str | os.PathLike[str] | None = None,
                 config_file: str | os.PathLike[str] | None = None, *,
                 env: Mapping[str, str] | None = None, mount_git_root: bool = True,
-                cwd: str | os.PathLike[str] | None = None) -> ResolvedConfig:
+                cwd: str | os.PathLike[str] | None = None, allow_no_source: bool = False,
+                validate: bool = True) -> ResolvedConfig:
     """Find (unless ``config_file`` is given), parse, substitute, validate and resolve a configuration.
 
     Relative paths are taken from ``cwd`` (default: the current directory), which is also the default
-    workspace folder. Raises NotFound, UsageError (several candidates), InvalidConfiguration.
+    workspace folder. ``allow_no_source``: a config with no image, Dockerfile or compose file is read
+    with a warning instead of refused. ``validate=False`` skips the schema (jsonschema costs ~60 ms to load):
+    only for a caller that trusts nothing it read until it has proven these bytes were validated before, as
+    `flex up`'s lean path does with the environment's configHash. Raises NotFound, UsageError (several
+    candidates), InvalidConfiguration.
     """
     base = os.path.abspath(cwd if cwd is not None else os.getcwd())
     local_folder = os.path.normpath(os.path.join(base, workspace_folder if workspace_folder is not None else "."))
@@ -274,7 +279,8 @@ def read_config(workspace_folder: str | os.PathLike[str] | None = None,
     doc = _parse(text, shown)
     raw = doc.value
     if not isinstance(raw, dict):
-        schema.validate(raw, doc, shown)  # says "expected a devcontainer.json object"
+        if validate:
+            schema.validate(raw, doc, shown)  # says "expected a devcontainer.json object"
         raise InvalidConfiguration(f"{shown}: expected a JSON object", details={"file": shown, "pointer": ""})
     env = os.environ if env is None else env
     folder_raw, mount_raw = workspace_defaults(raw, local_folder, mount_git_root=mount_git_root)
@@ -292,12 +298,16 @@ def read_config(workspace_folder: str | os.PathLike[str] | None = None,
         raise InvalidConfiguration(f"{shown}:{where.line}:{where.column}: {pointer}: {err.message}", hint=err.hint,
                                    details={"file": shown, "pointer": pointer, "line": where.line,
                                             "column": where.column}) from err
-    schema.validate(resolved, doc, shown)
+    if validate:
+        schema.validate(resolved, doc, shown, require_source=not allow_no_source)
     if isinstance(resolved.get("workspaceFolder"), str):
         container_folder = resolved["workspaceFolder"]
     # The computed default mount is a host path, not config text: like the reference, not substituted.
     mount = resolved.get("workspaceMount", mount_raw)
     warnings: list[str] = []
+    if not schema.has_source(resolved):
+        warnings.append("no image, build.dockerfile or dockerComposeFile: usable only to attach to an existing "
+                        "container; flex cannot build or start it")
     if config_file is None:
         others = [str(c.relative_to(local_folder)) for c in candidates(Path(local_folder)) if c != path]
         if others:

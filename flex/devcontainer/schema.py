@@ -22,7 +22,7 @@ from typing import Any
 from flex.devcontainer.jsonc import Document, Position, escape_pointer
 from flex.errors import InvalidConfiguration
 
-__all__ = ["SCHEMA_RESOURCE", "load_schema", "schema_text", "validate"]
+__all__ = ["SCHEMA_RESOURCE", "has_source", "load_schema", "schema_text", "validate"]
 
 SCHEMA_RESOURCE = ("flex.devcontainer", "schema/devcontainer.schema.json")
 
@@ -49,9 +49,14 @@ def _validator() -> Any:
     return jsonschema.Draft202012Validator(load_schema())
 
 
-def validate(config: Any, doc: Document, file: str) -> None:
-    """Raise InvalidConfiguration for the first schema violation in ``config`` (in file order)."""
+def validate(config: Any, doc: Document, file: str, *, require_source: bool = True) -> None:
+    """Raise InvalidConfiguration for the first schema violation in ``config`` (in file order).
+    ``require_source=False`` lets a config with no image, build or compose file through (valid for
+    attaching to an existing container; the reference CLI reads it)."""
     errors = list(_validator().iter_errors(config))
+    if not require_source:
+        errors = [e for e in errors if not (e.validator == "anyOf" and not e.absolute_path
+                                            and e.validator_value is load_schema()["anyOf"])]
     if not errors:
         return
     problems = [_explain(err) for err in errors]
@@ -63,6 +68,11 @@ def validate(config: Any, doc: Document, file: str) -> None:
         hint=hint,
         details={"file": file, "pointer": pointer, "line": where.line, "column": where.column},
     )
+
+
+def has_source(config: dict[str, Any]) -> bool:
+    """Does the config say how to get its image (image, build, dockerFile or dockerComposeFile)?"""
+    return any(k in config for k in ("image", "build", "dockerFile", "dockerComposeFile"))
 
 
 def _order(doc: Document, pointer: str, key: bool) -> tuple[int, int, int]:

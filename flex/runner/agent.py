@@ -3,7 +3,10 @@
     watcher     list this runner's environments, then watch from the list's resourceVersion (410 Gone:
                 list again); every ``resync`` seconds a full list again, so a missed event is never fatal;
                 each environment id (and each local container's environment) goes on the queue
-    heartbeat   every ``heartbeat`` seconds; the machine's capacity whenever it changes
+    heartbeat   every ``heartbeat`` seconds; the machine's capacity whenever it changes, and DiskPressure
+                when its free disk goes under (or back over) ``min_free_disk``
+    tunnel      the outbound WebSocket to the control plane that exec and other access streams ride on
+                (flex/runner/access/)
     workers     take an id from the keyed queue and reconcile it (one reconcile per environment at a time);
                 a failure requeues it with per-environment exponential backoff and jitter
 Status of the agent itself goes to FLEX_HOME/runner/agent.json for `flex runner status`. SIGTERM (or
@@ -22,17 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flex.api import Gone, RunnerCapacity, RunnerHeartbeat
+from flex.api import Gone, RunnerCapacity, RunnerHeartbeat, WatchEvent
 from flex.atomic import write_atomic
 from flex.client import FlexClient
 from flex.errors import Conflict, FlexError, Unavailable
-from flex.runner.capacity import machine_capacity
+from flex.runner.capacity import id_ranges, machine_capacity
 from flex.runner.credential import Credential, runner_dir
+from flex.runner.disk import DEFAULT_MIN_FREE, disk_free
 from flex.runner.machine import ENV_LABEL, Machine
+from flex.runner.moves import refresh_shared
 from flex.runner.queue import WorkQueue
 from flex.runner.reconcile import Ctx, Retry, reconcile
 
-__all__ = ["Agent", "AgentOptions", "agent_status_path"]
+__all__ = ["Agent", "AgentOptions", "agent_status_path", "news"]
 
 log = logging.getLogger("flex.runner")
 
@@ -41,12 +46,27 @@ def agent_status_path(home: Path) -> Path:
     return home / "runner" / "agent.json"
 
 
+def news(seen: dict[str, tuple[int, bool]], ev: WatchEvent) -> bool:
+    """Whether a watch event asks for a reconcile, remembering in ``seen`` each environment's (generation,
+    deleting). A MODIFIED event that changed neither is a status write, and only this runner writes status:
+    its own, which must not queue the environment again (that would undo the failure backoff)."""
+    meta = ev.object.metadata
+    spec_side = (meta.generation, bool(meta.deleting))
+    if ev.type == "MODIFIED" and seen.get(meta.id) == spec_side:
+        return False
+    seen[meta.id] = spec_side
+    return True
+
+
 @dataclass
 class AgentOptions:
     workers: int = 2
     resync: float = 60.0
     heartbeat: float = 10.0
     watch_timeout: float = 30.0
+    max_builds: int = 1  # image pulls and builds at once, shared by every worker
+    min_free_disk: int = DEFAULT_MIN_FREE  # less free disk than this: DiskPressure, no new environments here
+    idle_timeout: int | None = None  # declared to the control plane: the default for specs without idleTimeout
 
 
 @dataclass
@@ -63,6 +83,8 @@ class _State:
     last_heartbeat: float | None = None
     heartbeat_error: str | None = None
     watching_since: int | None = None
+    disk_free: int | None = None
+    disk_pressure: bool = False
     last_list: float | None = None
     envs: dict[str, _EnvInfo] = field(default_factory=dict)
 
@@ -75,6 +97,7 @@ class Agent:
         self.state = _State()
         self._lock = threading.Lock()
         self._local = threading.local()
+        self.builds = threading.BoundedSemaphore(self.opts.max_builds)
         runner_dir(home)
 
     # --- pieces ----------------------------------------------------------------------------------------
@@ -85,7 +108,7 @@ class Agent:
         ctx: Ctx | None = getattr(self._local, "ctx", None)
         if ctx is None:
             ctx = Ctx(client=self._client(), runner_id=self.cred.runner_id, kind=self.cred.kind, home=self.home,
-                      machine=Machine(self.home))
+                      machine=Machine(self.home), builds=self.builds)
             self._local.ctx = ctx
         return ctx
 
@@ -97,6 +120,7 @@ class Agent:
                 "kind": self.cred.kind, "url": self.cred.url, "startedAt": s.started_at,
                 "lastHeartbeat": s.last_heartbeat, "heartbeatError": s.heartbeat_error,
                 "watchingFrom": s.watching_since, "lastList": s.last_list, "queued": len(self.queue),
+                "diskFree": s.disk_free, "diskPressure": s.disk_pressure,
                 "environments": {k: {"phase": v.phase, "lastReconcile": v.last_reconcile, "error": v.error,
                                      "failures": v.failures} for k, v in sorted(s.envs.items())},
             }
@@ -113,8 +137,11 @@ class Agent:
             if not cont:
                 rv = page.metadata.resource_version
                 break
-        # local containers of environments the list no longer has: reconcile tears them down
+        # local containers (and volumes: a move rolled back mid-restore has no container yet) of environments
+        # the list no longer has: reconcile tears them down
         local = {c.labels.get(ENV_LABEL, "") for c in self._ctx().machine.containers.all()} - {""}
+        volumes = self.home / "runner" / "volumes"
+        local |= {p.name for p in volumes.iterdir() if p.name.startswith("env_")} if volumes.is_dir() else set()
         for env_id in [*ids, *sorted(local - set(ids))]:
             self.queue.add(env_id)
         with self._lock:
@@ -128,18 +155,23 @@ class Agent:
         delay = 0.5
         rv: int | None = None
         next_resync = 0.0
+        # (generation, deleting) last queued per environment: a MODIFIED event that changed neither is a status
+        # write (ours: only this runner writes status), and queueing it would undo the failure backoff
+        seen: dict[str, tuple[int, bool]] = {}
         with self._client(timeout=self.opts.watch_timeout + 30) as client:
             while not self.stopping.is_set():
                 try:
                     if rv is None or time.monotonic() >= next_resync:
                         rv = self._relist(client)
+                        seen.clear()
                         next_resync = time.monotonic() + self.opts.resync
                     with self._lock:
                         self.state.watching_since = rv
                     timeout = max(1.0, min(self.opts.watch_timeout, next_resync - time.monotonic()))
                     for ev in client.watch_runner_environments(self.cred.runner_id, rv, timeout=timeout):
                         rv = max(rv, ev.object.metadata.resource_version)
-                        self.queue.add(ev.object.metadata.id)
+                        if news(seen, ev):
+                            self.queue.add(ev.object.metadata.id)
                         if self.stopping.is_set():
                             break
                     delay = 0.5
@@ -154,12 +186,37 @@ class Agent:
 
     def heartbeater(self) -> None:
         sent: RunnerCapacity | None = None
+        sent_pressure: bool | None = None
+        sent_repo: str | None = None
+        repo: str | None = None
+        rootless, ranges = id_ranges()
         with self._client(timeout=10) as client:
             while not self.stopping.is_set():
+                if repo is None:  # once: the shared backup repository, if the control plane has one (17.5)
+                    try:
+                        repo = refresh_shared(client, self.cred.runner_id, self.home)
+                    except FlexError as err:
+                        log.warning("reading the shared backup repository: %s", err)
                 cap = machine_capacity(self.home)
+                free = disk_free(self.home)
+                pressure = free < self.opts.min_free_disk
+                if pressure and not self.state.disk_pressure:
+                    log.warning("DiskPressure: %.1f GiB free, under --min-free-disk %.1f GiB: the control plane "
+                                "places no new environments here", free / 2**30, self.opts.min_free_disk / 2**30)
+                elif self.state.disk_pressure and not pressure:
+                    log.info("DiskPressure over: %.1f GiB free", free / 2**30)
+                with self._lock:
+                    self.state.disk_free, self.state.disk_pressure = free, pressure
                 try:
-                    client.heartbeat(self.cred.runner_id, RunnerHeartbeat(capacity=cap if cap != sent else None))
-                    sent = cap
+                    news = cap != sent  # with the first heartbeat too: an upgraded runner may tell more
+                    beat = RunnerHeartbeat(capacity=cap if news else None, rootless=rootless if news else None,
+                                           id_ranges=ranges if news else None,
+                                           disk_pressure=pressure if pressure != sent_pressure else None,
+                                           backup_repository=repo if repo != sent_repo else None)
+                    if news:
+                        beat.idle_timeout = self.opts.idle_timeout  # None too: "no default" clears an old one
+                    client.heartbeat(self.cred.runner_id, beat)
+                    sent, sent_pressure, sent_repo = cap, pressure, repo
                     with self._lock:
                         self.state.last_heartbeat, self.state.heartbeat_error = time.time(), None
                 except FlexError as err:
@@ -209,6 +266,17 @@ class Agent:
                 self.state.envs[env_id] = info
         self.write_status()
 
+    def _tunnel(self) -> None:
+        from flex.runner.access import ExecService, LogService, PortService, TunnelClient
+
+        execs = ExecService(self.home, self.cred)
+        from flex.runner.access.ssh import SSHService
+
+        ssh = SSHService(execs, self.home)
+        handlers = {"exec": execs.serve, "logs": LogService(execs).serve, "tcp": PortService(execs).serve,
+                    "ssh": ssh.serve, "ssh-hostkey": ssh.serve_hostkey}
+        TunnelClient(self.home, self.cred, handlers).run(self.stopping)
+
     # --- running ---------------------------------------------------------------------------------------
     def run(self) -> int:
         def stop(signum: int, _frame: object) -> None:
@@ -221,7 +289,8 @@ class Agent:
         log.info("runner %s (%s, %s) for %s", self.cred.name, self.cred.runner_id, self.cred.kind, self.cred.url)
         self.write_status()
         threads = [threading.Thread(target=self.watcher, name="watcher", daemon=True),
-                   threading.Thread(target=self.heartbeater, name="heartbeat", daemon=True)]
+                   threading.Thread(target=self.heartbeater, name="heartbeat", daemon=True),
+                   threading.Thread(target=self._tunnel, name="tunnel", daemon=True)]
         workers = [threading.Thread(target=self.worker, name=f"worker-{i}", daemon=True)
                    for i in range(self.opts.workers)]
         for t in [*threads, *workers]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flex.api import RunnerCapacity
 
-__all__ = ["machine_capacity"]
+__all__ = ["id_ranges", "machine_capacity"]
 
 
 def _memory() -> int:
@@ -33,3 +33,14 @@ def machine_capacity(home: Path) -> RunnerCapacity:
     st = os.statvfs(home)
     return RunnerCapacity(cpus=float(len(os.sched_getaffinity(0))), memory=_memory(),
                           disk=st.f_blocks * st.f_frsize)
+
+
+def id_ranges() -> tuple[bool, int]:
+    """(rootless, separate id ranges it can give environments), for the scheduler: as root, the pool of
+    65536-id ranges; rootless, every container shares the user's one subordinate range, so none apart."""
+    if os.geteuid() != 0:
+        return True, 0
+    from flex.runtime.userns.idmap import RANGE_SIZE
+    from flex.runtime.userns.idpool import POOL_END, POOL_START
+
+    return False, (POOL_END - POOL_START) // RANGE_SIZE

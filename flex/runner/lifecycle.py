@@ -13,6 +13,7 @@ in (a ``.failed`` marker): it is not run again, over and over with backoff, unti
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 from flex.atomic import write_atomic
 from flex.runner.container_plan import WAIT_FOR, ContainerPlan, Hook
 
-__all__ = ["ExecFn", "HookFailed", "run_hooks"]
+__all__ = ["ExecFn", "HookFailed", "run_hook", "run_hooks"]
 
 # (argv, user, workdir) -> (exit code, combined output)
 ExecFn = Callable[[list[str], str | None, str], tuple[int, str]]
@@ -63,10 +64,19 @@ def _run(hook: Hook, run: ExecFn, user: str | None, workdir: str, log: Path) -> 
             raise HookFailed(name, code, _tail(out))
 
 
+def run_hook(hook: Hook, run: ExecFn, user: str | None, workdir: str, log: Path) -> None:
+    """One hook now, whatever the markers say (initializeCommand, on the host); raises HookFailed."""
+    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _run(hook, run, user, workdir, log)
+
+
 def run_hooks(plan: ContainerPlan, run: ExecFn, markers: Path, container_id: str, started_at: float,
-              generation: int, ready: Callable[[], None]) -> list[str]:
-    """Run the hooks still due for this container and start; returns the names of those that ran."""
+              generation: int, ready: Callable[[], None], log: Path | None = None) -> list[str]:
+    """Run the hooks still due for this container and start; returns the names of those that ran. Their
+    output is appended to ``log`` (default: hooks.log beside the markers)."""
     markers.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log = log or markers / "hooks.log"
+    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     ran: list[str] = []
     wait = WAIT_FOR.index(plan.wait_for)
     is_ready = False
@@ -77,6 +87,8 @@ def run_hooks(plan: ContainerPlan, run: ExecFn, markers: Path, container_id: str
         key = f"{container_id}.{hook.name}"
         if hook.name == "postStartCommand":
             key = f"{container_id}.{started_at:.6f}.{hook.name}"
+        if hook.origin:  # a feature's hook: its own marker beside the config's
+            key += "." + hashlib.sha256(hook.origin.encode()).hexdigest()[:16]
         done, failed = markers / f"{key}.done", markers / f"{key}.failed"
         if done.exists():
             continue
@@ -85,7 +97,7 @@ def run_hooks(plan: ContainerPlan, run: ExecFn, markers: Path, container_id: str
             if with_gen.get("generation") == generation:
                 raise HookFailed(with_gen["hook"], int(with_gen["code"]), str(with_gen["tail"]))
         try:
-            _run(hook, run, plan.remote_user, plan.workspace_folder, markers / "hooks.log")
+            _run(hook, run, plan.remote_user, plan.workspace_folder, log)
         except HookFailed as err:
             write_atomic(failed, json.dumps({"generation": generation, "hook": err.hook, "code": err.code,
                                              "tail": err.tail}))

@@ -18,14 +18,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flex.errors import FlexError, NotFound, Unavailable
+from flex.pids import pid_alive
 from flex.runtime.base.home import Home
 from flex.runtime.containers.create import CreateOptions, create_container
 from flex.runtime.containers.image_source import StoreImages
-from flex.runtime.containers.store import Container, Containers, pid_alive
+from flex.runtime.containers.store import Container, Containers
 
-__all__ = ["ENV_LABEL", "Machine"]
+__all__ = ["CONFIG_LABEL", "ENV_LABEL", "GENERATION_LABEL", "Machine"]
 
 ENV_LABEL = "flex.dev/environment"
+# what the container was made from (a hash of devcontainer, env and source) and at which spec generation
+CONFIG_LABEL = "flex.dev/config"
+# variables `flex runtime exec` itself depends on: passed on its command line, never through its environment
+_OWN_ENV = {"PATH", "HOME", "TMPDIR", "XDG_RUNTIME_DIR", "LANG", "LC_ALL", "SHELL", "USER"}
+GENERATION_LABEL = "flex.dev/generation"
 
 
 class Machine:
@@ -38,9 +44,11 @@ class Machine:
     def rootless(self) -> bool:
         return self.containers.rootless
 
-    def _flex(self, *args: str, capture: bool = True, timeout: float | None = 300) -> subprocess.CompletedProcess[str]:
+    def _flex(self, *args: str, capture: bool = True, timeout: float | None = 300,
+              extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ)  # the same FLEX_HOME (and run directory) as ours: never set one of our own
         env.pop("FLEX_DEBUG", None)
+        env.update(extra_env or {})
         try:
             return subprocess.run([sys.executable, "-m", "flex", "runtime", *args], env=env, text=True,
                                   capture_output=capture, timeout=timeout, stdin=subprocess.DEVNULL, cwd="/",
@@ -82,11 +90,33 @@ class Machine:
         with contextlib.suppress(NotFound):
             self.containers.remove(cid, force=True)
 
-    def exec(self, c: Container, argv: list[str], user: str | None, workdir: str) -> tuple[int, str]:
+    def apply_resources(self, c: Container, cpus: float | None, memory: int | None) -> bool:
+        """CPU as a weight (burst into idle CPU, the request under contention) and memory as a limit, live;
+        True if they changed."""
+        from flex.runtime.containers.update import apply_resources
+
+        return apply_resources(self.containers, c, cpus, memory)
+
+    def add_capabilities(self, c: Container, caps: list[str]) -> bool:
+        from flex.runtime.containers.update import add_capabilities
+
+        return add_capabilities(self.containers, c, caps)
+
+    def exec(self, c: Container, argv: list[str], user: str | None, workdir: str,
+             env: dict[str, str] | None = None) -> tuple[int, str]:
+        """``env``: set for the command; its values go through our environment (``-e KEY``), never on a
+        command line others may read."""
         args = ["exec", "-w", workdir]
         if user:
             args += ["-u", user]
-        r = self._flex(*args, c.id, *argv, timeout=None)
+        quiet: dict[str, str] = {}
+        for key, value in (env or {}).items():
+            if key in _OWN_ENV or key.startswith(("FLEX_", "PYTHON", "LD_")):
+                args += ["-e", f"{key}={value}"]  # our own process needs its value of these (PATH...)
+            else:
+                args += ["-e", key]
+                quiet[key] = value
+        r = self._flex(*args, c.id, *argv, timeout=None, extra_env=quiet)
         return r.returncode, (r.stdout or "") + (r.stderr or "")
 
     def namespace_root(self) -> Callable[[Callable[[], None], str], None] | None:

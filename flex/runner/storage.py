@@ -2,8 +2,10 @@
 
     FLEX_HOME/runner/volumes/<env id>/<env name>/   the workspace volume: cloned source, bind-mounted at the
                                                     workspace folder; kept across stop, start and restarts
+    FLEX_HOME/runner/volumes/<env id>/.volumes/<n>/ the devcontainer's volume mounts (``type=volume``)
     FLEX_HOME/runner/state/<env id>/                what the runner remembers: source marker, hook markers,
                                                     an inline devcontainer.json
+    FLEX_HOME/runner/logs/<env id>/hooks.log        lifecycle hooks' output, appended (for `logs`)
 The workspace sits one level down so the reference CLI's default folder, /workspaces/<basename>, is
 /workspaces/<env name>. Volumes and state go only on delete.
 """
@@ -38,6 +40,14 @@ class EnvPaths:
     def tmp(self) -> Path:
         return self.home / "runner" / "tmp"
 
+    @property
+    def logs(self) -> Path:
+        return self.home / "runner" / "logs" / self.env_id
+
+    @property
+    def hooks_log(self) -> Path:
+        return self.logs / "hooks.log"
+
     def workspace(self, name: str) -> Path:
         return self.volume / name
 
@@ -51,7 +61,7 @@ class EnvPaths:
         return self.volume
 
     def remove(self, as_namespace_root: Callable[[Callable[[], None], str], None] | None = None) -> None:
-        for d in (self.volume, self.state):
+        for d in (self.volume, self.state, self.logs):
             remove_tree(d, as_namespace_root)
 
 

@@ -67,8 +67,9 @@ def test_env_errors_are_one_line_with_documented_codes(logged_in: dict[str, str]
     r = run_flex("env", "list", "--token", "flexu_wrong", env=env)
     assert r.code == 5 and "hint:" in r.stderr
     nowhere = {"XDG_CONFIG_HOME": str(tmp_path / "empty"), "FLEX_URL": "", "FLEX_TOKEN": ""}
-    r = run_flex("env", "list", env=nowhere)
-    assert r.code == 2 and "flex login" in r.stderr
+    r = run_flex("env", "list", env={**nowhere, "FLEX_HOME": str(tmp_path / "no-daemon")})
+    # no control plane configured: the verbs talk to the local daemon, which is not running (issue 16)
+    assert r.code == 6 and "flex daemon start" in r.stderr and "flex login" in r.stderr
 
 
 def test_secret_commands_never_take_the_value_from_argv(logged_in: dict[str, str]) -> None:

@@ -64,6 +64,22 @@ async def test_generation_moves_only_with_the_spec(api: Api) -> None:
     assert removed.metadata.labels == {} and removed.metadata.generation == 4
 
 
+async def test_rebuild_is_a_new_generation_every_time_and_starts_it(api: Api) -> None:
+    c = api.admin
+    plain = await c.create_environment("e1", git=GIT)
+    assert "rebuild" not in plain.spec.to_wire()  # unset, so the runner's fingerprint of older specs holds
+    await c.stop_environment("e1")
+    once = await c.rebuild_environment("e1")
+    assert once.spec.rebuild == 1 and once.spec.desired_phase == "running" and once.metadata.generation == 3
+    twice = await c.rebuild_environment("e1")
+    assert twice.spec.rebuild == 2 and twice.metadata.generation == 4  # never a no-op
+    with pytest.raises(Conflict):
+        await c.rebuild_environment("e1", resource_version=once.metadata.resource_version)
+    bob = await api.user("bob")
+    with pytest.raises(NotFound):
+        await bob.rebuild_environment("e1")
+
+
 async def test_only_spec_and_labels_may_change(api: Api) -> None:
     raw = api.raw(api.admin_token)
     await raw.post("/api/v1/environments", json=MINIMAL)

@@ -158,3 +158,39 @@ def test_migrations_match_the_models(tmp_path: Path, backend: str | None) -> Non
             s.execute(text("DELETE FROM audit"))
     finally:
         db.dispose()
+
+
+def test_ctrl_c_with_a_watch_open_ends_the_watch_and_stops_at_once(tmp_path: Path) -> None:
+    """A watch stream never ends by itself: the server ends it when it stops, rather than waiting out its
+    graceful-shutdown timeout (3 s) and then cutting it mid-response."""
+    import threading
+
+    proc, url = _start(tmp_path / "home")
+    token = (tmp_path / "home" / "server" / "admin-token").read_text().strip()
+    outcome: list[str] = []
+    opened = threading.Event()
+
+    def watch() -> None:
+        try:
+            with httpx.stream("GET", url + "/api/v1/environments", params={"watch": "true"},
+                              headers={"Authorization": f"Bearer {token}"}, timeout=30) as r:
+                opened.set()
+                for _ in r.iter_lines():
+                    pass
+            outcome.append("ended")
+        except httpx.HTTPError as err:
+            outcome.append(f"broken: {err!r}")
+        finally:
+            opened.set()
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    assert opened.wait(30)
+    started = time.monotonic()
+    stderr = _stop(proc)
+    took = time.monotonic() - started
+    reader.join(10)
+    assert proc.returncode == 0, stderr
+    assert outcome == ["ended"], stderr
+    assert took < 2.5, f"stopping took {took:.1f} s"
+    assert "Traceback" not in stderr and "timeout graceful shutdown exceeded" not in stderr, stderr

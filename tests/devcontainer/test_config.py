@@ -300,3 +300,16 @@ def test_parse_config_checks_inline_text() -> None:
     with pytest.raises(InvalidConfiguration) as info:
         parse_config("{'image': 'debian'}", source="inline")
     assert info.value.details == {"file": "inline", "line": 1, "column": 2}
+
+
+def test_without_the_schema_a_config_reads_the_same_and_only_the_schema_refuses(write_config: WriteConfig) -> None:
+    good = write_config({**IMAGE, "remoteUser": "dev", "workspaceFolder": "/w/${localWorkspaceFolderBasename}"})
+    folder = good.parent.parent
+    assert read_config(folder, validate=False) == read_config(folder)
+    write_config({"image": 5})
+    assert read_config(folder, validate=False).configuration == {"image": 5}
+    with pytest.raises(InvalidConfiguration, match="/image"):
+        read_config(folder)
+    good.write_text("{")  # not the schema's: still refused
+    with pytest.raises(InvalidConfiguration):
+        read_config(folder, validate=False)

@@ -7,6 +7,7 @@ cached Debian minbase tar) in the mode's FLEX_HOME, which the runner then uses a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ import pytest
 from flex.api import Environment
 from flex.client import FlexClient
 from flex.errors import NotFound
-from tests.conftest import missing
+from tests.conftest import missing, remove_later
 from tests.controlplane.conftest import free_port
 from tests.runtime.containers.conftest import (  # noqa: F401  (fixtures, re-exported for these tests)
     USER,
@@ -99,43 +100,67 @@ class Server:
     url: str
     proc: subprocess.Popen[str]
     admin: FlexClient
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    log: Path | None = None
 
     def join_token(self, grant: dict[str, Any] | None = None) -> str:
         return self.admin.create_join_token(grant).token
 
+    def kill_and_restart(self) -> None:
+        """kill -9 of the server, then the same server again (same home, port and options)."""
+        self.proc.kill()
+        self.proc.wait(30)
+        assert self.log is not None
+        self.proc = _spawn_server(self.argv, self.env, self.log, self.url)
+
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    home = tmp_path / "server-home"
-    port = free_port()
-    env = {**os.environ, "FLEX_HOME": str(home)}
-    with open(tmp_path / "server.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "flex", "server", "--listen", f"127.0.0.1:{port}",
-                                 "--heartbeat-timeout", "60"], env=env, stdout=log, stderr=log, text=True)
-    url = f"http://127.0.0.1:{port}"
+    with start_server(tmp_path) as srv:
+        yield srv
+
+
+def _spawn_server(argv: list[str], env: dict[str, str], log_path: Path, url: str) -> subprocess.Popen[str]:
+    with open(log_path, "a") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log, text=True)
     deadline = time.monotonic() + 60
     while True:
         if proc.poll() is not None:
-            raise AssertionError(f"flex server exited: {(tmp_path / 'server.log').read_text()}")
+            raise AssertionError(f"flex server exited: {log_path.read_text()}")
         try:
             if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                break
+                return proc
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
             proc.kill()
             raise AssertionError("flex server did not become ready")
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def start_server(tmp_path: Path, *extra: str, heartbeat_timeout: float = 60) -> Iterator[Server]:
+    """A real `flex server` (FLEX_HOME tmp_path/server-home), with more of its options in ``extra``."""
+    home = tmp_path / "server-home"
+    port = free_port()
+    env = {**os.environ, "FLEX_HOME": str(home)}
+    argv = [sys.executable, "-m", "flex", "server", "--listen", f"127.0.0.1:{port}", "--heartbeat-timeout",
+            str(heartbeat_timeout), *extra]
+    url = f"http://127.0.0.1:{port}"
+    (tmp_path / "server.log").write_text("")
+    proc = _spawn_server(argv, env, tmp_path / "server.log", url)
     token = (home / "server" / "admin-token").read_text().strip()
     with FlexClient(url, token) as admin:
+        srv = Server(url, proc, admin, argv, env, tmp_path / "server.log")
         try:
-            yield Server(url, proc, admin)
+            yield srv
         finally:
-            proc.send_signal(signal.SIGINT)
+            srv.proc.send_signal(signal.SIGINT)
             try:
-                proc.wait(30)
+                srv.proc.wait(30)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                srv.proc.kill()
 
 
 @dataclass
@@ -155,7 +180,7 @@ class Runner:
         """Join with a token whose grant allows what the runner will declare, as an admin would make it: the
         labels given, and an owner for a desktop runner (the default kind when rootless)."""
         labels = dict(extra[i + 1].split("=", 1) for i, a in enumerate(extra) if a == "--label")
-        desktop = self.mode.name == "rootless" and "vm" not in extra
+        desktop = "desktop" in extra or (self.mode.name == "rootless" and "vm" not in extra)
         grant: dict[str, Any] = {"labels": labels}
         if desktop:
             grant["owner"] = server.admin.whoami().name
@@ -163,12 +188,17 @@ class Runner:
         assert r.returncode == 0, r.stderr
         return r.stdout.strip()
 
-    def start(self) -> None:
+    def start(self, crash_after: str | None = None, *extra: str, env: dict[str, str] | None = None) -> None:
+        """``crash_after``: the runner kills itself (SIGKILL) right after that reconcile step; ``extra``: more
+        `flex runner run` options; ``env``: more variables in its environment."""
         assert self.proc is None or self.proc.poll() is not None
+        argv = self.mode.python_argv("-m", "flex", "runner", "run", "--resync", "5", "--heartbeat", "2", *extra)
+        more = {**(env or {}), **({"FLEX_RUNNER_CRASH_AFTER": crash_after} if crash_after is not None else {})}
+        if more:
+            at = argv.index("env") + 1 if "env" in argv else 0
+            argv[at:at] = [*([] if at else ["env"]), *(f"{k}={v}" for k, v in more.items())]
         with open(self.log, "a") as out:
-            self.proc = subprocess.Popen(self.mode.python_argv("-m", "flex", "runner", "run", "--resync", "5",
-                                                               "--heartbeat", "2"),
-                                         env=self.mode.env(), stdout=out, stderr=out, text=True, cwd="/")
+            self.proc = subprocess.Popen(argv, env=self.mode.env(), stdout=out, stderr=out, text=True, cwd="/")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
@@ -225,7 +255,21 @@ def runner(mode: Mode, tmp_path: Path) -> Iterator[Runner]:  # noqa: F811
     finally:
         if r.proc is not None and r.proc.poll() is None:
             r.stop()
-        shutil.rmtree(mode.home / "runner", ignore_errors=True)
+        unmount_disk_images(mode.home)
+        remove_later(mode.home / "runner")
+
+
+def unmount_disk_images(home: Path) -> None:
+    """What a failed test's environments left of their disk images (root runners): mounts, loop devices."""
+    volumes = str(home / "runner" / "volumes") + "/"
+    for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
+        point = line.split()[4]
+        if point.startswith(volumes):
+            subprocess.run(["umount", "--lazy", point], capture_output=True)
+    for img in (home / "runner" / "disks").glob("*.img"):
+        out = subprocess.run(["losetup", "-j", str(img), "-n", "-O", "NAME"], capture_output=True, text=True)
+        for dev in out.stdout.split():
+            subprocess.run(["losetup", "-d", dev], capture_output=True)
 
 
 def wait_for(admin: FlexClient, name: str, pred: Callable[[Environment], bool], runner: Runner,

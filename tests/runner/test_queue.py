@@ -52,3 +52,24 @@ def test_get_wakes_for_an_add_from_another_thread() -> None:
     assert got == ["x"]
     q.close()
     assert q.get(None) is None
+
+
+def test_a_status_write_event_does_not_queue_again_a_spec_change_or_delete_does() -> None:
+    from flex.api import WatchEvent
+    from flex.runner.agent import news
+
+    def event(kind: str, generation: int, deleting: bool = False, rv: int = 1) -> WatchEvent:
+        return WatchEvent.model_validate({"type": kind, "object": {
+            "metadata": {"id": "env_1", "name": "app", "owner": "u", "generation": generation,
+                         "resourceVersion": rv, "createdAt": "2026-12-02T00:00:00Z",
+                         "updatedAt": "2026-12-02T00:00:00Z",
+                         **({"deletionTimestamp": "2026-12-02T00:01:00Z"} if deleting else {})},
+            "spec": {"source": {"git": "https://example.invalid/app.git"}}}})
+
+    seen: dict[str, tuple[int, bool]] = {}
+    assert news(seen, event("ADDED", 1))
+    assert not news(seen, event("MODIFIED", 1, rv=2))  # the runner's own status write: the backoff holds
+    assert news(seen, event("MODIFIED", 2, rv=3))  # a spec change
+    assert not news(seen, event("MODIFIED", 2, rv=4))
+    assert news(seen, event("MODIFIED", 2, deleting=True, rv=5))  # a delete
+    assert news(seen, event("DELETED", 2, deleting=True, rv=6))

@@ -63,7 +63,7 @@ async def _principal(request: Request, creds: Bearer) -> Principal:
     addr = client_address(request)
     cp.limiter.check(addr)
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
-        raise Unauthenticated("no credentials", hint="pass 'Authorization: Bearer <token>'")
+        raise Unauthenticated("no credentials", hint="log in: `flex login --server URL`")
     try:
         who = authenticate_cached(creds.credentials, cp.credentials)
         if who is None:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from flex.api import Environment, EnvironmentCreate, EnvironmentList, EnvironmentStatus
+from flex.api import Environment, EnvironmentCreate, EnvironmentList, EnvironmentMove, EnvironmentStatus
 from flex.controlplane.errors import PROBLEM_RESPONSES, error_response
 from flex.controlplane.routes.deps import Cp, RunnerCaller, User, bearer, user, watch_response
 from flex.controlplane.store import Wire
@@ -101,6 +101,26 @@ def stop_environment(cp: Cp, who: User, name: str, if_match: IfMatch = None, own
     return answer(cp.store.set_desired_phase(who, name, "stopped", owner=owner, if_match=if_match))
 
 
+@router.post("/{name}:rebuild", response_model=Environment)
+def rebuild_environment(cp: Cp, who: User, name: str, if_match: IfMatch = None, owner: OwnerQ = None) -> Response:
+    """Recreate the environment's container from the same spec, on the same workspace volume (as `devcontainer
+    up --remove-existing-container`): bumps spec.rebuild and the generation; its runner replaces the container
+    and runs the creation hooks again."""
+    return answer(cp.store.rebuild(who, name, owner=owner, if_match=if_match))
+
+
+@router.post("/{name}:move", status_code=202, response_model=Environment)
+def move_environment(cp: Cp, who: User, name: str, body: EnvironmentMove, owner: OwnerQ = None) -> Response:
+    """Move the environment to another runner ({"runner": NAME} or {"runnerSelector": {...}}): its runner stops
+    it and makes a last backup, the new runner restores and starts it, then the old copy is removed (spec.move
+    and the Moving condition say how far it is; a failure leaves it on its runner). Both runners must use the
+    server's shared backup repository (412 otherwise)."""
+    from flex.controlplane.moves import Moves
+
+    wire = Moves(cp.store, shared=bool(cp.settings.backup_repository)).request(who, name, body, owner=owner)
+    return answer(wire, 202)
+
+
 @router.delete("/{name}", response_model=Environment,
                responses={202: {"model": Environment,
                                 "description": "marked deleting; gone once its runner tears down"}})
@@ -113,9 +133,11 @@ def delete_environment(cp: Cp, who: User, name: str, if_match: IfMatch = None, o
 
 
 @router.put("/{name}/status", response_model=Environment)
-def put_status(cp: Cp, who: RunnerCaller, name: str, body: EnvironmentStatus, if_match: IfMatch = None) -> Response:
+def put_status(cp: Cp, who: RunnerCaller, name: str, body: EnvironmentStatus, request: Request,
+               if_match: IfMatch = None) -> Response:
     """Runner only: report the observed status of an environment bound to this runner (address it by id)."""
-    return answer(cp.store.put_status(who, name, body, if_match=if_match))
+    base = cp.settings.public_url or str(request.base_url)
+    return answer(cp.store.put_status(who, name, body, if_match=if_match, preview_base=base))
 
 
 class GetShortcut:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from flex.api import (
+    BackupRepository,
     Environment,
     EnvironmentList,
     JoinRequest,
@@ -22,11 +23,13 @@ from flex.api import (
     RunnerSecrets,
 )
 from flex.controlplane.auth import Principal, create_join_token
+from flex.controlplane.backup_repository import shared_repository
 from flex.controlplane.errors import PROBLEM_RESPONSES
+from flex.controlplane.moves import Moves
 from flex.controlplane.routes.deps import Caller, Cp, RunnerCaller, User, client_address, watch_response
 from flex.controlplane.routes.environments import _WATCH_DOC, answer
 from flex.controlplane.runners import find_runner
-from flex.errors import PermissionDenied, Unauthenticated
+from flex.errors import NotFound, PermissionDenied, Unauthenticated
 
 __all__ = ["router"]
 
@@ -90,8 +93,10 @@ def uncordon(cp: Cp, who: User, runner_id: str) -> Runner:
 
 @router.post("/{runner_id}:drain", response_model=Runner)
 def drain(cp: Cp, who: User, runner_id: str) -> Runner:
-    """Cordon and move its environments off; until backups can move them, 412 while it has any."""
-    return cp.runners.drain(who, runner_id)
+    """Cordon, and move each of its environments to another runner (as `:move` does; the server's shared
+    backup repository carries them). 412 without one while it has environments (nothing changes), or naming
+    those that no other runner fits (the others move)."""
+    return cp.runners.drain(who, runner_id, Moves(cp.store, shared=bool(cp.settings.backup_repository)))
 
 
 @router.post("/{runner_id}:rotate", response_model=JoinResponse)
@@ -159,9 +164,22 @@ def runner_environment_secrets(cp: Cp, who: RunnerCaller, runner_id: str, env_id
     return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
+@router.get("/{runner_id}/backup-repository", response_model=BackupRepository)
+def runner_backup_repository(cp: Cp, who: RunnerCaller, runner_id: str) -> Response:
+    """Runner only: the installation's shared backup repository and its password (404 when there is none)."""
+    _self(who, runner_id)
+    repo = shared_repository(cp.settings)
+    if repo is None:
+        raise NotFound("this server has no shared backup repository",
+                       hint="runners keep their own (flex server --backup-repository makes one)")
+    return Response(repo.model_dump_json(by_alias=True), media_type="application/json",
+                    headers={"Cache-Control": "no-store"})
+
+
 @router.delete("/{runner_id}/environments/{env_id}", status_code=204)
 def confirm_teardown(cp: Cp, who: RunnerCaller, runner_id: str, env_id: str) -> Response:
-    """The runner has torn a deleting environment down: remove it for good (watchers see DELETED)."""
+    """The runner has torn a deleting environment down: remove it for good (watchers see DELETED); or it has
+    removed its old copy of an environment moved to another runner: the move is over (issue 17.5)."""
     _self(who, runner_id)
     cp.store.confirm_teardown(who, env_id)
     return Response(status_code=204)

@@ -16,6 +16,7 @@ import ctypes
 import json
 import os
 import shlex
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,8 @@ from flex.runtime.base.overlayfs import mount_overlay
 from flex.runtime.userns.idmap import IdMap, idmapped_bind, userns_fd
 from flex.runtime.userns.keeper import Keeper
 
-__all__ = ["DirectoryImages", "ImageConfig", "ImageSource", "ResolvedImage", "lookup_user", "mount_rootfs",
-           "unmount_rootfs", "user_ids"]
+__all__ = ["DirectoryImages", "ImageConfig", "ImageSource", "ResolvedImage", "ensure_rootfs", "lookup_user",
+           "mount_rootfs", "replace_upper", "unmount_rootfs", "user_ids"]
 
 
 @dataclass
@@ -120,6 +121,31 @@ def mount_rootfs(cdir: Path, lowers: Sequence[Path], idmap: IdMap, keeper: Keepe
     return target
 
 
+def ensure_rootfs(cdir: Path, idmap: IdMap, keeper: Keeper | None) -> None:
+    """Before a start: mount the overlay again if it is gone, as after a machine restart or, rootless, a
+    killed namespace keeper (whose mount namespace held it); the layers are the ones recorded at create."""
+    def mounted() -> None:
+        with os.scandir(cdir / "rootfs") as it:  # an unmounted mount point is the empty directory we made
+            if next(it, None) is None:
+                raise FileNotFoundError(f"{cdir / 'rootfs'} is not mounted")
+
+    try:
+        if keeper is not None:
+            keeper.call(mounted, "looking at the root filesystem")
+        else:
+            mounted()
+        return
+    except (FailedPrecondition, OSError):
+        pass
+    try:
+        lowers = [Path(p) for p in json.loads((cdir / "image.json").read_text())["lowers"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise FailedPrecondition(f"{cdir}: the container's image layers are not recorded ({err}); "
+                                 "remove the container and create it again") from err
+    unmount_rootfs(cdir, keeper)  # what is left of it (a root runner's idmapped lower dirs)
+    mount_rootfs(cdir, lowers, idmap, keeper)
+
+
 def unmount_rootfs(cdir: Path, keeper: Keeper | None) -> None:
     """Undo mount_rootfs; safe to repeat, and after a crash at any point."""
     if keeper is not None:
@@ -192,3 +218,25 @@ def user_ids(user: str, passwd_text: str | None, group_text: str | None, *,
             if len(row) > 3 and uname in row[3].split(",") and row[2].isdigit():
                 extra.append(int(row[2]))
     return uid, gid if gid >= 0 else uid, extra
+
+
+def replace_upper(cdir: Path, new_upper: Path) -> None:
+    """A created, never started container's writable layer becomes ``new_upper`` (a restored one, owned in the
+    container's range already): the overlay is unmounted, the upper dir swapped, and the overlay mounted
+    again on the same idmapped lowers. Root runners only (a rootless overlay is the keeper's)."""
+    upper, work, target = cdir / "upper", cdir / "work", cdir / "rootfs"
+    lowers = sorted((p for p in cdir.iterdir() if p.name.startswith("lower") and p.name[5:].isdigit()),
+                    key=lambda p: int(p.name[5:]))
+    if not lowers:
+        raise FailedPrecondition(f"{cdir}: no idmapped lower layers to mount again (a rootless container?)")
+    st = upper.stat()
+    _umount(target)
+    os.chown(new_upper, st.st_uid, st.st_gid)
+    os.chmod(new_upper, 0o755)
+    old = cdir / "upper.old"
+    upper.rename(old)
+    new_upper.rename(upper)
+    for d in (old, work):
+        shutil.rmtree(d)
+    work.mkdir()
+    _mount(target, lowers, upper, work)

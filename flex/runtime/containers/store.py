@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 from flex.atomic import write_atomic
 from flex.errors import Conflict, FailedPrecondition, NotFound
+from flex.pids import pid_alive
 from flex.runtime.base.home import Home
 from flex.runtime.base.lock import file_lock
 from flex.runtime.base.metadata import MetadataDB
-from flex.runtime.base.procfs import proc_stat
 from flex.runtime.cgroups import cgroups
 from flex.runtime.containers.rootfs import unmount_rootfs
 from flex.runtime.oci.crun import OCIRuntime
@@ -43,7 +43,7 @@ from flex.runtime.userns.keeper import Keeper
 if TYPE_CHECKING:
     from flex.runtime.network.networks import Networks
 
-__all__ = ["Container", "Containers", "pid_alive"]
+__all__ = ["Container", "Containers"]
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS containers (
@@ -100,20 +100,6 @@ class Container:
                 "pid": self.pid, "exit_code": self.exit_code, "auto_remove": self.auto_remove,
                 "options": self.options, "uid_map": [list(x) for x in self.idmap.uids],
                 "gid_map": [list(x) for x in self.idmap.gids], "cgroup": self.cgroup, "ports": self.ports}
-
-
-def pid_alive(pid: int | None) -> bool:
-    """Whether ``pid`` runs (a zombie counts as dead: its exit status is being collected)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    st = proc_stat(pid)  # a zombie is as good as dead: its exit status is being collected
-    return st is not None and not st.zombie
 
 
 class Containers:

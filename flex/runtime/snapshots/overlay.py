@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -200,7 +199,7 @@ def _tree_size(path: Path) -> int:
 
 def _remove_tree(path: Path, root: Path) -> None:
     """Rename away first so a half-removed directory is never mistaken for a live snapshot."""
-    trash = root / f".removing-{uuid.uuid4().hex}"
+    trash = root / f".removing-{os.urandom(16).hex()}"
     try:
         os.rename(path, trash)
     except FileNotFoundError:

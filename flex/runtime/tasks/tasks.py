@@ -28,13 +28,15 @@ from flex.runtime.base.home import Home
 from flex.runtime.base.metadata import MetadataDB
 from flex.runtime.base.procfs import proc_stat
 from flex.runtime.cgroups import cgroups
+from flex.runtime.containers.rootfs import ensure_rootfs
 from flex.runtime.containers.store import Container, Containers
 from flex.runtime.tasks import inside
 
 if TYPE_CHECKING:  # console (socket, termios) is imported only for -t
     from flex.runtime.tasks.console import ConsoleSocket
 
-__all__ = ["CommandNotFound", "ExecFailed", "exec_process", "start_attached", "start_detached"]
+__all__ = ["CommandNotFound", "ExecFailed", "PreparedExec", "exec_process", "exec_user", "prepare_exec",
+           "start_attached", "start_detached"]
 
 
 class ExecFailed(FlexError):
@@ -66,6 +68,7 @@ def _create(store: Containers, c: Container, *, stdin: Any, stdout: Any, stderr:
             console: ConsoleSocket | None) -> tuple[int, int | None]:
     """crun create; returns (PID 1 on the host, pty master fd or None)."""
     bundle = store.bundle(c.id)
+    ensure_rootfs(bundle, c.idmap, store.keeper)
     pid_file = bundle / "pid"
     with contextlib.suppress(FileNotFoundError):
         pid_file.unlink()
@@ -174,10 +177,12 @@ def _pump(pid: int, routes: dict[int, list[int]], stdin_to: int | None) -> int:
     return code
 
 
-def start_attached(store: Containers, c: Container, *, interactive: bool, tty: bool) -> int:
-    """Start ``c`` with our terminal or stdio attached; returns the exit code of its command."""
+def start_attached(store: Containers, c: Container, *, interactive: bool, tty: bool, stdout: int = 1,
+                   stderr: int = 2) -> int:
+    """Start ``c`` with our terminal or stdio attached; returns the exit code of its command. Its output
+    goes to ``stdout``/``stderr`` (fds; a builder passes a pipe it reads)."""
     if not tty and not c.options.get("docker") and c.options.get("net", "none") == "none":
-        return _run_attached_plain(store, c, interactive=interactive)
+        return _run_attached_plain(store, c, interactive=interactive, stdout=stdout, stderr=stderr)
     _subreaper()
     bundle = store.bundle(c.id)
     log = os.open(bundle / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -211,7 +216,7 @@ def start_attached(store: Containers, c: Container, *, interactive: bool, tty: b
                 with raw_terminal(0), resize_on_sigwinch(0, master):
                     code = _pump(pid, {master: [1, log]}, master if interactive else None)
             else:
-                code = _pump(pid, {out_r: [1, log], err_r: [2, log]}, None)
+                code = _pump(pid, {out_r: [stdout, log], err_r: [stderr, log]}, None)
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -226,7 +231,8 @@ def start_attached(store: Containers, c: Container, *, interactive: bool, tty: b
             console.close()
 
 
-def _run_attached_plain(store: Containers, c: Container, *, interactive: bool) -> int:
+def _run_attached_plain(store: Containers, c: Container, *, interactive: bool, stdout: int = 1,
+                        stderr: int = 2) -> int:
     """The common case (no terminal, no Docker, no network to attach): one `crun run`, which creates,
     starts and waits, and exits with the container's status. One process fewer on the start path."""
     bundle = store.bundle(c.id)
@@ -252,7 +258,7 @@ def _run_attached_plain(store: Containers, c: Container, *, interactive: bool) -
         forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
         old = {s: signal.signal(s, forward) for s in forwarded}
         try:
-            code = _pump(proc.pid, {out_r: [1, log], err_r: [2, log]}, None)
+            code = _pump(proc.pid, {out_r: [stdout, log], err_r: [stderr, log]}, None)
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -333,9 +339,62 @@ def _monitor_of(pid: int) -> int | None:
     return st.ppid if st is not None else None
 
 
-def exec_process(store: Containers, c: Container, args: list[str], *, tty: bool, interactive: bool,
-                 env: list[str], workdir: str | None, user: tuple[int, int, list[int]] | None) -> int:
-    """Run ``args`` in the running container ``c``; returns its exit code."""
+def exec_user(store: Containers, c: Container, user: str) -> tuple[int, int, list[int]]:
+    """``-u USER`` of exec in the container's own files, as Docker; the image's if it cannot be looked into."""
+    if c.pid and inside.can_look_inside(c.pid):
+        return inside.lookup_user(c.pid, user)
+    from flex.runtime.containers.rootfs import lookup_user
+
+    try:
+        lowers = [Path(p) for p in json.loads((store.bundle(c.id) / "image.json").read_text())["lowers"]]
+    except (OSError, ValueError, KeyError):
+        lowers = []
+    return lookup_user(lowers, user)
+
+
+@dataclasses.dataclass
+class PreparedExec:
+    """An exec ready to run: ``argv`` is the OCI runtime's; with a terminal, ``console`` receives its master.
+    ``check(code)`` after the run tells crun's own failure (255) apart; ``close()`` removes what it left."""
+
+    argv: list[str]
+    command: str
+    name: str
+    process_file: Path
+    log_file: Path
+    console: ConsoleSocket | None
+
+    def check(self, code: int) -> int:
+        if code == 255:  # crun's own failure, or the command's exit status 255: the log tells them apart
+            _raise_exec_failure(self.log_file, self.command, self.name)
+        return code
+
+    def close(self) -> None:
+        if self.console is not None:
+            self.console.close()
+        for path in (self.process_file, self.log_file):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+_STALE_PROCESS_FILE = 300.0  # s: crun reads an exec's process file as it starts
+
+
+def _sweep_process_files(bundle: Path) -> None:
+    """Process files (their env may hold secrets) that a caller killed mid-exec (kill -9 of a runner) left."""
+    cutoff = time.time() - _STALE_PROCESS_FILE
+    for old in bundle.glob("exec-*.json"):
+        with contextlib.suppress(OSError):
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+
+
+def prepare_exec(store: Containers, c: Container, args: list[str], *, tty: bool, env: list[str],
+                 workdir: str | None, user: tuple[int, int, list[int]] | None,
+                 size: dict[str, int] | None = None, term: str = "xterm") -> PreparedExec:
+    """The process of an exec of ``args`` in the running container ``c`` (``env``: KEY=VALUE, or KEY for our
+    own value, as docker exec); ``size``: the terminal's OCI ``consoleSize``; ``term``: TERM with a terminal
+    when the container's environment has none. Raises CommandNotFound before crun runs for a missing command."""
     if c.state != "running":
         raise NotFound(f"container {c.name} is not running")
     bundle = store.bundle(c.id)
@@ -349,37 +408,57 @@ def exec_process(store: Containers, c: Container, args: list[str], *, tty: bool,
         proc["user"] = {"uid": user[0], "gid": user[1], "additionalGids": user[2]}
     merged = {e.partition("=")[0]: e for e in proc["env"]}
     if tty and "TERM" not in merged:  # as run -t does (containers/create.py), for a container made without -t
-        merged["TERM"] = f"TERM={os.environ.get('TERM') or 'xterm'}"
+        merged["TERM"] = f"TERM={term}"
     for e in env:
-        merged[e.partition("=")[0]] = e
+        key, sep, _ = e.partition("=")
+        if not sep:  # -e KEY: from our own environment, as docker exec (a value kept off the command line)
+            if key not in os.environ:
+                continue
+            e = f"{key}={os.environ[key]}"
+        merged[key] = e
     proc["env"] = list(merged.values())
     if c.pid and inside.find_executable(c.pid, args[0], proc["env"], proc["cwd"]) is False:
         # as Docker: 127 and one line, rather than crun's own text from inside the container
         raise CommandNotFound(f"{args[0]!r} not found in container {c.name}",
                               hint="give the full path, or check the container's PATH")
+    _sweep_process_files(bundle)
     token = os.urandom(6).hex()
     pfile = bundle / f"exec-{token}.json"
-    if tty:
-        from flex.runtime.tasks.console import ConsoleSocket, console_size, raw_terminal, resize_on_sigwinch
-
-        if (size := console_size(0)) is not None:
-            proc["consoleSize"] = size
+    if tty and size is not None:
+        proc["consoleSize"] = size
     write_atomic(pfile, json.dumps(proc), mode=0o600, durable=False)  # its env may hold secrets
-    console = ConsoleSocket() if tty else None
+    console = None
+    if tty:
+        from flex.runtime.tasks.console import ConsoleSocket
+
+        console = ConsoleSocket()
     log = bundle / f"exec-{token}.log"
+    argv = store.runtime.exec_argv(c.id, pfile, tty=tty, console_socket=console.path if console else None,
+                                   log_file=log)
+    return PreparedExec(argv, args[0], c.name, pfile, log, console)
+
+
+def exec_process(store: Containers, c: Container, args: list[str], *, tty: bool, interactive: bool,
+                 env: list[str], workdir: str | None, user: tuple[int, int, list[int]] | None) -> int:
+    """Run ``args`` in the running container ``c`` with our stdio; returns its exit code."""
+    size = None
+    if tty:
+        from flex.runtime.tasks.console import console_size, raw_terminal, resize_on_sigwinch
+
+        size = console_size(0)
+    prepared = prepare_exec(store, c, args, tty=tty, env=env, workdir=workdir, user=user, size=size,
+                            term=os.environ.get("TERM") or "xterm")
     try:
-        argv = store.runtime.exec_argv(c.id, pfile, tty=tty, console_socket=console.path if console else None,
-                                       log_file=log)
-        if console is None:
-            code = subprocess.call(argv, stdin=None if interactive else subprocess.DEVNULL)
+        if prepared.console is None:
+            code = subprocess.call(prepared.argv, stdin=None if interactive else subprocess.DEVNULL)
         else:
-            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+            p = subprocess.Popen(prepared.argv, stdin=subprocess.DEVNULL)
             try:
-                master = console.receive()
+                master = prepared.console.receive()
             except BaseException:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     p.wait(timeout=5)  # crun that failed before sending the terminal is gone at once
-                _raise_exec_failure(log, args[0], c.name)
+                _raise_exec_failure(prepared.log_file, args[0], c.name)
                 raise
             try:
                 with raw_terminal(0), resize_on_sigwinch(0, master):
@@ -387,15 +466,9 @@ def exec_process(store: Containers, c: Container, args: list[str], *, tty: bool,
             finally:
                 os.close(master)
                 p.poll()
-        if code == 255:  # crun's own failure, or the command's exit status 255: the log tells them apart
-            _raise_exec_failure(log, args[0], c.name)
-        return code
+        return prepared.check(code)
     finally:
-        if console is not None:
-            console.close()
-        for path in (pfile, log):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        prepared.close()
 
 
 def _raise_exec_failure(log: Path, command: str, name: str) -> None:

@@ -19,7 +19,6 @@ import hashlib
 import os
 import queue
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,7 +214,7 @@ def unpack_layer(snapshots: DirectorySnapshotter, blob_path: Path, diff_id: str,
     with contextlib.suppress(Exception):
         if snapshots.stat(chain).kind.value == "committed":
             return UnpackResult(chain, False)
-    key = f"extract-{uuid.uuid4().hex[:12]}-{chain}"
+    key = f"extract-{os.urandom(6).hex()}-{chain}"
     if on_key:
         on_key(key)  # leased before it exists: GC removes an extract-… snapshot that no lease holds
     snapshots.prepare(key, parent, labels={"flex.dev/diff-id": diff_id})

@@ -99,7 +99,7 @@ def rootless_map() -> IdMap:
     if not subu or not subg:
         raise FailedPrecondition(
             f"user {name!r} has no subordinate id range in /etc/subuid and /etc/subgid",
-            hint=f"as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name}",
+            hint=f"as root: installer/install.sh --user {name} (it picks a range no other user holds)",
         )
     nu, ng = min(subu[0].count, RANGE_SIZE), min(subg[0].count, RANGE_SIZE)
     return IdMap(uids=((0, uid, 1), (1, subu[0].start, nu)), gids=((0, gid, 1), (1, subg[0].start, ng)))

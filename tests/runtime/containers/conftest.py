@@ -9,6 +9,8 @@ even when it fails.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Result, debian_rootfs_tar, missing
+from tests.conftest import REPO, Result, debian_rootfs_tar, missing, remove_later
 
 USER = "flextest"
 
@@ -116,7 +118,7 @@ def workdir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="flex-ctr-tests-", dir="/var/tmp"))
     d.chmod(0o755)
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    remove_later(d)
 
 
 def _extract(tar: Path, dest: Path, rootless: bool) -> Path:
@@ -174,16 +176,52 @@ def image_for(images: dict[str, str], workdir: Path, mode: Mode, include: tuple[
 
 
 def image_from_tar(mode: Mode, tar: Path, name: str) -> str:
-    """The root filesystem ``tar`` as a one-layer image ``name`` in the mode's image store."""
+    """The root filesystem ``tar`` as a one-layer image ``name`` in the mode's image store: the image
+    `flex image bootstrap` makes of it (image_from_rootfs_tar), imported from an OCI archive of it that is made
+    once and cached next to the tar (its gzip pass costs ~10-60 s a call on a loaded machine), as
+    `flex image import` imports one: shifted into flextest's range (in its user namespace) rootless."""
     code = ("import sys; from pathlib import Path; from flex.runtime.base.home import Home; "
             "from flex.runtime.images.store import ImageStore; from flex.runtime.unpack.userns import store_ownership; "
-            "from flex.runtime.transfer.bootstrap import image_from_rootfs_tar; "
-            "img = image_from_rootfs_tar(ImageStore(Home.open(), ownership=store_ownership()), Path(sys.argv[1]), "
+            "from flex.runtime.transfer.archive import import_image; "
+            "img = import_image(ImageStore(Home.open(), ownership=store_ownership()), Path(sys.argv[1]), "
             "sys.argv[2]); print(img.name)")
-    proc = subprocess.run(mode.python_argv("-c", code, str(tar), name), env=mode.env(), capture_output=True,
-                          text=True, timeout=900, cwd="/")
+    proc = subprocess.run(mode.python_argv("-c", code, str(bootstrapped_archive(tar)), name), env=mode.env(),
+                          capture_output=True, text=True, timeout=900, cwd="/")
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
+
+
+_BOOTSTRAP = ("import sys; from pathlib import Path; from flex.runtime.base.home import Home; "
+              "from flex.runtime.images.store import ImageStore; "
+              "from flex.runtime.unpack.userns import store_ownership; "
+              "from flex.runtime.transfer.bootstrap import image_from_rootfs_tar; "
+              "from flex.runtime.transfer.archive import export_image; "
+              "store = ImageStore(Home.open(), ownership=store_ownership()); "
+              "img = image_from_rootfs_tar(store, Path(sys.argv[1]), 'flextest/bootstrap:1'); "
+              "export_image(store, img.name, Path(sys.argv[2]))")
+
+
+def bootstrapped_archive(tar: Path) -> Path:
+    """An OCI archive of what image_from_rootfs_tar makes of ``tar``, made once (per version of the code that
+    makes it) and cached beside it, readable by flextest as the tar is."""
+    code = b"".join((REPO / "flex" / "runtime" / rel).read_bytes()
+                    for rel in ("transfer/bootstrap.py", "transfer/archive.py"))
+    key = hashlib.sha256(tar.name.encode() + code).hexdigest()[:12]
+    out = tar.with_name(f"image-{tar.stem}-{key}.oci.tar")
+    with open(tar.with_name(f".{out.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # other test processes wait instead of making it twice
+        if out.exists():
+            return out
+        home = Path(tempfile.mkdtemp(prefix="bootstrap-", dir="/var/tmp"))
+        try:
+            env = {**os.environ, "FLEX_HOME": str(home), "PYTHONPATH": str(REPO)}
+            proc = subprocess.run([sys.executable, "-c", _BOOTSTRAP, str(tar), str(out)], env=env,
+                                  capture_output=True, text=True, timeout=900, cwd="/")
+            assert proc.returncode == 0, proc.stderr
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+        out.chmod(0o644)
+    return out
 
 
 @pytest.fixture
@@ -212,8 +250,9 @@ def homes(workdir: Path) -> Iterator[dict[str, Mode]]:
     made: dict[str, Mode] = {}
     yield made
     for m in made.values():
-        cleanup(m)
-        shutil.rmtree(m.home, ignore_errors=True)
+        if _has_containers(m):  # else every test's own cleanup() has run: its CLI calls again would find nothing
+            cleanup(m)
+        _stop_keeper(m)  # the homes go with the workdir
 
 
 @pytest.fixture(params=["root", "rootless"])
@@ -239,16 +278,31 @@ def mode(request: pytest.FixtureRequest, workdir: Path, delegated: None, homes: 
         cleanup(m)
 
 
+# What `flex runtime ps -a -q`, `rm -f` of each, then `gc` do, in one process (three cost ~1 s a test). As those
+# calls were, a failing removal is not fatal here: what it leaves is what cleanup() then reports.
+_REMOVE_ALL = """
+import sys
+from flex.runtime.base.home import Home
+from flex.runtime.containers.store import Containers
+store = Containers(Home.open())
+for c in store.all():
+    try:
+        store.remove(c.id, force=True)
+    except Exception as err:
+        print(f"rm -f {c.id}: {err}", file=sys.stderr)
+try:
+    list(store.gc())
+except Exception as err:
+    print(f"gc: {err}", file=sys.stderr)
+"""
+
+
 def cleanup(m: Mode) -> None:
     """Remove every container of the test, then check nothing is left: mounts, bundles, OCI state."""
-    r = m.run("ps", "-a", "-q")
-    for cid in r.stdout.split():
-        m.run("rm", "-f", cid)
-    m.run("gc")
-    if m.rootless:
-        pid_file = m.home / "run" / "userns.pid"
-        if pid_file.exists():
-            subprocess.run(["kill", "-9", pid_file.read_text().strip()], check=False)
+    proc = subprocess.run(m.python_argv("-c", _REMOVE_ALL), env=m.env(), capture_output=True, text=True,
+                          timeout=120, cwd="/")
+    _stop_keeper(m)
+    assert proc.returncode == 0, f"removing the test's containers failed:\n{proc.stderr[-4000:]}"
     leftovers = [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
                  if str(m.home / "containers") in line]
     for line in leftovers:
@@ -258,6 +312,19 @@ def cleanup(m: Mode) -> None:
         shutil.rmtree(b, ignore_errors=True)
     assert not leftovers, f"mounts left behind: {leftovers}"
     assert not bundles, f"container directories left behind: {bundles}"
+
+
+def _has_containers(m: Mode) -> bool:
+    """A container left in the mode's FLEX_HOME (a test interrupted before its cleanup): a bundle or a mount."""
+    bundles = m.home / "containers"
+    return (bundles.exists() and any(bundles.iterdir())) or str(bundles) in Path("/proc/self/mountinfo").read_text()
+
+
+def _stop_keeper(m: Mode) -> None:
+    """The rootless user namespace keeper holds the mode's id mapping open; it goes with its FLEX_HOME."""
+    pid_file = m.home / "run" / "userns.pid"
+    if m.rootless and pid_file.exists():
+        subprocess.run(["kill", "-9", pid_file.read_text().strip()], check=False)
 
 
 def cgroup_dirs_of(rel: str) -> list[Path]:

@@ -156,15 +156,25 @@ def test_exec_without_tty(mode: Mode, image: str) -> None:
     r = mode.run("exec", "box", "/etc/passwd")
     assert r.code == 126 and "not executable" in r.stderr, r
     assert mode.run("exec", "box", "sh", "-c", "exit 255").code == 255
+    # a process file its caller left (killed mid-exec: it may hold secrets) goes at the next exec, a fresh one stays
+    (cid,) = [c["id"] for c in json.loads(mode.ok("ps", "--json")) if c["name"] == "box"]
+    bundle = mode.home / "containers" / cid
+    stale, fresh = bundle / "exec-0123456789ab.json", bundle / "exec-ba9876543210.json"
+    for f in (stale, fresh):
+        f.write_text("{}")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    assert mode.run("exec", "box", "true").code == 0
+    assert not stale.exists() and fresh.exists()
+    fresh.unlink()
 
 
 def _pty_run(argv: list[str], env: dict[str, str], rows: int, cols: int, resize: tuple[int, int] | None,
              timeout: float = 60) -> str:
     pid, master = pty.fork()
-    if pid == 0:  # child: our terminal is the pty
+    if pid == 0:  # child: our terminal is the pty, sized before exec (the parent's ioctl could come too late)
+        fcntl_winsize(0, rows, cols)
         os.chdir("/")
         os.execvpe(argv[0], argv, env)
-    fcntl_winsize(master, rows, cols)
     out = b""
     deadline = time.monotonic() + timeout
     resized = False

@@ -1,0 +1,260 @@
+"""Reconcile's backup and restore steps (issue 17): make the backup ``spec.backup.request`` names, and start an
+environment with ``spec.restoreFrom`` from its backup instead of a fresh clone.
+
+The repository is the runner's ``FLEX_HOME/backups/`` unless ``FLEX_BACKUP_REPO`` (a directory, or
+``s3:http[s]://HOST/BUCKET[/PREFIX]`` with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the runner's environment)
+names another; its password is ``FLEX_HOME/backup.key`` (made owner-only with a random password on first use).
+Neither the location's credentials nor the password reach a spec, a status or a log line.
+
+Level-triggered and safe to cut anywhere: a backup is reported to the control plane (its row) before
+``status.lastBackup`` says so, and the row is read first, so a runner killed between the two does not back
+up twice. A restore goes to FLEX_HOME/runner/tmp/, its workspace is renamed into place whole and a marker
+written after; the writable layer waits in the state directory until the container is made, then is
+renamed into the container's upper dir before the container first starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import stat
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flex.api import BackupReport, Environment, EnvironmentStatus, LastBackup, set_condition
+from flex.api.backup_spec import KEEP_LAST
+from flex.atomic import write_atomic
+from flex.client import FlexClient
+from flex.errors import FailedPrecondition, FlexError, NotFound
+from flex.runner.backups import run_worker
+from flex.runner.disk_image import mount_disk_image
+from flex.runner.machine import Machine
+from flex.runner.moves import shared
+from flex.runner.storage import EnvPaths, remove_tree
+from flex.runtime.containers.rootfs import replace_upper
+from flex.runtime.containers.store import Container
+
+__all__ = ["RESTORED_MARKER", "back_up_if_asked", "place_restored_upper", "repository",
+           "restore_if_asked"]
+
+log = logging.getLogger("flex.runner")
+RESTORED_MARKER = "restored.json"
+_UPPER = "restore-upper"
+
+
+def repository(home: Path) -> tuple[str, Path, dict[str, str]]:
+    """(the repository location, the password file, the store's credentials) this runner uses: FLEX_BACKUP_REPO,
+    else the control plane's shared repository (issue 17.5), else FLEX_HOME/backups."""
+    given = shared(home)
+    if given is not None:
+        return given
+    key = home / "backup.key"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(key, secrets.token_urlsafe(32) + "\n", mode=0o600)
+    return os.environ.get("FLEX_BACKUP_REPO") or str(home / "backups"), key, {}
+
+
+def _condition(status: EnvironmentStatus, type_: str, value: bool | None, reason: str, message: str,
+               generation: int) -> None:
+    set_condition(status, type_, value, reason=reason, message=message[:4096], generation=generation)
+
+
+def back_up_if_asked(client: FlexClient, home: Path, machine: Machine, env: Environment, status: EnvironmentStatus,
+                     flush: Any) -> None:
+    """Make the backup ``spec.backup.request`` names, once; ``flush()`` writes ``status``."""
+    want = env.spec.backup.request if env.spec.backup is not None else None
+    last = status.last_backup
+    if want is None or (last is not None and last.id == want and last.state in ("completed", "failed")):
+        return
+    meta, gen = env.metadata, env.metadata.generation
+    try:
+        row = client.runner_backup(meta.id, want)
+    except NotFound:
+        return  # removed before it was made: nothing is owed
+    if row.state in ("completed", "failed"):  # made before a restart cut us short
+        status.last_backup = LastBackup(id=want, time=row.completed_at, size=row.size, files=row.files,
+                                        state=row.state, error=row.error)
+        flush()
+        return
+    client.report_backup(meta.id, want, BackupReport(state="running"))
+    status.last_backup = LastBackup(id=want, state="running")
+    _condition(status, "BackedUp", None, "BackingUp", f"backup {want} is being made", gen)
+    flush()
+    paths = EnvPaths(home, meta.id)
+    sources = {"workspace": str(paths.volume)}
+    container = next(iter(machine.of_environment(meta.id)), None)
+    upper = machine.containers.bundle(container.id) / "upper" if container is not None else None
+    if upper is not None and upper.is_dir() and os.geteuid() == 0:  # rootless: its files are subordinate ids
+        sources["upper"] = str(upper)
+    offset = container.idmap.uids[0][1] if container is not None and container.idmap.uids and os.geteuid() == 0 \
+        else 0
+    marker = paths.state / "source.json"
+    repo, key, store_env = repository(home)
+    job = {"op": "backup", "repo": repo, "password_file": str(key), "store_env": store_env, "env_id": meta.id,
+           "sources": sources,
+           "id_offset": offset, "meta": {"backup": want, "environment": meta.name,
+                                         "source": marker.read_text() if marker.exists() else None}}
+    try:
+        if os.geteuid() == 0:  # the volume where its disk image is mounted, never the empty folder under it
+            mount_disk_image(home, meta.id, paths.volume)
+        reply = run_worker(job)
+    except FlexError as err:
+        msg = err.message + (f" ({err.hint})" if err.hint else "")
+        client.report_backup(meta.id, want, BackupReport(state="failed", error=msg[:4096]))
+        status.last_backup = LastBackup(id=want, time=datetime.now(UTC), state="failed", error=msg[:4096])
+        _condition(status, "BackedUp", False, "BackupFailed", msg, gen)
+        flush()
+        return
+    s = reply["summary"]
+    files = int(s["files_new"]) + int(s["files_changed"]) + int(s["files_unmodified"])
+    size = int(s["bytes_total"])
+    client.report_backup(meta.id, want, BackupReport(state="completed", size=size, files=files,
+                                                     snapshot=reply["snapshot"]["id"]))
+    _retain(client, env, repo, key, store_env)  # before the status says done: then the list is what it will stay
+    status.last_backup = LastBackup(id=want, time=datetime.now(UTC), size=size, files=files, state="completed")
+    _condition(status, "BackedUp", True, "BackedUp", f"backup {want}: {files} files, {size} bytes", gen)
+    flush()
+    log.info("environment %s: backup %s made (%d files)", meta.id, want, files)
+
+
+def _retain(client: FlexClient, env: Environment, repo: str, key: Path, store_env: dict[str, str]) -> None:
+    """After each backup: keep the newest spec.backup.keepLast (default 3) of the environment, forget the
+    others and prune; their rows go too. A failure here loses nothing: the next backup tries again."""
+    keep = (env.spec.backup.keep_last if env.spec.backup is not None else None) or KEEP_LAST
+    job: dict[str, Any] = {"repo": repo, "password_file": str(key), "store_env": store_env,
+                           "env_id": env.metadata.id}
+    try:
+        gone = []
+        for bid in run_worker({**job, "op": "list"}).get("backups") or []:
+            if isinstance(bid, str):
+                try:
+                    client.runner_backup(env.metadata.id, bid)
+                except NotFound:
+                    gone.append(bid)  # removed through the API (`flex backup rm`)
+        reply = run_worker({**job, "op": "retain", "keep_last": keep, "gone": gone})
+    except FlexError as err:
+        log.warning("environment %s: retention failed: %s", env.metadata.id, err.message)
+        return
+    for gone in reply.get("removed") or []:
+        if isinstance(gone, str):
+            with contextlib.suppress(NotFound):
+                client.report_backup(env.metadata.id, gone, BackupReport(state="removed"))
+
+
+def _to_restore(env: Environment) -> str | None:
+    """The backup this runner starts the environment from: a move's (issue 17.5), once it is bound here, wins
+    over the spec.restoreFrom the environment was made with."""
+    move = env.spec.move
+    if move is not None and move.phase != "backup":
+        return move.backup
+    return env.spec.restore_from.backup if env.spec.restore_from is not None else None
+
+
+def restore_if_asked(home: Path, env: Environment, status: EnvironmentStatus, flush: Any) -> None:
+    """Before anything else of a new environment with ``spec.restoreFrom`` (or one moved here): its workspace
+    (and source marker) from the backup, and its writable layer staged for the container. Once (a marker says
+    done)."""
+    backup_id = _to_restore(env)
+    if backup_id is None:
+        return
+    meta, gen = env.metadata, env.metadata.generation
+    paths = EnvPaths(home, meta.id)
+    marker = paths.state / RESTORED_MARKER
+    if marker.exists():  # done; say so again if the status write after it was lost (a control plane restart)
+        was = status.condition("Restored")
+        if was is None or was.status != "True":
+            done = json.loads(marker.read_text())
+            _condition(status, "Restored", True, "Restored", f"from backup {done.get('backup')} "
+                       f"({done.get('files')} files)", gen)
+        return
+    paths.ensure()
+    _condition(status, "Restored", None, "Restoring", f"restoring backup {backup_id}", gen)
+    flush()
+    # a volume on a disk image (disk_image.py) is restored inside it, so the workspace's renames stay on
+    # one filesystem; only the writable layer is copied out (it goes to the container's bundle)
+    on_image = os.path.ismount(paths.volume)
+    tmp = paths.volume / ".flex-restore" if on_image else paths.tmp / f"restore-{meta.id}"
+    from flex.runner.reconcile import crash_point
+
+    crash_point("restore-started")
+    remove_tree(tmp)  # a restore cut short: start again
+    repo, key, store_env = repository(home)
+    try:
+        reply = run_worker({"op": "restore", "repo": repo, "password_file": str(key), "store_env": store_env,
+                            "backup": backup_id, "target": str(tmp)})
+    except FlexError as err:
+        _condition(status, "Restored", False, "RestoreFailed", err.message + (f" ({err.hint})" if err.hint else ""),
+                   gen)
+        flush()
+        raise FlexError(err.message, hint=err.hint) from err  # the restore failed, not the control plane
+    # the workspace volume whole, in one rename (a clone or an earlier cut-short restore goes first); on a
+    # disk image, entry by entry (the marker below comes last, so a cut-short move is redone whole)
+    for entry in paths.volume.iterdir():
+        if entry != tmp:
+            remove_tree(entry)
+    if on_image:
+        for entry in (tmp / "workspace").iterdir():
+            entry.rename(paths.volume / entry.name)
+    else:
+        paths.volume.rmdir()
+        (tmp / "workspace").rename(paths.volume)
+    if (tmp / "upper").is_dir():
+        remove_tree(paths.state / _UPPER)
+        if on_image:
+            _copy_tree(tmp / "upper", paths.state / _UPPER)
+        else:
+            (tmp / "upper").rename(paths.state / _UPPER)
+    made = reply["snapshot"].get("meta") or {}
+    was = made.get("environment")
+    if isinstance(was, str) and was != meta.name and "/" not in was and was not in ("", ".", "..") and \
+            (paths.volume / was).is_dir() and not (paths.volume / meta.name).exists():
+        (paths.volume / was).rename(paths.volume / meta.name)  # the workspace is /workspaces/<new name>
+    source = made.get("source")
+    if source:
+        write_atomic(paths.state / "source.json", source)
+    if os.geteuid() == 0:  # stored as seen inside: reconcile shifts the workspace into the container's range
+        write_atomic(paths.state / "owner.json", json.dumps({"uid": 0, "gid": 0}))
+    remove_tree(tmp)
+    files = int(reply["summary"]["files"])
+    write_atomic(paths.state / RESTORED_MARKER, json.dumps({"backup": backup_id, "files": files}))
+    _condition(status, "Restored", True, "Restored", f"from backup {backup_id} ({files} files)", gen)
+    flush()
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    """``src`` to ``dst`` on another filesystem, owners, modes, xattrs (overlay opaque dirs) and device nodes
+    (whiteouts) kept, under a temporary name first."""
+    part = dst.with_name(dst.name + ".part")
+    remove_tree(part)
+    r = subprocess.run(["cp", "-a", "--preserve=all", "--", str(src), str(part)], capture_output=True, text=True,
+                       timeout=3600)
+    if r.returncode != 0:
+        raise FailedPrecondition(f"copying the restored writable layer to {dst}: {r.stderr.strip()}")
+    part.rename(dst)
+
+
+def place_restored_upper(home: Path, env_id: str, container: Container, bundle: Path) -> None:
+    """Before the container first starts: the restored writable layer becomes its upper dir, owners moved
+    from inside ids into the container's range (set-id bits put back after chown clears them). Root runners:
+    a rootless runner restores the workspace and volumes only."""
+    staged = EnvPaths(home, env_id).state / _UPPER
+    if not staged.is_dir() or container.state == "running" or os.geteuid() != 0 or not container.idmap.uids:
+        return
+    base_u, base_g = container.idmap.uids[0][1], container.idmap.gids[0][1]
+    for dirpath, dirnames, filenames in os.walk(staged):
+        for name in [*dirnames, *filenames]:
+            _shift(os.path.join(dirpath, name), base_u, base_g)
+    replace_upper(bundle, staged)
+
+
+def _shift(path: str, base_u: int, base_g: int) -> None:
+    st = os.lstat(path)
+    os.lchown(path, base_u + st.st_uid, base_g + st.st_gid)
+    if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+        os.chmod(path, stat.S_IMODE(st.st_mode))

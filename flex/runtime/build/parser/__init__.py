@@ -1,0 +1,1 @@
+"""Dockerfile parsing: directives, logical lines, flags, JSON and shell forms, heredocs."""
