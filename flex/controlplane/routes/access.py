@@ -31,7 +31,7 @@ from flex.controlplane.errors import PROBLEM_RESPONSES, error_response
 from flex.controlplane.idle import IdleWatch
 from flex.controlplane.routes.deps import ControlPlane, Cp, User
 from flex.controlplane.tunnel import Tunnels
-from flex.controlplane.tunnel.peers import lost
+from flex.controlplane.tunnel.peers import feed_until_gone, lost
 from flex.controlplane.ui.websocket import cookie_principal, has_cookie
 from flex.errors import (
     FailedPrecondition,
@@ -125,14 +125,7 @@ async def runner_tunnel(ws: WebSocket, runner_id: str) -> None:
                 await asyncio.to_thread(tunnels.registry.claim, runner_id)
             except Exception:  # a database hiccup: the next replica heartbeat records it
                 log.warning("cannot record the tunnel of runner %s", runner_id, exc_info=True)
-        while True:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            if message.get("bytes"):
-                await mux.feed(message["bytes"])
-    except (WebSocketDisconnect, StreamClosed, ValueError):
-        pass
+        await feed_until_gone(ws, mux)
     finally:
         if tunnels.detach(runner_id, mux) and tunnels.registry is not None:
             with contextlib.suppress(Exception):  # a database hiccup: the next replica heartbeat removes it

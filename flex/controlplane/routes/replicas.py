@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import contextlib
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket
 
-from flex.api.tunnel import Mux, Stream, StreamClosed
+from flex.api.tunnel import Mux, Stream
 from flex.controlplane.idle import IdleWatch
 from flex.controlplane.routes.access import _deny
 from flex.controlplane.routes.deps import ControlPlane
 from flex.controlplane.tunnel import Tunnels
-from flex.controlplane.tunnel.peers import LINK_PATH, lost, splice
+from flex.controlplane.tunnel.peers import LINK_PATH, feed_until_gone, lost, splice
 from flex.controlplane.tunnel.replica_auth import ReplicaKey
 from flex.errors import FlexError, Unauthenticated, Unavailable
 
@@ -68,14 +68,7 @@ async def replica_link(ws: WebSocket) -> None:
 
     mux = Mux(ws.send_bytes, serve)
     try:
-        while True:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            if message.get("bytes"):
-                await mux.feed(message["bytes"])
-    except (WebSocketDisconnect, StreamClosed, ValueError):
-        pass
+        await feed_until_gone(ws, mux)
     finally:
         mux.shutdown(lost())
         with contextlib.suppress(Exception):

@@ -16,11 +16,13 @@ import logging
 from collections import defaultdict
 from typing import Any
 
+from starlette.websockets import WebSocketDisconnect
+
 from flex.api.tunnel import Mux, Stream, StreamClosed
 from flex.controlplane.tunnel.replica_auth import ReplicaKey
 from flex.errors import FlexError, Unavailable
 
-__all__ = ["LINK_PATH", "Peers", "link_url", "lost", "splice"]
+__all__ = ["LINK_PATH", "Peers", "feed_until_gone", "link_url", "lost", "splice"]
 
 log = logging.getLogger("flex.controlplane.tunnel")
 
@@ -32,6 +34,19 @@ def lost() -> Unavailable:
     """The one error a lost tunnel gives, direct or forwarded."""
     return Unavailable("the connection to the environment's runner was lost",
                        hint="the runner may be restarting; try again in a few seconds")
+
+
+async def feed_until_gone(ws: Any, mux: Mux) -> None:
+    """Feeds a tunnel WebSocket's frames to ``mux`` until the peer goes (a bad frame ends it too)."""
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("bytes"):
+                await mux.feed(message["bytes"])
+    except (WebSocketDisconnect, StreamClosed, ValueError):
+        pass
 
 
 def link_url(base: str) -> str:
