@@ -225,16 +225,18 @@ async def relay(ws: WebSocket, stream: Stream, client_channels: tuple[int, ...] 
             await stream.send(data)
 
     async def down() -> None:
-        try:
-            while True:
-                await ws.send_bytes(await stream.recv())
-        except StreamClosed as closed:
-            if closed.error is not None and client_channels is not None:
-                await _status(ws, {"error": closed.error.to_dict()})
+        while True:
+            await ws.send_bytes(await stream.recv())
 
+    # Either side may be first to see a lost runner: a client's stdin EOF, written to a tunnel whose socket
+    # just died, fails before the tunnel's end reaches the stream. So the stream's error is taken from
+    # whichever task ended, after a failed write waits briefly for it, and the caller reports it once.
     tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if tasks[0] in done and not tasks[0].cancelled() and \
+                not isinstance(tasks[0].exception(), FlexError | StreamClosed | None):
+            done |= (await asyncio.wait(tasks[1:], timeout=3.0))[0]
     finally:
         for t in tasks:
             t.cancel()
@@ -242,8 +244,11 @@ async def relay(ws: WebSocket, stream: Stream, client_channels: tuple[int, ...] 
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
     for t in done:
-        if not t.cancelled() and isinstance(t.exception(), FlexError):
-            raise t.exception()  # type: ignore[misc]
+        err = None if t.cancelled() else t.exception()
+        if isinstance(err, StreamClosed):
+            err = err.error if client_channels is not None else None
+        if isinstance(err, FlexError):
+            raise err
 
 
 @router.get("/api/v1/environments/{name}/logs", tags=["access"], response_class=StreamingResponse,
