@@ -37,7 +37,7 @@ from flex.api import Environment, EnvironmentStatus, PortStatus, set_condition
 from flex.atomic import write_atomic
 from flex.client import FlexClient
 from flex.devcontainer.config import ResolvedConfig
-from flex.errors import FailedPrecondition, FlexError, InvalidArgument, NotFound, Unavailable
+from flex.errors import Conflict, FailedPrecondition, FlexError, InvalidArgument, NotFound, Unavailable
 from flex.runner import backup_hooks, moves
 from flex.runner.build.step import BuildFailed, BuiltImage, ensure_environment_image
 from flex.runner.capacity import machine_capacity
@@ -160,7 +160,16 @@ def reconcile(ctx: Ctx, env_id: str) -> Result:
         env = env.model_copy(update={"spec": env.spec.model_copy(update={"desired_phase": "stopped"})})
     try:
         _converge(ctx, env, st)
-        backup_hooks.back_up_if_asked(ctx.client, ctx.home, ctx.machine, env, st.status, st.flush)
+        try:
+            backup_hooks.back_up_if_asked(ctx.client, ctx.home, ctx.machine, env, st.status, st.flush)
+        except Conflict:
+            # the spec moved on meanwhile (a start after a stop): its reconcile goes next, without the backoff a
+            # failure would add; the backup's row says what was made, and the next reconcile's status says so
+            return Result(requeue_after=0.0, phase=st.status.phase)
+        if backup_hooks.retention_due(ctx.home, env_id) and _settled(st):
+            if _changed_since(ctx, env_id, st):
+                return Result(requeue_after=0.0, phase=st.status.phase)  # Ready first, retention after it
+            backup_hooks.retain_if_due(ctx.client, ctx.runner_id, ctx.home, env, st.status, st.flush)
     except _Failed as f:
         st.set(f.condition, False, f.reason, f.message)
         st.set("Ready", False, f.reason, f.message)
@@ -169,6 +178,21 @@ def reconcile(ctx: Ctx, env_id: str) -> Result:
         if f.retry:
             raise Retry(f"{f.reason}: {f.message}") from None
     return Result(phase=st.status.phase)
+
+
+def _settled(st: _Status) -> bool:
+    """Where its spec wants it: stopped, or running and Ready (the time for slow chores such as retention)."""
+    ready = st.status.condition("Ready")
+    return st.status.phase == "stopped" or (st.status.phase == "running" and ready is not None and
+                                            ready.status == "True")
+
+
+def _changed_since(ctx: Ctx, env_id: str, st: _Status) -> bool:
+    """Whether someone else wrote the environment since our last status write (a start, a delete...)."""
+    try:
+        return ctx.client.runner_environment(ctx.runner_id, env_id).metadata.resource_version != st.rv
+    except NotFound:
+        return True
 
 
 def crash_point(step: str) -> None:
