@@ -29,6 +29,7 @@ import os
 import re
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -388,8 +389,9 @@ def _converge(ctx: Ctx, env: Environment, st: _Status) -> None:
         finally:
             if folder_point is not None:
                 unmount_folder(folder_point)  # the container has its own copy of the mount
+    # written before anything slow runs in the container (the env probe, a hook), else together with Ready:
+    # a warm start has nothing left to run before Ready, and one status write fewer (issue 14)
     st.set("ContainerReady", True, "Running", f"container {c.name} ({c.id[:12]})")
-    st.flush()
 
     # 5. lifecycle hooks; Ready once the waitFor hook is done
     def ready() -> None:
@@ -397,9 +399,12 @@ def _converge(ctx: Ctx, env: Environment, st: _Status) -> None:
         st.phase("running")
         st.flush()
 
-    hook_env = _remote_env(ctx, c, plan, paths)
+    hook_env = _remote_env(ctx, c, plan, paths, before=st.flush)
+    flushing = threading.Lock()  # an object hook's entries run in parallel
 
     def run(argv: list[str], user: str | None, workdir: str) -> tuple[int, str]:
+        with flushing:
+            st.flush()  # a no-op once written
         return ctx.machine.exec(c, argv, user, workdir, hook_env)
 
     try:
@@ -554,9 +559,11 @@ def _initialize(ctx: Ctx, env: Environment, plan: ContainerPlan, source: Path, p
         raise _Failed("LifecycleReady", err.reason, err.message) from err
 
 
-def _remote_env(ctx: Ctx, c: Container, plan: ContainerPlan, paths: EnvPaths) -> dict[str, str]:
+def _remote_env(ctx: Ctx, c: Container, plan: ContainerPlan, paths: EnvPaths,
+                before: Callable[[], None]) -> dict[str, str]:
     """What hooks see beyond the container's own variables: the user's shell's environment (userEnvProbe,
-    read once per container as the reference CLI does), then remoteEnv (null unsets, i.e. is left out)."""
+    read once per container as the reference CLI does; ``before()`` first), then remoteEnv (null unsets, i.e.
+    is left out)."""
     probed: dict[str, str] = {}
     if plan.user_env_probe is not None:
         cache = paths.state / "hooks" / f"{c.id}.env.json"
@@ -565,6 +572,7 @@ def _remote_env(ctx: Ctx, c: Container, plan: ContainerPlan, paths: EnvPaths) ->
         except (OSError, ValueError):
             script = ('s=$(getent passwd "$(id -un)" 2>/dev/null | cut -d: -f7); [ -x "$s" ] || s=/bin/sh; '
                       f'exec "$s" {plan.user_env_probe} "cat /proc/self/environ"')
+            before()
             code, out = ctx.machine.exec(c, ["/bin/sh", "-c", script], plan.remote_user, plan.workspace_folder)
             if code == 0:
                 for item in out.split("\0"):
