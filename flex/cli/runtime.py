@@ -1,7 +1,8 @@
 """`flex runtime ...`: run and manage containers on this machine (root or rootless).
 
 `flex runtime run` is parsed by a small argparse parser (``fast_main``) that flex/cli/main.py calls
-before typer is imported: starting a container must not pay for typer, httpx or pyroute2. Every other
+before typer is imported, and `flex runtime start ID` (what a runner's warm start runs) skips parsing
+altogether: starting a container must not pay for typer, httpx or pyroute2. Every other
 subcommand (and `--help`) goes through typer via ``register(app)``; both share the ``do_*`` functions.
 """
 
@@ -12,7 +13,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flex.errors import FlexError, InvalidArgument, UsageError
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from flex.runtime.containers.rootfs import ImageSource
     from flex.runtime.containers.store import Containers
 
-__all__ = ["do_run", "fast_main", "open_store", "register"]
+__all__ = ["do_run", "do_start", "fast_main", "open_store", "register"]
 
 
 def open_store() -> Containers:
@@ -163,6 +164,8 @@ def fast_main(argv: Sequence[str]) -> int | None:
     debug = False
     while args and args[0] == "--debug":
         debug, args = True, args[1:]
+    if len(args) == 3 and args[:2] == ["runtime", "start"] and not args[2].startswith("-"):
+        return _fast(lambda: do_start(args[2]), debug)  # the runner's warm start (issue 14)
     if len(args) < 2 or args[0] != "runtime" or args[1] not in ("run", "create"):
         return None
     if any(a in ("-h", "--help") for a in args[2:3]):
@@ -175,14 +178,20 @@ def fast_main(argv: Sequence[str]) -> int | None:
         print(f"error: flex runtime {args[1]}: {err}", file=sys.stderr)
         print(f"hint: see flex runtime {args[1]} --help", file=sys.stderr)
         return 2
+    return _fast(lambda: do_run(ns.image, ns.command, name=ns.name, rm=ns.rm, detach=ns.detach,
+                                interactive=ns.interactive, tty=ns.tty, env=ns.env, workdir=ns.workdir, user=ns.user,
+                                volumes=ns.volume, net=ns.net, publish=ns.publish, cpus=ns.cpus, memory=ns.memory,
+                                pids=ns.pids, docker=ns.docker, create_only=args[1] == "create",
+                                allow_host_network=ns.allow_host_network, security_opt=ns.security_opt,
+                                labels=ns.label), debug or ns.debug)
+
+
+def _fast(command: Callable[[], int], debug: bool) -> int:
+    """A fast path's errors as main() reports them: one line, a hint, the kind's exit code."""
     try:
-        return do_run(ns.image, ns.command, name=ns.name, rm=ns.rm, detach=ns.detach, interactive=ns.interactive,
-                      tty=ns.tty, env=ns.env, workdir=ns.workdir, user=ns.user, volumes=ns.volume, net=ns.net,
-                      publish=ns.publish, cpus=ns.cpus, memory=ns.memory, pids=ns.pids, docker=ns.docker,
-                      create_only=args[1] == "create", allow_host_network=ns.allow_host_network,
-                      security_opt=ns.security_opt, labels=ns.label)
+        return command()
     except FlexError as err:
-        if debug or ns.debug or os.environ.get("FLEX_DEBUG") == "1":
+        if debug or os.environ.get("FLEX_DEBUG") == "1":
             import traceback
 
             traceback.print_exc()
@@ -192,6 +201,20 @@ def fast_main(argv: Sequence[str]) -> int | None:
         return err.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def do_start(container: str) -> int:
+    """Start a created (or stopped) container in the background."""
+    from flex.errors import Conflict
+    from flex.runtime.tasks import tasks
+
+    store = open_store()
+    c = store.get(container)
+    if c.state == "running":
+        raise Conflict(f"container {c.name} is already running")
+    store.runtime.delete(c.id, force=True)
+    tasks.start_detached(store, c)
+    return 0
 
 
 # --- typer: every subcommand, and help -------------------------------------------------------------------
@@ -278,15 +301,7 @@ def register(app: typer.Typer) -> None:
     @rt.command()
     def start(container: str) -> None:
         """Start a created (or stopped) container in the background."""
-        from flex.errors import Conflict
-        from flex.runtime.tasks import tasks
-
-        store = open_store()
-        c = store.get(container)
-        if c.state == "running":
-            raise Conflict(f"container {c.name} is already running")
-        store.runtime.delete(c.id, force=True)
-        tasks.start_detached(store, c)
+        do_start(container)
 
     @rt.command(name="exec", context_settings=ctx_settings)
     def exec_(container: str, command: list[str], interactive: bool = typer.Option(False, "-i", "--interactive"),

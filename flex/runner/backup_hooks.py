@@ -8,7 +8,10 @@ Neither the location's credentials nor the password reach a spec, a status or a 
 
 Level-triggered and safe to cut anywhere: a backup is reported to the control plane (its row) before
 ``status.lastBackup`` says so, and the row is read first, so a runner killed between the two does not back
-up twice. A restore goes to FLEX_HOME/runner/tmp/, its workspace is renamed into place whole and a marker
+up twice (``BackedUp`` is set from the row then). Retention (keepLast, prune) is not part of the backup: a
+marker says it is due, and reconcile runs it once the environment is where its spec wants it (stopped, or
+Ready), so a start that arrives while a stop's backup runs waits for the snapshot only (issue 14).
+A restore goes to FLEX_HOME/runner/tmp/, its workspace is renamed into place whole and a marker
 written after; the writable layer waits in the state directory until the container is made, then is
 renamed into the container's upper dir before the container first starts.
 """
@@ -39,11 +42,12 @@ from flex.runner.storage import EnvPaths, remove_tree
 from flex.runtime.containers.rootfs import replace_upper
 from flex.runtime.containers.store import Container
 
-__all__ = ["RESTORED_MARKER", "back_up_if_asked", "place_restored_upper", "repository",
-           "restore_if_asked"]
+__all__ = ["RESTORED_MARKER", "RETAIN_MARKER", "back_up_if_asked", "place_restored_upper", "repository",
+           "restore_if_asked", "retain_if_due", "retention_due"]
 
 log = logging.getLogger("flex.runner")
 RESTORED_MARKER = "restored.json"
+RETAIN_MARKER = "retain.json"  # a backup was made: retention is due (state/<id>/)
 _UPPER = "restore-upper"
 
 
@@ -77,9 +81,14 @@ def back_up_if_asked(client: FlexClient, home: Path, machine: Machine, env: Envi
         row = client.runner_backup(meta.id, want)
     except NotFound:
         return  # removed before it was made: nothing is owed
-    if row.state in ("completed", "failed"):  # made before a restart cut us short
+    if row.state in ("completed", "failed"):  # made before a restart (or a lost status write) cut us short
         status.last_backup = LastBackup(id=want, time=row.completed_at, size=row.size, files=row.files,
                                         state=row.state, error=row.error)
+        if row.state == "completed":
+            _condition(status, "BackedUp", True, "BackedUp", f"backup {want}: {row.files} files, {row.size} bytes",
+                       gen)
+        else:
+            _condition(status, "BackedUp", False, "BackupFailed", row.error or f"backup {want} failed", gen)
         flush()
         return
     client.report_backup(meta.id, want, BackupReport(state="running"))
@@ -114,19 +123,45 @@ def back_up_if_asked(client: FlexClient, home: Path, machine: Machine, env: Envi
     s = reply["summary"]
     files = int(s["files_new"]) + int(s["files_changed"]) + int(s["files_unmodified"])
     size = int(s["bytes_total"])
+    write_atomic(paths.state / RETAIN_MARKER, json.dumps({"backup": want}))  # before the row: never lost
     client.report_backup(meta.id, want, BackupReport(state="completed", size=size, files=files,
                                                      snapshot=reply["snapshot"]["id"]))
-    _retain(client, env, repo, key, store_env)  # before the status says done: then the list is what it will stay
+    from flex.runner.reconcile import crash_point
+
+    crash_point("backed-up")  # reported, not yet in the status: a restart must not back up again
     status.last_backup = LastBackup(id=want, time=datetime.now(UTC), size=size, files=files, state="completed")
     _condition(status, "BackedUp", True, "BackedUp", f"backup {want}: {files} files, {size} bytes", gen)
     flush()
     log.info("environment %s: backup %s made (%d files)", meta.id, want, files)
 
 
-def _retain(client: FlexClient, env: Environment, repo: str, key: Path, store_env: dict[str, str]) -> None:
-    """After each backup: keep the newest spec.backup.keepLast (default 3) of the environment, forget the
-    others and prune; their rows go too. A failure here loses nothing: the next backup tries again."""
+def retention_due(home: Path, env_id: str) -> bool:
+    return (EnvPaths(home, env_id).state / RETAIN_MARKER).exists()
+
+
+def retain_if_due(client: FlexClient, runner_id: str, home: Path, env: Environment, status: EnvironmentStatus,
+                  flush: Any) -> None:
+    """After a backup (its marker), once: keep the newest spec.backup.keepLast (default 3) of the
+    environment's backups, forget the others and prune; their rows go too. ``BackedUp``'s message then says
+    what was kept. A failure here loses nothing: the next backup tries again."""
+    marker = EnvPaths(home, env.metadata.id).state / RETAIN_MARKER
+    if not marker.exists():
+        return
     keep = (env.spec.backup.keep_last if env.spec.backup is not None else None) or KEEP_LAST
+    removed = _retain(client, runner_id, env, keep, *repository(home))
+    cond = status.condition("BackedUp")
+    if removed is not None and cond is not None and cond.status == "True" and "; kept " not in cond.message:
+        _condition(status, "BackedUp", True, cond.reason, f"{cond.message}; kept the newest {keep}, removed "
+                   f"{removed}", env.metadata.generation)
+        flush()
+        log.info("environment %s: retention kept the newest %d backups, removed %d", env.metadata.id, keep,
+                 removed)
+    marker.unlink(missing_ok=True)
+
+
+def _retain(client: FlexClient, runner_id: str, env: Environment, keep: int, repo: str, key: Path,
+            store_env: dict[str, str]) -> int | None:
+    """How many backups retention removed; None if it could not run."""
     job: dict[str, Any] = {"repo": repo, "password_file": str(key), "store_env": store_env,
                            "env_id": env.metadata.id}
     try:
@@ -137,14 +172,19 @@ def _retain(client: FlexClient, env: Environment, repo: str, key: Path, store_en
                     client.runner_backup(env.metadata.id, bid)
                 except NotFound:
                     gone.append(bid)  # removed through the API (`flex backup rm`)
+        if gone:  # ... or the environment itself is no longer ours (deleted, moved): then forget nothing
+            client.runner_environment(runner_id, env.metadata.id)
         reply = run_worker({**job, "op": "retain", "keep_last": keep, "gone": gone})
+    except NotFound:
+        return None
     except FlexError as err:
         log.warning("environment %s: retention failed: %s", env.metadata.id, err.message)
-        return
-    for gone in reply.get("removed") or []:
-        if isinstance(gone, str):
-            with contextlib.suppress(NotFound):
-                client.report_backup(env.metadata.id, gone, BackupReport(state="removed"))
+        return None
+    removed = [b for b in reply.get("removed") or [] if isinstance(b, str)]
+    for bid in removed:
+        with contextlib.suppress(NotFound):
+            client.report_backup(env.metadata.id, bid, BackupReport(state="removed"))
+    return len(removed)
 
 
 def _to_restore(env: Environment) -> str | None:

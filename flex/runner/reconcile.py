@@ -29,6 +29,7 @@ import os
 import re
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from flex.api import Environment, EnvironmentStatus, PortStatus, set_condition
 from flex.atomic import write_atomic
 from flex.client import FlexClient
 from flex.devcontainer.config import ResolvedConfig
-from flex.errors import FailedPrecondition, FlexError, InvalidArgument, NotFound, Unavailable
+from flex.errors import Conflict, FailedPrecondition, FlexError, InvalidArgument, NotFound, Unavailable
 from flex.runner import backup_hooks, moves
 from flex.runner.build.step import BuildFailed, BuiltImage, ensure_environment_image
 from flex.runner.capacity import machine_capacity
@@ -160,7 +161,16 @@ def reconcile(ctx: Ctx, env_id: str) -> Result:
         env = env.model_copy(update={"spec": env.spec.model_copy(update={"desired_phase": "stopped"})})
     try:
         _converge(ctx, env, st)
-        backup_hooks.back_up_if_asked(ctx.client, ctx.home, ctx.machine, env, st.status, st.flush)
+        try:
+            backup_hooks.back_up_if_asked(ctx.client, ctx.home, ctx.machine, env, st.status, st.flush)
+        except Conflict:
+            # the spec moved on meanwhile (a start after a stop): its reconcile goes next, without the backoff a
+            # failure would add; the backup's row says what was made, and the next reconcile's status says so
+            return Result(requeue_after=0.0, phase=st.status.phase)
+        if backup_hooks.retention_due(ctx.home, env_id) and _settled(st):
+            if _changed_since(ctx, env_id, st):
+                return Result(requeue_after=0.0, phase=st.status.phase)  # Ready first, retention after it
+            backup_hooks.retain_if_due(ctx.client, ctx.runner_id, ctx.home, env, st.status, st.flush)
     except _Failed as f:
         st.set(f.condition, False, f.reason, f.message)
         st.set("Ready", False, f.reason, f.message)
@@ -169,6 +179,21 @@ def reconcile(ctx: Ctx, env_id: str) -> Result:
         if f.retry:
             raise Retry(f"{f.reason}: {f.message}") from None
     return Result(phase=st.status.phase)
+
+
+def _settled(st: _Status) -> bool:
+    """Where its spec wants it: stopped, or running and Ready (the time for slow chores such as retention)."""
+    ready = st.status.condition("Ready")
+    return st.status.phase == "stopped" or (st.status.phase == "running" and ready is not None and
+                                            ready.status == "True")
+
+
+def _changed_since(ctx: Ctx, env_id: str, st: _Status) -> bool:
+    """Whether someone else wrote the environment since our last status write (a start, a delete...)."""
+    try:
+        return ctx.client.runner_environment(ctx.runner_id, env_id).metadata.resource_version != st.rv
+    except NotFound:
+        return True
 
 
 def crash_point(step: str) -> None:
@@ -364,8 +389,9 @@ def _converge(ctx: Ctx, env: Environment, st: _Status) -> None:
         finally:
             if folder_point is not None:
                 unmount_folder(folder_point)  # the container has its own copy of the mount
+    # written before anything slow runs in the container (the env probe, a hook), else together with Ready:
+    # a warm start has nothing left to run before Ready, and one status write fewer (issue 14)
     st.set("ContainerReady", True, "Running", f"container {c.name} ({c.id[:12]})")
-    st.flush()
 
     # 5. lifecycle hooks; Ready once the waitFor hook is done
     def ready() -> None:
@@ -373,9 +399,12 @@ def _converge(ctx: Ctx, env: Environment, st: _Status) -> None:
         st.phase("running")
         st.flush()
 
-    hook_env = _remote_env(ctx, c, plan, paths)
+    hook_env = _remote_env(ctx, c, plan, paths, before=st.flush)
+    flushing = threading.Lock()  # an object hook's entries run in parallel
 
     def run(argv: list[str], user: str | None, workdir: str) -> tuple[int, str]:
+        with flushing:
+            st.flush()  # a no-op once written
         return ctx.machine.exec(c, argv, user, workdir, hook_env)
 
     try:
@@ -530,9 +559,11 @@ def _initialize(ctx: Ctx, env: Environment, plan: ContainerPlan, source: Path, p
         raise _Failed("LifecycleReady", err.reason, err.message) from err
 
 
-def _remote_env(ctx: Ctx, c: Container, plan: ContainerPlan, paths: EnvPaths) -> dict[str, str]:
+def _remote_env(ctx: Ctx, c: Container, plan: ContainerPlan, paths: EnvPaths,
+                before: Callable[[], None]) -> dict[str, str]:
     """What hooks see beyond the container's own variables: the user's shell's environment (userEnvProbe,
-    read once per container as the reference CLI does), then remoteEnv (null unsets, i.e. is left out)."""
+    read once per container as the reference CLI does; ``before()`` first), then remoteEnv (null unsets, i.e.
+    is left out)."""
     probed: dict[str, str] = {}
     if plan.user_env_probe is not None:
         cache = paths.state / "hooks" / f"{c.id}.env.json"
@@ -541,6 +572,7 @@ def _remote_env(ctx: Ctx, c: Container, plan: ContainerPlan, paths: EnvPaths) ->
         except (OSError, ValueError):
             script = ('s=$(getent passwd "$(id -un)" 2>/dev/null | cut -d: -f7); [ -x "$s" ] || s=/bin/sh; '
                       f'exec "$s" {plan.user_env_probe} "cat /proc/self/environ"')
+            before()
             code, out = ctx.machine.exec(c, ["/bin/sh", "-c", script], plan.remote_user, plan.workspace_folder)
             if code == 0:
                 for item in out.split("\0"):

@@ -14,9 +14,14 @@ from flex.api import Environment
 from flex.client import FlexClient
 from flex.errors import InvalidArgument, NotFound
 from tests.conftest import run_flex
-from tests.runner.conftest import GitServer, Runner, Server, cond, devcontainer, wait_for
+from tests.runner.conftest import GitServer, Runner, Server, cond, devcontainer, wait_for, wait_gone
 
 pytestmark = [pytest.mark.userns, pytest.mark.timeout(600)]
+
+
+def _message(env: Environment, type_: str) -> str:
+    c = env.status.condition(type_)
+    return c.message if c is not None else ""
 
 
 def _running(env: Environment) -> bool:
@@ -93,8 +98,10 @@ def test_backup_through_the_api_and_restore_as_a_new_environment(server: Server,
     assert r.code == 0 and f"removed backup {asked.id} of keep" in r.stdout, r
     assert server.admin.list_backups("keep").items == []
     server.admin.stop_environment("keep")
+    # retention runs after the backup (issue 14: a start never waits for it); BackedUp's message says when
     wait_for(server.admin, "keep", lambda e: e.status.phase == "stopped" and e.status.last_backup is not None
-             and e.status.last_backup.id != asked.id and e.status.last_backup.state == "completed", runner)
+             and e.status.last_backup.id != asked.id and e.status.last_backup.state == "completed"
+             and "; kept the newest 3, removed 1" in _message(e, "BackedUp"), runner)
     [on_stop] = server.admin.list_backups("keep").items
     assert on_stop.reason == "stop" and on_stop.state == "completed"
     r = run_flex("backup", "ls", "--repo", str(runner.mode.home / "backups"), "--json",
@@ -104,3 +111,50 @@ def test_backup_through_the_api_and_restore_as_a_new_environment(server: Server,
         [on_stop.id]
     for name in ("keep", "copy"):
         server.admin.delete_environment(name)
+
+
+def _repo_snapshots(runner: Runner, env_id: str) -> list[str]:
+    r = run_flex("backup", "ls", "--repo", str(runner.mode.home / "backups"), "--json",
+                 env={"FLEX_HOME": str(runner.mode.home)})
+    assert r.code == 0, r.stderr
+    return [s["meta"]["backup"] for s in json.loads(r.stdout) if s["tags"] == [f"env:{env_id}"]]
+
+
+def _retained(env: Environment) -> bool:
+    return _running(env) and cond(env, "BackedUp") == ("True", "BackedUp") and \
+        "; kept the newest 3, removed 0" in _message(env, "BackedUp")
+
+
+def test_a_start_after_a_stop_waits_for_the_backup_only_and_a_restart_does_not_back_up_again(
+        server: Server, runner: Runner, git_server: GitServer, image: str) -> None:
+    """Issue 14: the stop's backup is made once, even when the runner is killed after reporting it and the start
+    comes while it is down (BackedUp then comes from the row); a start right after a stop: one backup too."""
+    url = git_server.repo("warm", devcontainer(image))
+    runner.join(server)
+    runner.start(crash_after="backed-up")
+    server.admin.create_environment("warm", {"source": {"git": url}})
+    env_id = wait_for(server.admin, "warm", _running, runner).metadata.id
+    server.admin.stop_environment("warm")
+    assert runner.proc is not None and runner.proc.wait(240) in (-9, 137), runner.text()[-3000:]
+    [first] = server.admin.list_backups("warm").items
+    was = server.admin.get_environment("warm").status.last_backup  # the kill came before the status write
+    assert first.state == "completed" and was is not None and was.state == "running"
+    server.admin.start_environment("warm")
+    runner.start()
+    env = wait_for(server.admin, "warm", _retained, runner)
+    assert env.status.last_backup is not None and env.status.last_backup.id == first.id
+    assert env.status.last_backup.state == "completed"
+    assert [b.id for b in server.admin.list_backups("warm").items] == [first.id]
+    assert _repo_snapshots(runner, env_id) == [first.id]  # not made again after the restart
+
+    # a start at once after a stop: the stop's backup is still made, exactly once
+    server.admin.stop_environment("warm")
+    server.admin.start_environment("warm")
+    env = wait_for(server.admin, "warm", lambda e: _retained(e) and e.status.last_backup is not None and
+                   e.status.last_backup.id != first.id, runner)
+    backups = server.admin.list_backups("warm").items
+    assert [b.reason for b in backups] == ["stop", "stop"] and all(b.state == "completed" for b in backups)
+    assert env.status.last_backup is not None and env.status.last_backup.id == backups[1].id
+    assert _repo_snapshots(runner, env_id) == [first.id, backups[1].id]
+    server.admin.delete_environment("warm")
+    wait_gone(server.admin, "warm", runner)
