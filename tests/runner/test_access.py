@@ -234,13 +234,13 @@ def test_exec_and_ssh_through_the_tunnel(server: Server, runner: Runner, git_ser
 
     # the runner dies mid-session: the client gets one clear line and exit 6; once it is back, exec works
     env = {**os.environ, "FLEX_URL": server.url, "FLEX_TOKEN": token, "PYTHONPATH": str(REPO)}
-    session = subprocess.Popen([sys.executable, "-m", "flex", "exec", "-i", "acc", "--", "sh", "-c",
-                                "echo started; cat"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, cwd="/")
-    assert session.stdout is not None and session.stdout.readline() == "started\n"
-    ssh_session = ssh.session("acc.flex")
-    runner.stop(signal.SIGKILL)
-    _, err = session.communicate(timeout=30)
+    with subprocess.Popen([sys.executable, "-m", "flex", "exec", "-i", "acc", "--", "sh", "-c",
+                           "echo started; cat"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, cwd="/") as session:  # closed even if a check fails
+        assert session.stdout is not None and session.stdout.readline() == "started\n"
+        ssh_session = ssh.session("acc.flex")
+        runner.stop(signal.SIGKILL)
+        _, err = session.communicate(timeout=30)
     assert session.returncode == 6 and "runner" in err and "lost" in err and "Traceback" not in err, err
     ssh_checks.lost(ssh_session)
     r = flex(server, token, "exec", "acc", "--", "true")
