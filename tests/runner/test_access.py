@@ -237,10 +237,14 @@ def test_exec_and_ssh_through_the_tunnel(server: Server, runner: Runner, git_ser
     with subprocess.Popen([sys.executable, "-m", "flex", "exec", "-i", "acc", "--", "sh", "-c",
                            "echo started; cat"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, cwd="/") as session:  # closed even if a check fails
-        assert session.stdout is not None and session.stdout.readline() == "started\n"
-        ssh_session = ssh.session("acc.flex")
-        runner.stop(signal.SIGKILL)
-        _, err = session.communicate(timeout=30)
+        try:
+            assert session.stdout is not None and session.stdout.readline() == "started\n"
+            ssh_session = ssh.session("acc.flex")
+            runner.stop(signal.SIGKILL)
+            _, err = session.communicate(timeout=30)
+        except BaseException:
+            session.kill()
+            raise
     assert session.returncode == 6 and "runner" in err and "lost" in err and "Traceback" not in err, err
     ssh_checks.lost(ssh_session)
     r = flex(server, token, "exec", "acc", "--", "true")
