@@ -143,6 +143,8 @@ def reconcile(ctx: Ctx, env_id: str) -> Result:
     if env.metadata.deleting:
         st.phase("deleting")
         st.flush()
+        backup_hooks.back_up_before_delete(ctx.client, ctx.home, ctx.machine, env, st.status, st.flush)
+        crash_point("deleted-backup")
         teardown(ctx, env_id)
         with contextlib.suppress(NotFound):
             ctx.client.confirm_teardown(ctx.runner_id, env_id)
@@ -199,7 +201,7 @@ def _converge(ctx: Ctx, env: Environment, st: _Status) -> None:
     paths = EnvPaths(ctx.home, meta.id)
     volume, disk = _volume(ctx, env, paths)
     try:  # issue 17: a new environment from a backup has its workspace restored before anything else
-        backup_hooks.restore_if_asked(ctx.home, env, st.status, st.flush)
+        backup_hooks.restore_if_asked(ctx.home, env, st.status, st.flush, ctx.machine)
     except Unavailable:
         raise  # a status write found no control plane: nothing failed here, try again (a move must not roll back)
     except FlexError as err:
