@@ -102,7 +102,7 @@ def back_up_if_asked(client: FlexClient, home: Path, machine: Machine, env: Envi
     sources = {"workspace": str(paths.volume)}
     container = next(iter(machine.of_environment(meta.id)), None)
     upper = machine.containers.bundle(container.id) / "upper" if container is not None else None
-    if upper is not None and upper.is_dir() and os.geteuid() == 0:  # rootless: its overlay is the keeper's
+    if upper is not None and upper.is_dir():  # rootless too: the worker reads it in the keeper's namespace
         sources["upper"] = str(upper)
     # root: owners relative to the container's range; rootless: the worker sees them as inside already
     offset = container.idmap.uids[0][1] if container is not None and container.idmap.uids and os.geteuid() == 0 \
@@ -249,8 +249,6 @@ def restore_if_asked(home: Path, env: Environment, status: EnvironmentStatus, fl
     else:
         paths.volume.rmdir()
         (tmp / "workspace").rename(paths.volume)
-    if (tmp / "upper").is_dir() and os.geteuid() != 0:  # a root runner's layer: rootless cannot place it
-        remove_tree(tmp / "upper", as_root)
     if (tmp / "upper").is_dir():
         remove_tree(paths.state / _UPPER)
         if on_image:
@@ -286,12 +284,20 @@ def _copy_tree(src: Path, dst: Path) -> None:
     part.rename(dst)
 
 
-def place_restored_upper(home: Path, env_id: str, container: Container, bundle: Path) -> None:
-    """Before the container first starts: the restored writable layer becomes its upper dir, owners moved
-    from inside ids into the container's range (set-id bits put back after chown clears them). Root runners:
-    a rootless runner restores the workspace and volumes only."""
+def place_restored_upper(home: Path, env_id: str, container: Container, bundle: Path,
+                         machine: Machine | None = None) -> None:
+    """Before the container first starts: the restored writable layer becomes its upper dir. Root: owners
+    moved from inside ids into the container's range (set-id bits put back after chown clears them);
+    rootless: restored in the keeper's namespace, they are right already, and the keeper swaps it in."""
     staged = EnvPaths(home, env_id).state / _UPPER
-    if not staged.is_dir() or container.state == "running" or os.geteuid() != 0 or not container.idmap.uids:
+    if not staged.is_dir() or container.state == "running":
+        return
+    keeper = machine.containers.keeper if machine is not None else None
+    if os.geteuid() != 0:
+        if keeper is not None:
+            replace_upper(bundle, staged, keeper)
+        return
+    if not container.idmap.uids:
         return
     base_u, base_g = container.idmap.uids[0][1], container.idmap.gids[0][1]
     for dirpath, dirnames, filenames in os.walk(staged):

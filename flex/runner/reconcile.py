@@ -340,7 +340,7 @@ def _converge(ctx: Ctx, env: Environment, st: _Status) -> None:
         c = _create(ctx, env, plan, [*wbinds, *binds], want)
         crash_point("created")
     if c.state != "running":  # a restored writable layer goes in before the container first starts
-        backup_hooks.place_restored_upper(ctx.home, meta.id, c, ctx.machine.containers.bundle(c.id))
+        backup_hooks.place_restored_upper(ctx.home, meta.id, c, ctx.machine.containers.bundle(c.id), ctx.machine)
     if not ctx.machine.rootless:
         # a root runner's container root is a pool uid: give it the workspace and volumes, every time (a shift
         # cut short is finished); rootless, the container's root is the user, who owns them already
