@@ -1,6 +1,7 @@
 """A deleted environment's last backup (issue 17), with a real `flex server` and a real runner, root and rootless:
 deleting makes a last backup before the teardown (the container stopped first), which `flex backup ls` lists to
-its owner as from a deleted environment with its expiry, `flex restore BACKUP --as NAME` restores (a file owned
+its owner as from a deleted environment with its expiry (a kill -9 of the runner between that backup and the
+teardown makes no second one), `flex restore BACKUP --as NAME` restores (a file owned
 by uid 1000 inside stays so), and the runner forgets from its repository once it is due. An environment stopped
 (and so backed up) and deleted unchanged gets no second backup: the stop's is the one kept."""
 
@@ -48,8 +49,15 @@ def test_the_last_backup_of_a_deleted_environment_is_kept_restorable_and_forgott
     [ctr] = runner.containers(env.metadata.id)
     runner.exec(ctr["id"], "echo mine > /workspaces/gone/notes.txt && chown 1000:1000 /workspaces/gone/notes.txt")
 
+    # kill -9 of the runner right after the last backup, before the teardown: started again, it tears down
+    # without a second backup
+    runner.stop()
+    runner.start(crash_after="deleted-backup")
     r = run_flex("rm", "gone", *admin)
     assert r.code == 0 and "deleting gone" in r.stdout, r
+    assert runner.proc is not None and runner.proc.wait(240) in (-9, 137), runner.text()[-3000:]
+    assert (runner.mode.home / "runner" / "volumes" / env.metadata.id).exists()
+    runner.start()
     wait_gone(server.admin, "gone", runner)
     assert runner.containers(env.metadata.id) == []
     assert not (runner.mode.home / "runner" / "volumes" / env.metadata.id).exists()
