@@ -4,18 +4,22 @@ Declarative, like everything else here: asking for a backup records a row (state
 into the environment's ``spec.backup.request`` (a new generation, one watch event); the runner the environment
 is bound to makes it, reports the row's outcome (``report``), then ``status.lastBackup`` and the ``BackedUp``
 condition. A restore is an environment whose ``spec.restoreFrom.backup`` names a backup of the same owner; it is
-bound to the runner that made the backup (whose repository holds it). Visibility follows the environment's: the
-owner (and admins) see a backup, a runner the backups of environments bound to it; anything else is 404.
+bound to the runner that made the backup (whose repository holds it), or, for a backup in the server's shared
+repository, to any runner on that one. Deleting an environment asks for a last backup, kept for the server's
+``deleted_backup_retention`` after the environment goes (``expires_at``); once due, the runner holding its
+repository forgets it and the row goes. Visibility follows the environment's: the owner (and admins) see a
+backup, a runner the backups of environments bound to it; anything else is 404.
 """
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, cast
+from sqlalchemy import String, and_, cast, or_
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
@@ -37,7 +41,7 @@ def to_api(row: BackupRow) -> Backup:
                   state=row.state, reason=row.reason, created_at=row.created_at, completed_at=row.completed_at,
                   size=row.size, files=row.files, error=row.error, runner_id=row.runner_id,
                   environment_deleted=row.expires_at is not None, expires_at=utc(row.expires_at),
-                  repository=row.repository if row.repository in ("shared", "own") else None)  # type: ignore[arg-type]
+                  repository=row.repository if row.repository in ("shared", "own") else None)
 
 
 def _live(now: datetime) -> Any:
@@ -47,7 +51,8 @@ def _live(now: datetime) -> Any:
 
 def _owned(s: Session, owner: str, backup_id: str) -> BackupRow:
     row = s.get(BackupRow, backup_id)
-    if row is None or row.owner != owner or (row.expires_at is not None and utc(row.expires_at) <= datetime.now(UTC)):
+    expires = utc(row.expires_at) if row is not None else None
+    if row is None or row.owner != owner or (expires is not None and expires <= datetime.now(UTC)):
         raise NotFound(f"backup {backup_id!r} not found", hint=_HINT)
     return row
 
@@ -197,7 +202,7 @@ class Backups:
         with self.store.db.read() as s:
             return to_api(self._one(s, who, env, backup_id, owner))
 
-    def list_all(self, who: Principal, owner: str | None = None) -> list[Backup]:
+    def list_all(self, who: Principal, owner: str | None = None) -> builtins.list[Backup]:
         """Every backup of the caller (an admin: of ``owner``), deleted environments' included, oldest first."""
         mine = owner if (who.admin and owner) else who.name
         with self.store.db.read() as s:
@@ -214,17 +219,18 @@ class Backups:
     def _due_for(s: Session, runner: RunnerRow, now: datetime) -> Any:
         """Due backups this runner forgets: those in its own repository, and those in the shared one (when it
         uses it) whose maker is gone."""
-        mine = (BackupRow.runner_id == runner.id) & (col(BackupRow.repository).is_(None) |
-                                                      (BackupRow.repository == (runner.backup_repository or "own")))
+        mine = and_(col(BackupRow.runner_id) == runner.id,
+                    or_(col(BackupRow.repository).is_(None),
+                        col(BackupRow.repository) == (runner.backup_repository or "own")))
         cond = mine
         if runner.backup_repository == "shared":
             orphans = select(BackupRow.id).join(RunnerRow, col(RunnerRow.id) == col(BackupRow.runner_id),
                                                 isouter=True).where(col(RunnerRow.id).is_(None))
-            cond = mine | ((BackupRow.repository == "shared") & col(BackupRow.id).in_(orphans))
+            cond = or_(mine, and_(col(BackupRow.repository) == "shared", col(BackupRow.id).in_(orphans)))
         return select(BackupRow).where(col(BackupRow.expires_at).is_not(None), col(BackupRow.expires_at) <= now,
                                        cond).order_by(col(BackupRow.expires_at))
 
-    def due(self, who: Principal, runner_id: str) -> list[Backup]:
+    def due(self, who: Principal, runner_id: str) -> builtins.list[Backup]:
         """Runner only: the due backups it is to forget from its repository (then ``forgotten``)."""
         with self.store.db.read() as s:
             runner = self._caller(s, who, runner_id)
