@@ -155,13 +155,20 @@ def back_up_before_delete(client: FlexClient, home: Path, machine: Machine, env:
         made = last.time.timestamp()
         ran = [c for c in machine.of_environment(env.metadata.id)
                if c.state == "running" or (c.started_at or 0) > made or (c.finished_at or 0) > made]
-        if not ran:
+        if not ran and _exists(client, env.metadata.id, last.id):  # not removed through the API meanwhile
             with contextlib.suppress(NotFound):
                 client.report_backup(env.metadata.id, want, BackupReport(state="removed"))
             log.info("environment %s: nothing changed since backup %s; no backup on delete", env.metadata.id,
                      last.id)
             return
     back_up_if_asked(client, home, machine, env, status, flush)
+
+
+def _exists(client: FlexClient, env_id: str, backup_id: str) -> bool:
+    try:
+        return client.runner_backup(env_id, backup_id).state == "completed"
+    except NotFound:
+        return False
 
 
 def _retain(client: FlexClient, env: Environment, repo: str, key: Path, store_env: dict[str, str],
