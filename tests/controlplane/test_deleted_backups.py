@@ -157,4 +157,21 @@ async def test_a_backup_in_the_shared_repository_restores_on_any_runner_using_it
     with pytest.raises(FailedPrecondition, match="only it can restore it"):
         await api.admin.restore_backup("own", ob.id, "own-b", runner="r2")
     assert (await api.admin.restore_backup("own", ob.id, "own-c")).status.runner_id == r3
-    assert r1 != r2
+
+    # a due backup in the shared repository is its maker's to forget; once that runner is gone, any other's on it
+    await api.admin.delete_environment("web")
+    deleting = await a.runner_environment(r1, env.metadata.id)
+    assert deleting.spec.backup is not None and deleting.spec.backup.request is not None
+    await a.report_backup(env.metadata.id, deleting.spec.backup.request, BackupReport(state="removed"))  # unchanged
+    await a.confirm_teardown(r1, env.metadata.id)
+    _expire(api, b.id)
+    _, b_client = runners["r2"]
+    assert [d.id for d in (await a.runner_expired_backups(r1)).items] == [b.id]
+    assert (await b_client.runner_expired_backups(r2)).items == []
+    for name in ("on-b", "by-label"):
+        await api.admin.delete_environment(name, force=True)
+    await api.admin.delete_runner("r1")
+    assert [d.id for d in (await b_client.runner_expired_backups(r2)).items] == [b.id]
+    assert (await c.runner_expired_backups(r3)).items == []  # r3 keeps its own repository
+    await b_client.runner_forgot_backup(r2, b.id)
+    assert (await b_client.runner_expired_backups(r2)).items == []
