@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from flex.api.backup_spec import BackupState, ReportState
-from flex.api.environments import NAME_PATTERN, Labels
+from flex.api.environments import NAME_PATTERN, Labels, check_labels
 from flex.api.wire import WireModel
 
 __all__ = ["Backup", "BackupList", "BackupReport", "BackupRestore"]
@@ -28,6 +29,10 @@ class Backup(WireModel):
     files: int = 0
     error: str | None = None
     runner_id: str | None = None
+    # issue 17: the environment was deleted; this backup (its last) stays restorable until expires_at
+    environment_deleted: bool = False
+    expires_at: datetime | None = None
+    repository: Literal["shared", "own"] | None = None  # where the runner put it: shared means any runner restores it
 
 
 class BackupList(WireModel):
@@ -40,6 +45,16 @@ class BackupRestore(WireModel):
     model_config = {**WireModel.model_config, "extra": "forbid", "populate_by_name": True}
     as_: str = Field(alias="as", pattern=NAME_PATTERN, max_length=63)
     labels: Labels = Field(default_factory=dict)
+    # issue 17 ("restore anywhere"): where the new environment goes, for a backup in the shared repository;
+    # runnerSelector replaces the one in the backup's spec
+    runner: str | None = Field(None, min_length=1, max_length=63)
+    runner_selector: Labels | None = None
+
+    @model_validator(mode="after")
+    def _labels(self) -> BackupRestore:
+        if self.runner_selector is not None:
+            check_labels(self.runner_selector, "runnerSelector")
+        return self
 
 
 class BackupReport(WireModel):
@@ -50,3 +65,4 @@ class BackupReport(WireModel):
     files: int = Field(0, ge=0)
     error: str | None = Field(None, max_length=4096)
     snapshot: str | None = Field(None, max_length=128)
+    repository: Literal["shared", "own"] | None = None  # which repository the runner wrote it to

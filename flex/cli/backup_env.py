@@ -39,7 +39,8 @@ def _size(n: float) -> str:
 
 def _line(b: Backup) -> str:
     when = (b.completed_at or b.created_at).strftime("%Y-%m-%d %H:%M:%S")
-    return f"{b.id:<23}  {when:<19}  {b.environment:<20}  {b.state:<9}  {b.files:>7}  {_size(b.size)}"
+    gone = f"  deleted, kept until {b.expires_at:%Y-%m-%d %H:%M:%S}" if b.environment_deleted and b.expires_at else ""
+    return f"{b.id:<23}  {when:<19}  {b.environment:<20}  {b.state:<9}  {b.files:>7}  {_size(b.size)}{gone}"
 
 
 def create(client: FlexClient, env: str, *, wait: bool, timeout: float) -> None:
@@ -67,8 +68,7 @@ def create(client: FlexClient, env: str, *, wait: bool, timeout: float) -> None:
 
 
 def ls(client: FlexClient, env: str | None, *, as_json: bool) -> None:
-    names = [env] if env is not None else [e.metadata.name for e in client.iter_environments()]
-    items = [b for n in names for b in client.list_backups(n).items]
+    items = client.list_backups(env).items if env is not None else client.list_all_backups().items
     if as_json:
         typer.echo(json.dumps([b.model_dump(mode="json", by_alias=True) for b in items], indent=2))
         return
@@ -83,12 +83,11 @@ def find(client: FlexClient, backup_id: str, env: str | None) -> Backup:
 
     if env is not None:
         return client.get_backup(env, backup_id)
-    for e in client.iter_environments():
-        for b in client.list_backups(e.metadata.name).items:
-            if b.id == backup_id:
-                return b
-    raise NotFound(f"backup {backup_id!r} not found in your environments",
-                   hint="list them with `flex backup ls`, or name the environment with --env")
+    try:
+        return client.get_any_backup(backup_id)  # deleted environments' too
+    except NotFound:
+        raise NotFound(f"backup {backup_id!r} not found in your backups",
+                       hint="list them with `flex backup ls`") from None
 
 
 def rm(client: FlexClient, backup_ids: list[str], env: str | None) -> None:
@@ -99,13 +98,14 @@ def rm(client: FlexClient, backup_ids: list[str], env: str | None) -> None:
 
 
 def restore(client: FlexClient, backup_id: str, name: str | None, env: str | None, *, wait: bool,
-            timeout: float) -> None:
+            timeout: float, runner: str | None = None, selector: dict[str, str] | None = None) -> None:
     from flex.errors import FlexError, Unavailable
 
     b = find(client, backup_id, env)
     new = name or f"{b.environment}-{b.id[3:9]}"
-    client.restore_backup(b.environment, b.id, new)
-    typer.echo(f"restoring backup {b.id} of {b.environment} as {new}", err=True)
+    made = client.restore_backup(b.environment, b.id, new, runner=runner, selector=selector)
+    where = f" on runner {made.status.runner_id}" if made.status.runner_id else ""
+    typer.echo(f"restoring backup {b.id} of {b.environment} as {new}{where}", err=True)
     if not wait:
         typer.echo(new)
         return

@@ -21,6 +21,10 @@ def register(app: typer.Typer) -> None:
         target: Path = typer.Option(None, "--target", "-t", help="A new directory to restore into (from the "
                                     "repository directly)."),
         id_offset: int = typer.Option(0, "--id-offset", help="Added to owners (the target's id range)."),
+        to: str = typer.Option(None, "--to", help="The runner to restore on (name or id); a backup in the "
+                               "server's shared repository restores on any runner that uses it."),
+        selector: list[str] = typer.Option([], "--selector", help="Instead of the backup's runnerSelector: a "
+                                           "runner with this label (KEY=VALUE, repeatable)."),
         repo: str = _REPO, password_file: Path = _PWFILE, server: str = _SERVER, token: str = _TOKEN,
         wait: bool = _WAIT, timeout: float = _TIMEOUT, debug: bool = _DEBUG,
     ) -> None:
@@ -34,11 +38,13 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"{backup_id!r} is not an environment's backup (bk_...)",
                                  hint="restore a repository's backup into a directory with --target DIR")
             from flex.cli import backup_env
+            from flex.cli.move import _selector
             from flex.cli.target import connect
 
             client, _ = connect(server, token)
             with client:
-                backup_env.restore(client, backup_id, as_, env, wait=wait, timeout=timeout)
+                backup_env.restore(client, backup_id, as_, env, wait=wait, timeout=timeout, runner=to,
+                                   selector=_selector(selector) if selector else None)
             return
 
         r = _open(repo, password_file)

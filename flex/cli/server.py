@@ -100,6 +100,10 @@ def register(app: typer.Typer) -> None:
             None, "--backup-repository",
             help="A backup repository every runner reaches (a directory, or s3:http[s]://HOST/BUCKET[/PREFIX]); "
                  "runners back up into it, and environments can move between them (docs/backup.md)."),
+        deleted_backup_retention: str = typer.Option(
+            None, "--deleted-backup-retention",
+            help="How long a deleted environment's last backup stays restorable (seconds, or 12h, 7d; default "
+                 "7d; 0: no backup on delete)."),
     ) -> None:
         """Run the control plane: REST API, watches, scheduling and auth."""
         import sys
@@ -121,6 +125,8 @@ def register(app: typer.Typer) -> None:
             overrides["heartbeat_timeout"] = heartbeat_timeout
         if backup_repository is not None:
             overrides["backup_repository"] = backup_repository
+        if deleted_backup_retention is not None:
+            overrides["deleted_backup_retention"] = deleted_backup_retention
         if advertise_url is not None:
             overrides["advertise_url"] = advertise_url
         settings = _settings(overrides)

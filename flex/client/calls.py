@@ -272,9 +272,31 @@ class Calls:
                     params=_owner(owner))
 
     @staticmethod
-    def restore_backup(env: str, backup_id: str, as_: str, labels: dict[str, str] | None = None) -> Call[Environment]:
+    def restore_backup(env: str, backup_id: str, as_: str, labels: dict[str, str] | None = None, *,
+                       runner: str | None = None, selector: dict[str, str] | None = None) -> Call[Environment]:
+        body: dict[str, Any] = {"as": as_, "labels": labels or {}}
+        if runner is not None:
+            body["runner"] = runner
+        if selector is not None:
+            body["runnerSelector"] = selector
         return Call("POST", f"/api/v1/environments/{_p(env)}/backups/{_p(backup_id)}/restore", _model(Environment),
-                    json={"as": as_, "labels": labels or {}})
+                    json=body)
+
+    @staticmethod
+    def list_all_backups(owner: str | None = None) -> Call[BackupList]:
+        return Call("GET", "/api/v1/backups", _model(BackupList), params=_owner(owner))
+
+    @staticmethod
+    def get_any_backup(backup_id: str, owner: str | None = None) -> Call[Backup]:
+        return Call("GET", f"/api/v1/backups/{_p(backup_id)}", _model(Backup), params=_owner(owner))
+
+    @staticmethod
+    def runner_expired_backups(runner_id: str) -> Call[BackupList]:
+        return Call("GET", f"/api/v1/runners/{_p(runner_id)}/expired-backups", _model(BackupList))
+
+    @staticmethod
+    def runner_forgot_backup(runner_id: str, backup_id: str) -> Call[None]:
+        return Call("DELETE", f"/api/v1/runners/{_p(runner_id)}/expired-backups/{_p(backup_id)}", _none)
 
     @staticmethod
     def runner_backup(env_id: str, backup_id: str) -> Call[Backup]:

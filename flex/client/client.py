@@ -183,8 +183,23 @@ class FlexClient:
     def delete_backup(self, env: str, backup_id: str, owner: str | None = None) -> Backup:
         return self._run(Calls.delete_backup(env, backup_id, owner))
 
-    def restore_backup(self, env: str, backup_id: str, as_: str, labels: dict[str, str] | None = None) -> Environment:
-        return self._run(Calls.restore_backup(env, backup_id, as_, labels))
+    def restore_backup(self, env: str, backup_id: str, as_: str, labels: dict[str, str] | None = None, *,
+                       runner: str | None = None, selector: dict[str, str] | None = None) -> Environment:
+        """A new environment ``as_``; ``runner``/``selector``: where, for a backup in the shared repository."""
+        return self._run(Calls.restore_backup(env, backup_id, as_, labels, runner=runner, selector=selector))
+
+    def list_all_backups(self, owner: str | None = None) -> BackupList:
+        """All your backups, deleted environments' too (``environment_deleted``, ``expires_at``)."""
+        return self._run(Calls.list_all_backups(owner))
+
+    def get_any_backup(self, backup_id: str, owner: str | None = None) -> Backup:
+        return self._run(Calls.get_any_backup(backup_id, owner))
+
+    def runner_expired_backups(self, runner_id: str) -> BackupList:
+        return self._run(Calls.runner_expired_backups(runner_id))
+
+    def runner_forgot_backup(self, runner_id: str, backup_id: str) -> None:
+        self._run(Calls.runner_forgot_backup(runner_id, backup_id))
 
     def runner_backup(self, env_id: str, backup_id: str) -> Backup:
         return self._run(Calls.runner_backup(env_id, backup_id))
@@ -378,6 +393,31 @@ class AsyncFlexClient:
 
     async def report_backup(self, env_id: str, backup_id: str, report: BackupReport) -> Backup:
         return await self._run(Calls.report_backup(env_id, backup_id, report))
+
+    async def create_backup(self, env: str, owner: str | None = None) -> Backup:
+        return await self._run(Calls.create_backup(env, owner))
+
+    async def get_backup(self, env: str, backup_id: str, owner: str | None = None) -> Backup:
+        return await self._run(Calls.get_backup(env, backup_id, owner))
+
+    async def list_backups(self, env: str, owner: str | None = None) -> BackupList:
+        return await self._run(Calls.list_backups(env, owner))
+
+    async def list_all_backups(self, owner: str | None = None) -> BackupList:
+        return await self._run(Calls.list_all_backups(owner))
+
+    async def get_any_backup(self, backup_id: str, owner: str | None = None) -> Backup:
+        return await self._run(Calls.get_any_backup(backup_id, owner))
+
+    async def restore_backup(self, env: str, backup_id: str, as_: str, labels: dict[str, str] | None = None, *,
+                             runner: str | None = None, selector: dict[str, str] | None = None) -> Environment:
+        return await self._run(Calls.restore_backup(env, backup_id, as_, labels, runner=runner, selector=selector))
+
+    async def runner_expired_backups(self, runner_id: str) -> BackupList:
+        return await self._run(Calls.runner_expired_backups(runner_id))
+
+    async def runner_forgot_backup(self, runner_id: str, backup_id: str) -> None:
+        await self._run(Calls.runner_forgot_backup(runner_id, backup_id))
 
     async def delete_environment(self, name: str, *, resource_version: int | None = None,
                                  owner: str | None = None, force: bool = False) -> Environment:

@@ -128,6 +128,7 @@ async def _sweep(cp: ControlPlane, stop: asyncio.Event) -> None:
             await asyncio.to_thread(cp.runners.sweep)
             await asyncio.to_thread(cp.store.compact, cp.settings.event_retention)
             await asyncio.to_thread(Backups(cp.store).schedule_due)  # spec.backup.schedule (issue 17)
+            await asyncio.to_thread(Backups(cp.store).drop_unreachable)  # deleted environments' (issue 17)
             await asyncio.to_thread(Moves(cp.store, shared=bool(cp.settings.backup_repository)).sweep)  # 17.5
         except Exception:  # a database hiccup: try again next round
             log.warning("sweep failed", exc_info=True)
@@ -148,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             holder["hub"].wake()
 
     store = Store(db, on_commit)
+    store.deleted_backup_retention = settings.deleted_backup_retention
     hub = Hub(store, listen_url=libpq_url(settings.database_url) if db.is_postgres else None,
               queue_size=settings.watch_queue, keepalive=settings.watch_keepalive)
     holder["hub"] = hub
@@ -201,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (environments, backups, runners, users, tokens, events, policy, secrets):
         app.include_router(module.router)
     app.include_router(runners.join_router)
+    app.include_router(backups.everywhere)
     app.include_router(access.router)
     app.include_router(ssh_routes.router)
     app.include_router(replicas.router, include_in_schema=False)  # internal: replica to replica

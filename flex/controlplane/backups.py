@@ -4,30 +4,34 @@ Declarative, like everything else here: asking for a backup records a row (state
 into the environment's ``spec.backup.request`` (a new generation, one watch event); the runner the environment
 is bound to makes it, reports the row's outcome (``report``), then ``status.lastBackup`` and the ``BackedUp``
 condition. A restore is an environment whose ``spec.restoreFrom.backup`` names a backup of the same owner; it is
-bound to the runner that made the backup (whose repository holds it). Visibility follows the environment's: the
-owner (and admins) see a backup, a runner the backups of environments bound to it; anything else is 404.
+bound to the runner that made the backup (whose repository holds it), or, for a backup in the server's shared
+repository, to any runner on that one. Deleting an environment asks for a last backup, kept for the server's
+``deleted_backup_retention`` after the environment goes (``expires_at``); once due, the runner holding its
+repository forgets it and the row goes. Visibility follows the environment's: the owner (and admins) see a
+backup, a runner the backups of environments bound to it; anything else is 404.
 """
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, cast
+from sqlalchemy import String, and_, cast, or_
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
 from flex.api import Backup, BackupReport, EnvironmentCreate
-from flex.controlplane import audit
+from flex.controlplane import audit, scheduler
 from flex.controlplane.auth import Principal
 from flex.controlplane.models import BackupRow, EnvironmentRow, RunnerRow
 from flex.controlplane.store import Store, Wire, emit, lock, utc
 from flex.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 
-__all__ = ["Backups", "ask_backup", "check_spec_change", "new_backup", "on_stop", "restore_runner",
-           "to_api"]
+__all__ = ["Backups", "ask_backup", "bind_restore", "check_spec_change", "new_backup", "on_delete", "on_deleted",
+           "on_stop", "to_api"]
 
 _HINT = "list them with `flex backup ls ENV`"
 
@@ -35,31 +39,81 @@ _HINT = "list them with `flex backup ls ENV`"
 def to_api(row: BackupRow) -> Backup:
     return Backup(id=row.id, environment=row.environment, environment_id=row.env_id, owner=row.owner,
                   state=row.state, reason=row.reason, created_at=row.created_at, completed_at=row.completed_at,
-                  size=row.size, files=row.files, error=row.error, runner_id=row.runner_id)
+                  size=row.size, files=row.files, error=row.error, runner_id=row.runner_id,
+                  environment_deleted=row.expires_at is not None, expires_at=utc(row.expires_at),
+                  repository=row.repository if row.repository in ("shared", "own") else None)
+
+
+def _live(now: datetime) -> Any:
+    """Not yet expired (a due backup is being forgotten by its runner: nobody sees or restores it any more)."""
+    return col(BackupRow.expires_at).is_(None) | (col(BackupRow.expires_at) > now)
 
 
 def _owned(s: Session, owner: str, backup_id: str) -> BackupRow:
     row = s.get(BackupRow, backup_id)
-    if row is None or row.owner != owner:
+    expires = utc(row.expires_at) if row is not None else None
+    if row is None or row.owner != owner or (expires is not None and expires <= datetime.now(UTC)):
         raise NotFound(f"backup {backup_id!r} not found", hint=_HINT)
     return row
 
 
-def restore_runner(s: Session, owner: str, spec: dict[str, Any]) -> str | None:
-    """The runner a new environment with ``spec.restoreFrom`` must be bound to (the one whose repository
-    holds the backup), after checking the backup is the owner's and complete; None without restoreFrom."""
-    ref = (spec.get("restoreFrom") or {}).get("backup")
+def bind_restore(s: Session, row: EnvironmentRow, now: datetime, runner: str | None = None) -> bool:
+    """Bind a new environment with ``spec.restoreFrom`` where its backup can be read: the runner that made it
+    (its own repository), or, for a backup in the server's shared repository, any ready runner on that one
+    (``runner``, a name or id; else as the spec's runnerSelector places it) — restore anywhere. Checks the
+    backup is the owner's and complete. False (nothing done) without restoreFrom."""
+    ref = (row.spec.get("restoreFrom") or {}).get("backup")
     if ref is None:
-        return None
-    row = _owned(s, owner, ref)
-    if row.state != "completed" or row.runner_id is None:
-        raise FailedPrecondition(f"backup {ref} is {row.state}, not completed: nothing to restore yet",
-                                 hint=f"wait for it (`flex backup ls {row.environment}`)")
-    runner = s.get(RunnerRow, row.runner_id)
-    if runner is None:
-        raise FailedPrecondition(f"backup {ref} is in the repository of runner {row.runner_id}, which is gone",
-                                 hint="restore from a backup in a shared store (docs/backup.md)")
-    return runner.id
+        if runner is not None:
+            raise InvalidArgument("a runner is chosen this way only for a restore", hint="use spec.runnerSelector")
+        return False
+    b = _owned(s, row.owner, ref)
+    if b.state != "completed" or b.runner_id is None:
+        raise FailedPrecondition(f"backup {ref} is {b.state}, not completed: nothing to restore yet",
+                                 hint=f"wait for it (`flex backup ls {b.environment}`)")
+    maker = s.get(RunnerRow, b.runner_id)
+    if b.repository != "shared":
+        if maker is None:
+            raise FailedPrecondition(f"backup {ref} is in the repository of runner {b.runner_id}, which is gone",
+                                     hint="restore from a backup in a shared store (docs/backup.md)")
+        if runner is not None and runner not in (maker.id, maker.name):
+            raise FailedPrecondition(f"backup {ref} is in runner {maker.name}'s own repository: only it can "
+                                     "restore it", hint="restore it there, or back up into the server's shared "
+                                     "repository (`flex server --backup-repository`, docs/backup.md)")
+        if not scheduler.bind_to(s, row, maker.id, now):
+            raise FailedPrecondition(f"runner {maker.name}, whose repository holds backup {ref}, is not ready or "
+                                     f"has no room for {row.name!r} now", hint="try again later, or free some room")
+        return True
+    shared = set(s.scalars(select(RunnerRow.id).where(RunnerRow.backup_repository == "shared",
+                                                      RunnerRow.state == "ready")))
+    loads = [r for r in scheduler.loads(s, ready_only=True) if r.id in shared]
+    if runner is not None:
+        loads = [r for r in loads if runner in (r.id, r.name)]
+        if not loads:
+            raise NotFound(f"runner {runner!r} is not a ready runner on the server's shared backup repository",
+                           hint="list runners with `flex runner ls --json` (backupRepository)")
+    selector = {} if runner is not None else dict(row.spec.get("runnerSelector") or {})  # a named runner wins
+    placed = scheduler.pick(row.req_cpus, row.req_memory, row.req_disk, selector, loads,
+                            scheduler.tenant_of(s, row, loads))
+    if placed.runner is None:
+        raise FailedPrecondition(f"no runner on the shared backup repository can restore {row.name!r}: "
+                                 f"{placed.message}", hint="start a runner without FLEX_BACKUP_REPO, or choose "
+                                 "another with --to / --selector")
+    scheduler.bind(row, [placed.runner], now, scheduler.tenant_of(s, row, loads), selector)
+    return True
+
+
+def on_deleted(s: Session, env: EnvironmentRow, now: datetime, keep_for: float) -> None:
+    """The environment is gone: its newest completed backup stays ``keep_for`` seconds (restorable with
+    `flex restore`), the others are due at once; rows without a snapshot go now."""
+    rows = list(s.scalars(select(BackupRow).where(BackupRow.env_id == env.id).order_by(col(BackupRow.created_at))))
+    done = [r for r in rows if r.state == "completed"]
+    for r in rows:
+        if r.state != "completed":
+            s.delete(r)
+        elif r.expires_at is None:
+            r.expires_at = now + timedelta(seconds=keep_for) if r is done[-1] and keep_for > 0 else now
+            s.add(r)
 
 
 def check_spec_change(old: dict[str, Any], new: dict[str, Any]) -> None:
@@ -97,6 +151,18 @@ def on_stop(s: Session, row: EnvironmentRow, old: dict[str, Any], new: dict[str,
     return ask_backup(new, b.id)
 
 
+def on_delete(s: Session, row: EnvironmentRow, now: datetime, keep_for: float) -> None:
+    """Deleting an environment on a runner asks for a last backup in the same write (reason ``delete``); the
+    runner makes it before its teardown unless nothing changed since the environment's last one (then it
+    reports it removed). None when deleted backups are not kept (``keep_for`` 0) or a move's backup is due."""
+    if keep_for <= 0 or row.runner_id is None or row.spec.get("move"):
+        return
+    b = new_backup(row, "delete", now)
+    s.add(b)
+    row.spec = ask_backup(row.spec, b.id)
+    row.generation += 1
+
+
 class Backups:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -115,7 +181,7 @@ class Backups:
             q = select(BackupRow).where(BackupRow.env_id == row.id)
         else:
             mine = owner if (who.admin and owner) else who.name
-            q = select(BackupRow).where(BackupRow.owner == mine,
+            q = select(BackupRow).where(BackupRow.owner == mine, _live(datetime.now(UTC)),
                                         (BackupRow.environment == env) | (BackupRow.env_id == env))
         return list(s.scalars(q.order_by(col(BackupRow.created_at))))
 
@@ -135,6 +201,80 @@ class Backups:
     def get(self, who: Principal, env: str, backup_id: str, owner: str | None = None) -> Backup:
         with self.store.db.read() as s:
             return to_api(self._one(s, who, env, backup_id, owner))
+
+    def list_all(self, who: Principal, owner: str | None = None) -> builtins.list[Backup]:
+        """Every backup of the caller (an admin: of ``owner``), deleted environments' included, oldest first."""
+        mine = owner if (who.admin and owner) else who.name
+        with self.store.db.read() as s:
+            q = select(BackupRow).where(BackupRow.owner == mine, _live(datetime.now(UTC)))
+            return [to_api(r) for r in s.scalars(q.order_by(col(BackupRow.created_at)))]
+
+    def get_any(self, who: Principal, backup_id: str, owner: str | None = None) -> Backup:
+        with self.store.db.read() as s:
+            return to_api(_owned(s, owner if (who.admin and owner) else who.name, backup_id))
+
+    # -- backups of deleted environments that are due (issue 17) ----------------------------------------
+
+    @staticmethod
+    def _due_for(s: Session, runner: RunnerRow, now: datetime) -> Any:
+        """Due backups this runner forgets: those in its own repository, and those in the shared one (when it
+        uses it) whose maker is gone."""
+        mine = and_(col(BackupRow.runner_id) == runner.id,
+                    or_(col(BackupRow.repository).is_(None),
+                        col(BackupRow.repository) == (runner.backup_repository or "own")))
+        cond = mine
+        if runner.backup_repository == "shared":
+            orphans = select(BackupRow.id).join(RunnerRow, col(RunnerRow.id) == col(BackupRow.runner_id),
+                                                isouter=True).where(col(RunnerRow.id).is_(None))
+            cond = or_(mine, and_(col(BackupRow.repository) == "shared", col(BackupRow.id).in_(orphans)))
+        return select(BackupRow).where(col(BackupRow.expires_at).is_not(None), col(BackupRow.expires_at) <= now,
+                                       cond).order_by(col(BackupRow.expires_at))
+
+    def due(self, who: Principal, runner_id: str) -> builtins.list[Backup]:
+        """Runner only: the due backups it is to forget from its repository (then ``forgotten``)."""
+        with self.store.db.read() as s:
+            runner = self._caller(s, who, runner_id)
+            return [to_api(r) for r in s.scalars(self._due_for(s, runner, datetime.now(UTC)).limit(100))]
+
+    def forgotten(self, who: Principal, runner_id: str, backup_id: str) -> None:
+        """Runner only: a due backup's snapshot is out of the repository: its row goes."""
+
+        def op(s: Session, now: datetime) -> None:
+            runner = self._caller(s, who, runner_id)
+            row = s.scalars(self._due_for(s, runner, now).where(BackupRow.id == backup_id)).first()
+            if row is None:
+                raise NotFound(f"backup {backup_id!r} is not due on runner {runner.name}",
+                               hint="list them with GET .../expired-backups")
+            s.delete(row)
+            audit.record(s, who.actor, "backup.expired", f"environment:{row.owner}/{row.environment}", backup=row.id)
+
+        self._write(op)
+
+    @staticmethod
+    def _caller(s: Session, who: Principal, runner_id: str) -> RunnerRow:
+        runner = s.get(RunnerRow, runner_id)
+        if who.kind != "runner" or who.id != runner_id or runner is None:
+            raise NotFound(f"runner {runner_id!r} not found", hint="a runner asks with its own credential")
+        return runner
+
+    def drop_unreachable(self) -> int:
+        """Due backups in the own repository of a runner that is gone: nobody can forget them; the rows go."""
+        now = datetime.now(UTC)
+        with self.store.db.read() as s:
+            gone = list(s.scalars(select(BackupRow.id).join(
+                RunnerRow, col(RunnerRow.id) == col(BackupRow.runner_id), isouter=True).where(
+                col(BackupRow.expires_at).is_not(None), col(BackupRow.expires_at) <= now, col(RunnerRow.id).is_(None),
+                col(BackupRow.repository).is_(None) | (BackupRow.repository != "shared"))))
+        if gone:
+
+            def op(s: Session, _now: datetime) -> None:
+                for bid in gone:
+                    row = s.get(BackupRow, bid)
+                    if row is not None:
+                        s.delete(row)
+
+            self._write(op)
+        return len(gone)
 
     def request(self, who: Principal, env: str, *, owner: str | None = None, reason: str = "manual") -> Backup:
         """Ask the environment's runner for a backup (owner or admin)."""
@@ -234,6 +374,9 @@ class Backups:
             row.state, row.size, row.files, row.error = body.state, body.size, body.files, body.error
             row.snapshot = body.snapshot or row.snapshot
             row.runner_id = who.id
+            if body.repository is not None or row.repository is None:
+                runner = s.get(RunnerRow, who.id)
+                row.repository = body.repository or (runner.backup_repository if runner is not None else None)
             if body.state in ("completed", "failed"):
                 row.completed_at = row.completed_at or now
             s.add(row)
@@ -243,13 +386,17 @@ class Backups:
         return out
 
     def restore(self, who: Principal, env: str, backup_id: str, name: str, labels: dict[str, str],
-                owner: str | None = None) -> Wire:
-        """A new environment ``name`` of the backup's owner, from the backup (its spec as it was)."""
+                owner: str | None = None, *, runner: str | None = None,
+                runner_selector: dict[str, str] | None = None) -> Wire:
+        """A new environment ``name`` of the backup's owner, from the backup (its spec as it was; a
+        ``runner_selector`` replaces its runnerSelector), on ``runner`` if given (bind_restore)."""
         with self.store.db.read() as s:
             row = self._one(s, who, env, backup_id, owner)
             spec = {**row.spec, "restoreFrom": {"backup": row.id}}
         if row.owner != who.name:
             raise PermissionDenied("a backup is restored by its owner", hint=f"sign in as {row.owner}")
+        if runner_selector is not None:
+            spec["runnerSelector"] = runner_selector
         return self.store.create(who, EnvironmentCreate.model_validate({"name": name, "labels": labels,
-                                                                        "spec": spec}))
+                                                                        "spec": spec}), restore_on=runner)
 

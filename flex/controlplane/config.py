@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +25,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from flex.api.environments import parse_duration
 from flex.home import flex_home
 
 __all__ = ["Settings", "config_file", "default_server_dir"]
@@ -75,6 +77,9 @@ class Settings(BaseSettings):
     # given to runners over their credential with its password (server_dir/backup-repository.key, 0600) and
     # the S3 keys below; what lets a move restore one runner's backup on another. Empty: each runner its own.
     backup_repository: str = ""
+    # issue 17: how long a deleted environment's last backup stays restorable (seconds, or "7d", "12h"); deleting
+    # asks its runner for that backup first. 0: no backup on delete, and its backups go with it
+    deleted_backup_retention: Annotated[float, Field(ge=0), BeforeValidator(parse_duration)] = 7 * 86400.0
     backup_repository_access_key: str = Field("", repr=False)
     backup_repository_secret_key: str = Field("", repr=False)
     advertise_url: str = ""  # issue 15: where other replicas reach this one; default: from `listen`

@@ -211,6 +211,10 @@ class BackupRow(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = _ts()
     completed_at: datetime | None = _ts(nullable=True)
+    repository: str | None = None  # "shared" (the server's, any runner on it restores) or "own" (runner_id's)
+    # issue 17: set when the environment is deleted; its last backup stays until then, the others are due at
+    # once. Once due, the runner holding the repository forgets the snapshot, then the row goes.
+    expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), nullable=True, index=True)
 
 
 class ReplicaRow(SQLModel, table=True):

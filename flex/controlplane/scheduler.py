@@ -206,10 +206,12 @@ def tenant_of(s: Session, row: EnvironmentRow, runners: list[RunnerLoad]) -> Ten
     return Tenant(row.owner, groups, local_source(row.spec))
 
 
-def bind(row: EnvironmentRow, runners: list[RunnerLoad], now: datetime, tenant: Tenant) -> bool:
-    """Try to bind an unbound environment; record the outcome as its ``Scheduled`` condition. True if changed."""
+def bind(row: EnvironmentRow, runners: list[RunnerLoad], now: datetime, tenant: Tenant,
+         selector: dict[str, str] | None = None) -> bool:
+    """Try to bind an unbound environment; record the outcome as its ``Scheduled`` condition. True if changed.
+    ``selector``: instead of the spec's runnerSelector (a runner named for a restore)."""
     status = EnvironmentStatus.model_validate(row.status)
-    selector = dict(row.spec.get("runnerSelector") or {})
+    selector = dict(row.spec.get("runnerSelector") or {}) if selector is None else selector
     placed = pick(row.req_cpus, row.req_memory, row.req_disk, selector, runners, tenant)
     changed = set_condition(status, "Scheduled", placed.runner is not None, reason=placed.reason,
                             message=placed.message, now=now)  # no generation: a spec change is no news here

@@ -44,6 +44,7 @@ __all__ = ["SERVER_CONDITIONS", "Store", "StoredEvent", "Wire", "check_inline_co
 
 NOTIFY_CHANNEL = "flex_events"
 SERVER_CONDITIONS = ("Scheduled", "RunnerReady", "Moving")  # owned by the control plane, not by runners
+DELETED_BACKUP_RETENTION = 7 * 86400.0  # like Gitpod's and Codespaces' retention of deleted workspaces
 
 
 def utc(dt: datetime | None) -> datetime | None:
@@ -218,6 +219,8 @@ class Store:
         self._hint: tuple[float, list[scheduler.RunnerLoad]] | None = None
         self._hint_lock = threading.Lock()
         self.writer = threading.Lock()
+        # issue 17: seconds a deleted environment's last backup stays (Settings.deleted_backup_retention); 0: none
+        self.deleted_backup_retention = DELETED_BACKUP_RETENTION
 
     def forget_hint(self) -> None:
         """Runners changed (joined, came back, changed capacity): the next create reads them afresh."""
@@ -366,7 +369,7 @@ class Store:
         self.on_commit()
         return wire
 
-    def create(self, who: Principal, body: EnvironmentCreate) -> Wire:
+    def create(self, who: Principal, body: EnvironmentCreate, *, restore_on: str | None = None) -> Wire:
         check_inline_config(body.spec)
         hint = self._placement_hint()  # placement is chosen before the write lock, re-checked under it
 
@@ -387,14 +390,10 @@ class Store:
                                  labels=body.labels, spec=spec.to_wire(), status=EnvironmentStatus().to_wire(),
                                  generation=1, created_at=now, updated_at=now)
             _requests(row, spec)
-            from flex.controlplane.backups import restore_runner  # issue 17: a restore goes where its backup is
+            from flex.controlplane.backups import bind_restore  # issue 17: a restore goes where its backup is
 
-            pin = restore_runner(s, who.name, row.spec)
-            if pin is None:
+            if not bind_restore(s, row, now, restore_on):
                 scheduler.bind_hinted(s, row, hint, now)
-            elif not scheduler.bind_to(s, row, pin, now):
-                raise FailedPrecondition(f"the runner holding the backup to restore has no room for "
-                                         f"{body.name!r} now", hint="free some room there, or try again later")
             if row.runner_id is not None:  # count it in the shared hint too, so the next create sees the load
                 for load in hint:
                     if load.id == row.runner_id:
@@ -502,6 +501,10 @@ class Store:
                                    hint="delete it without force: its runner tears it down, then it is gone")
         gone = False
 
+        from flex.controlplane.backups import on_delete, on_deleted  # issue 17: a last backup, kept a while
+
+        keep_for = self.deleted_backup_retention
+
         def op(s: Session, now: datetime) -> Wire:
             nonlocal gone
             row = self.find(s, who, ref, owner)
@@ -510,6 +513,7 @@ class Store:
                 if row.deletion_timestamp is None:
                     row.deletion_timestamp = now
                 env = emit(s, row, "DELETED", now)
+                on_deleted(s, row, now, keep_for)
                 s.delete(row)
                 gone = True
                 audit.record(s, who.actor, "environment.force-delete", f"environment:{row.owner}/{row.name}",
@@ -520,9 +524,11 @@ class Store:
             row.deletion_timestamp = now
             if row.runner_id is None:
                 env = emit(s, row, "DELETED", now)
+                on_deleted(s, row, now, keep_for)
                 s.delete(row)
                 gone = True
             else:
+                on_delete(s, row, now, keep_for)
                 env = emit(s, row, "MODIFIED", now)
             audit.record(s, who.actor, "environment.delete", f"environment:{row.owner}/{row.name}", immediate=gone)
             return env
@@ -575,6 +581,9 @@ class Store:
             if row.deletion_timestamp is None:
                 raise FailedPrecondition(f"environment {row.name!r} is not being deleted")
             env = emit(s, row, "DELETED", now)
+            from flex.controlplane.backups import on_deleted
+
+            on_deleted(s, row, now, self.deleted_backup_retention)
             s.delete(row)
             audit.record(s, who.actor, "environment.teardown", f"environment:{row.owner}/{row.name}")
             return env

@@ -7,6 +7,7 @@
                 when its free disk goes under (or back over) ``min_free_disk``
     tunnel      the outbound WebSocket to the control plane that exec and other access streams ride on
                 (flex/runner/access/)
+    expirer     every ``resync`` seconds: forgets the expired backups of deleted environments (issue 17)
     workers     take an id from the keyed queue and reconcile it (one reconcile per environment at a time);
                 a failure requeues it with per-environment exponential backoff and jitter
 Status of the agent itself goes to FLEX_HOME/runner/agent.json for `flex runner status`. SIGTERM (or
@@ -226,6 +227,17 @@ class Agent:
                 self.write_status()
                 self.stopping.wait(self.opts.heartbeat)
 
+    def expirer(self) -> None:
+        """Every resync: forget the expired backups of deleted environments in our repository (issue 17)."""
+        from flex.runner.backup_hooks import forget_expired
+
+        with self._client(timeout=30) as client:
+            while not self.stopping.wait(self.opts.resync):
+                try:
+                    forget_expired(client, self.cred.runner_id, self.home, self._ctx().machine)
+                except FlexError as err:
+                    log.warning("forgetting expired backups: %s", err)
+
     def worker(self) -> None:
         while not self.stopping.is_set():
             key = self.queue.get(timeout=0.5)
@@ -290,7 +302,8 @@ class Agent:
         self.write_status()
         threads = [threading.Thread(target=self.watcher, name="watcher", daemon=True),
                    threading.Thread(target=self.heartbeater, name="heartbeat", daemon=True),
-                   threading.Thread(target=self._tunnel, name="tunnel", daemon=True)]
+                   threading.Thread(target=self._tunnel, name="tunnel", daemon=True),
+                   threading.Thread(target=self.expirer, name="expirer", daemon=True)]
         workers = [threading.Thread(target=self.worker, name=f"worker-{i}", daemon=True)
                    for i in range(self.opts.workers)]
         for t in [*threads, *workers]:

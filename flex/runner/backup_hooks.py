@@ -42,8 +42,9 @@ from flex.runner.storage import EnvPaths, remove_tree
 from flex.runtime.containers.rootfs import replace_upper
 from flex.runtime.containers.store import Container
 
-__all__ = ["RESTORED_MARKER", "RETAIN_MARKER", "back_up_if_asked", "place_restored_upper", "repository",
-           "restore_if_asked", "retain_if_due", "retention_due"]
+__all__ = ["RESTORED_MARKER", "RETAIN_MARKER", "back_up_before_delete", "back_up_if_asked", "forget_expired",
+           "place_restored_upper", "repository", "restore_if_asked", "retain_if_due", "retention_due",
+           "worker_prefix"]
 
 log = logging.getLogger("flex.runner")
 RESTORED_MARKER = "restored.json"
@@ -62,6 +63,18 @@ def repository(home: Path) -> tuple[str, Path, dict[str, str]]:
         key.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(key, secrets.token_urlsafe(32) + "\n", mode=0o600)
     return os.environ.get("FLEX_BACKUP_REPO") or str(home / "backups"), key, {}
+
+
+def worker_prefix(machine: Machine) -> list[str]:
+    """Rootless: the backup worker runs as root in the runtime keeper's user namespace (0 → the user, 1.. → its
+    subordinate ids), where it reads every file of an environment, sees owners as the environment does (stored
+    with offset 0: uid 1000 stays 1000 on any runner) and may set them on restore. Root: nothing."""
+    keeper = machine.containers.keeper
+    return keeper.prefix() if keeper is not None and os.geteuid() != 0 else []
+
+
+def _which(home: Path) -> str:
+    return "shared" if shared(home) is not None else "own"
 
 
 def _condition(status: EnvironmentStatus, type_: str, value: bool | None, reason: str, message: str,
@@ -99,8 +112,9 @@ def back_up_if_asked(client: FlexClient, home: Path, machine: Machine, env: Envi
     sources = {"workspace": str(paths.volume)}
     container = next(iter(machine.of_environment(meta.id)), None)
     upper = machine.containers.bundle(container.id) / "upper" if container is not None else None
-    if upper is not None and upper.is_dir() and os.geteuid() == 0:  # rootless: its files are subordinate ids
+    if upper is not None and upper.is_dir():  # rootless too: the worker reads it in the keeper's namespace
         sources["upper"] = str(upper)
+    # root: owners relative to the container's range; rootless: the worker sees them as inside already
     offset = container.idmap.uids[0][1] if container is not None and container.idmap.uids and os.geteuid() == 0 \
         else 0
     marker = paths.state / "source.json"
@@ -112,7 +126,7 @@ def back_up_if_asked(client: FlexClient, home: Path, machine: Machine, env: Envi
     try:
         if os.geteuid() == 0:  # the volume where its disk image is mounted, never the empty folder under it
             mount_disk_image(home, meta.id, paths.volume)
-        reply = run_worker(job)
+        reply = run_worker(job, prefix=worker_prefix(machine))
     except FlexError as err:
         msg = err.message + (f" ({err.hint})" if err.hint else "")
         client.report_backup(meta.id, want, BackupReport(state="failed", error=msg[:4096]))
@@ -125,7 +139,7 @@ def back_up_if_asked(client: FlexClient, home: Path, machine: Machine, env: Envi
     size = int(s["bytes_total"])
     write_atomic(paths.state / RETAIN_MARKER, json.dumps({"backup": want}))  # before the row: never lost
     client.report_backup(meta.id, want, BackupReport(state="completed", size=size, files=files,
-                                                     snapshot=reply["snapshot"]["id"]))
+                                                     snapshot=reply["snapshot"]["id"], repository=_which(home)))
     from flex.runner.reconcile import crash_point
 
     crash_point("backed-up")  # reported, not yet in the status: a restart must not back up again
@@ -135,12 +149,46 @@ def back_up_if_asked(client: FlexClient, home: Path, machine: Machine, env: Envi
     log.info("environment %s: backup %s made (%d files)", meta.id, want, files)
 
 
+def back_up_before_delete(client: FlexClient, home: Path, machine: Machine, env: Environment,
+                          status: EnvironmentStatus, flush: Any) -> None:
+    """A deleting environment's last backup (``spec.backup.request``, reason ``delete``: the server keeps it a
+    while, issue 17): the container stopped first, so it is exact; not made (reported removed) when nothing can
+    have changed since the last completed backup (no container ran after it). A failure does not stop the
+    delete: the user asked for it."""
+    want = env.spec.backup.request if env.spec.backup is not None else None
+    last = status.last_backup
+    if want is None or (last is not None and last.id == want and last.state in ("completed", "failed")):
+        return
+    containers = machine.of_environment(env.metadata.id)
+    for c in containers:
+        if c.state == "running":
+            machine.stop(c)
+    if last is not None and last.id != want and last.state == "completed" and last.time is not None:
+        made = last.time.timestamp()
+        ran = [c for c in machine.of_environment(env.metadata.id)
+               if c.state == "running" or (c.started_at or 0) > made or (c.finished_at or 0) > made]
+        if not ran and _exists(client, env.metadata.id, last.id):  # not removed through the API meanwhile
+            with contextlib.suppress(NotFound):
+                client.report_backup(env.metadata.id, want, BackupReport(state="removed"))
+            log.info("environment %s: nothing changed since backup %s; no backup on delete", env.metadata.id,
+                     last.id)
+            return
+    back_up_if_asked(client, home, machine, env, status, flush)
+
+
+def _exists(client: FlexClient, env_id: str, backup_id: str) -> bool:
+    try:
+        return client.runner_backup(env_id, backup_id).state == "completed"
+    except NotFound:
+        return False
+
+
 def retention_due(home: Path, env_id: str) -> bool:
     return (EnvPaths(home, env_id).state / RETAIN_MARKER).exists()
 
 
-def retain_if_due(client: FlexClient, runner_id: str, home: Path, env: Environment, status: EnvironmentStatus,
-                  flush: Any) -> None:
+def retain_if_due(client: FlexClient, runner_id: str, home: Path, machine: Machine, env: Environment,
+                  status: EnvironmentStatus, flush: Any) -> None:
     """After a backup (its marker), once: keep the newest spec.backup.keepLast (default 3) of the
     environment's backups, forget the others and prune; their rows go too. ``BackedUp``'s message then says
     what was kept. A failure here loses nothing: the next backup tries again."""
@@ -148,7 +196,7 @@ def retain_if_due(client: FlexClient, runner_id: str, home: Path, env: Environme
     if not marker.exists():
         return
     keep = (env.spec.backup.keep_last if env.spec.backup is not None else None) or KEEP_LAST
-    removed = _retain(client, runner_id, env, keep, *repository(home))
+    removed = _retain(client, runner_id, env, keep, *repository(home), worker_prefix(machine))
     cond = status.condition("BackedUp")
     if removed is not None and cond is not None and cond.status == "True" and "; kept " not in cond.message:
         _condition(status, "BackedUp", True, cond.reason, f"{cond.message}; kept the newest {keep}, removed "
@@ -160,13 +208,13 @@ def retain_if_due(client: FlexClient, runner_id: str, home: Path, env: Environme
 
 
 def _retain(client: FlexClient, runner_id: str, env: Environment, keep: int, repo: str, key: Path,
-            store_env: dict[str, str]) -> int | None:
+            store_env: dict[str, str], prefix: list[str]) -> int | None:
     """How many backups retention removed; None if it could not run."""
     job: dict[str, Any] = {"repo": repo, "password_file": str(key), "store_env": store_env,
                            "env_id": env.metadata.id}
     try:
         gone = []
-        for bid in run_worker({**job, "op": "list"}).get("backups") or []:
+        for bid in run_worker({**job, "op": "list"}, prefix=prefix).get("backups") or []:
             if isinstance(bid, str):
                 try:
                     client.runner_backup(env.metadata.id, bid)
@@ -174,7 +222,7 @@ def _retain(client: FlexClient, runner_id: str, env: Environment, keep: int, rep
                     gone.append(bid)  # removed through the API (`flex backup rm`)
         if gone:  # ... or the environment itself is no longer ours (deleted, moved): then forget nothing
             client.runner_environment(runner_id, env.metadata.id)
-        reply = run_worker({**job, "op": "retain", "keep_last": keep, "gone": gone})
+        reply = run_worker({**job, "op": "retain", "keep_last": keep, "gone": gone}, prefix=prefix)
     except NotFound:
         return None
     except FlexError as err:
@@ -196,7 +244,8 @@ def _to_restore(env: Environment) -> str | None:
     return env.spec.restore_from.backup if env.spec.restore_from is not None else None
 
 
-def restore_if_asked(home: Path, env: Environment, status: EnvironmentStatus, flush: Any) -> None:
+def restore_if_asked(home: Path, env: Environment, status: EnvironmentStatus, flush: Any,
+                     machine: Machine | None = None) -> None:
     """Before anything else of a new environment with ``spec.restoreFrom`` (or one moved here): its workspace
     (and source marker) from the backup, and its writable layer staged for the container. Once (a marker says
     done)."""
@@ -223,11 +272,13 @@ def restore_if_asked(home: Path, env: Environment, status: EnvironmentStatus, fl
     from flex.runner.reconcile import crash_point
 
     crash_point("restore-started")
-    remove_tree(tmp)  # a restore cut short: start again
+    as_root = machine.namespace_root() if machine is not None else None
+    remove_tree(tmp, as_root)  # a restore cut short: start again
     repo, key, store_env = repository(home)
     try:
         reply = run_worker({"op": "restore", "repo": repo, "password_file": str(key), "store_env": store_env,
-                            "backup": backup_id, "target": str(tmp)})
+                            "backup": backup_id, "target": str(tmp)},
+                           prefix=worker_prefix(machine) if machine is not None else [])
     except FlexError as err:
         _condition(status, "Restored", False, "RestoreFailed", err.message + (f" ({err.hint})" if err.hint else ""),
                    gen)
@@ -237,7 +288,7 @@ def restore_if_asked(home: Path, env: Environment, status: EnvironmentStatus, fl
     # disk image, entry by entry (the marker below comes last, so a cut-short move is redone whole)
     for entry in paths.volume.iterdir():
         if entry != tmp:
-            remove_tree(entry)
+            remove_tree(entry, as_root)
     if on_image:
         for entry in (tmp / "workspace").iterdir():
             entry.rename(paths.volume / entry.name)
@@ -260,7 +311,7 @@ def restore_if_asked(home: Path, env: Environment, status: EnvironmentStatus, fl
         write_atomic(paths.state / "source.json", source)
     if os.geteuid() == 0:  # stored as seen inside: reconcile shifts the workspace into the container's range
         write_atomic(paths.state / "owner.json", json.dumps({"uid": 0, "gid": 0}))
-    remove_tree(tmp)
+    remove_tree(tmp, as_root)
     files = int(reply["summary"]["files"])
     write_atomic(paths.state / RESTORED_MARKER, json.dumps({"backup": backup_id, "files": files}))
     _condition(status, "Restored", True, "Restored", f"from backup {backup_id} ({files} files)", gen)
@@ -279,12 +330,20 @@ def _copy_tree(src: Path, dst: Path) -> None:
     part.rename(dst)
 
 
-def place_restored_upper(home: Path, env_id: str, container: Container, bundle: Path) -> None:
-    """Before the container first starts: the restored writable layer becomes its upper dir, owners moved
-    from inside ids into the container's range (set-id bits put back after chown clears them). Root runners:
-    a rootless runner restores the workspace and volumes only."""
+def place_restored_upper(home: Path, env_id: str, container: Container, bundle: Path,
+                         machine: Machine | None = None) -> None:
+    """Before the container first starts: the restored writable layer becomes its upper dir. Root: owners
+    moved from inside ids into the container's range (set-id bits put back after chown clears them);
+    rootless: restored in the keeper's namespace, they are right already, and the keeper swaps it in."""
     staged = EnvPaths(home, env_id).state / _UPPER
-    if not staged.is_dir() or container.state == "running" or os.geteuid() != 0 or not container.idmap.uids:
+    if not staged.is_dir() or container.state == "running":
+        return
+    keeper = machine.containers.keeper if machine is not None else None
+    if os.geteuid() != 0:
+        if keeper is not None:
+            replace_upper(bundle, staged, keeper)
+        return
+    if not container.idmap.uids:
         return
     base_u, base_g = container.idmap.uids[0][1], container.idmap.gids[0][1]
     for dirpath, dirnames, filenames in os.walk(staged):
@@ -298,3 +357,21 @@ def _shift(path: str, base_u: int, base_g: int) -> None:
     os.lchown(path, base_u + st.st_uid, base_g + st.st_gid)
     if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
         os.chmod(path, stat.S_IMODE(st.st_mode))
+
+
+def forget_expired(client: FlexClient, runner_id: str, home: Path, machine: Machine) -> int:
+    """Backups of deleted environments whose time is up (the control plane lists those in a repository this
+    runner looks after): their snapshots forgotten and the repository pruned, then each reported, so its row
+    goes. Safe to cut anywhere: a snapshot forgotten but not reported is forgotten again. Returns how many."""
+    due = [b.id for b in client.runner_expired_backups(runner_id).items]
+    if not due:
+        return 0
+    repo, key, store_env = repository(home)
+    reply = run_worker({"op": "forget", "repo": repo, "password_file": str(key), "store_env": store_env,
+                        "backups": due}, prefix=worker_prefix(machine))
+    for bid in reply.get("forgotten") or []:
+        with contextlib.suppress(NotFound):
+            client.runner_forgot_backup(runner_id, str(bid))
+    log.info("forgot %d expired backup(s) of deleted environments (%d bytes freed)", len(due),
+             int(reply.get("bytes_freed") or 0))
+    return len(due)

@@ -164,15 +164,31 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
                 repo.forget(s)
             freed = prune(repo).bytes_freed if remove else 0
         out.update(removed=[s.meta.get("backup") for s in remove], bytes_freed=freed)
+    elif job["op"] == "forget":  # backups of deleted environments whose time is up (issue 17)
+        from flex.backup import prune
+
+        ids = set(job.get("backups") or ())
+        try:
+            repo = Repository.open(store, password)
+        except NotFound:  # no repository: nothing of them is left in it
+            return {**out, "forgotten": sorted(ids), "bytes_freed": 0}
+        with lock(repo, exclusive=True):
+            remove = [s for s in repo.snapshots() if s.meta.get("backup") in ids]
+            for s in remove:
+                repo.forget(s)
+            freed = prune(repo).bytes_freed if remove else 0
+        out.update(forgotten=sorted(ids), bytes_freed=freed)  # absent ones too: they are out of it as well
     else:
         raise InvalidArgument(f"unknown backup job {job['op']!r}")
     repo.close()
     return out
 
 
-def run_worker(job: Mapping[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
-    """Run a backup or restore job in a gentle worker process; its error comes back as the same kind."""
-    proc = subprocess.Popen([sys.executable, "-m", "flex.runner.backups"], stdin=subprocess.PIPE,
+def run_worker(job: Mapping[str, Any], *, timeout: float | None = None, prefix: list[str] | None = None
+               ) -> dict[str, Any]:
+    """Run a backup or restore job in a gentle worker process (``prefix``: e.g. nsenter into a rootless
+    runner's user namespace); its error comes back as the same kind."""
+    proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "flex.runner.backups"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = proc.communicate(json.dumps(dict(job)), timeout=timeout)

@@ -144,6 +144,8 @@ def reconcile(ctx: Ctx, env_id: str) -> Result:
     if env.metadata.deleting:
         st.phase("deleting")
         st.flush()
+        backup_hooks.back_up_before_delete(ctx.client, ctx.home, ctx.machine, env, st.status, st.flush)
+        crash_point("deleted-backup")
         teardown(ctx, env_id)
         with contextlib.suppress(NotFound):
             ctx.client.confirm_teardown(ctx.runner_id, env_id)
@@ -170,7 +172,8 @@ def reconcile(ctx: Ctx, env_id: str) -> Result:
         if backup_hooks.retention_due(ctx.home, env_id) and _settled(st):
             if _changed_since(ctx, env_id, st):
                 return Result(requeue_after=0.0, phase=st.status.phase)  # Ready first, retention after it
-            backup_hooks.retain_if_due(ctx.client, ctx.runner_id, ctx.home, env, st.status, st.flush)
+            backup_hooks.retain_if_due(ctx.client, ctx.runner_id, ctx.home, ctx.machine, env, st.status,
+                                         st.flush)
     except _Failed as f:
         st.set(f.condition, False, f.reason, f.message)
         st.set("Ready", False, f.reason, f.message)
@@ -224,7 +227,7 @@ def _converge(ctx: Ctx, env: Environment, st: _Status) -> None:
     paths = EnvPaths(ctx.home, meta.id)
     volume, disk = _volume(ctx, env, paths)
     try:  # issue 17: a new environment from a backup has its workspace restored before anything else
-        backup_hooks.restore_if_asked(ctx.home, env, st.status, st.flush)
+        backup_hooks.restore_if_asked(ctx.home, env, st.status, st.flush, ctx.machine)
     except Unavailable:
         raise  # a status write found no control plane: nothing failed here, try again (a move must not roll back)
     except FlexError as err:
@@ -363,7 +366,7 @@ def _converge(ctx: Ctx, env: Environment, st: _Status) -> None:
         c = _create(ctx, env, plan, [*wbinds, *binds], want)
         crash_point("created")
     if c.state != "running":  # a restored writable layer goes in before the container first starts
-        backup_hooks.place_restored_upper(ctx.home, meta.id, c, ctx.machine.containers.bundle(c.id))
+        backup_hooks.place_restored_upper(ctx.home, meta.id, c, ctx.machine.containers.bundle(c.id), ctx.machine)
     if not ctx.machine.rootless:
         # a root runner's container root is a pool uid: give it the workspace and volumes, every time (a shift
         # cut short is finished); rootless, the container's root is the user, who owns them already

@@ -13,9 +13,10 @@ from flex.controlplane.errors import PROBLEM_RESPONSES
 from flex.controlplane.routes.deps import Cp, RunnerCaller, User
 from flex.controlplane.routes.environments import answer
 
-__all__ = ["router"]
+__all__ = ["everywhere", "router"]
 
 router = APIRouter(prefix="/api/v1/environments/{name}/backups", tags=["backups"], responses=PROBLEM_RESPONSES)
+everywhere = APIRouter(prefix="/api/v1/backups", tags=["backups"], responses=PROBLEM_RESPONSES)
 
 Id = Annotated[str, Path(pattern=BACKUP_ID_PATTERN, description="a backup's id, bk_...")]
 OwnerQ = Annotated[str | None, Query(description="an admin may address another user's environment", max_length=63)]
@@ -55,7 +56,8 @@ def restore_backup(cp: Cp, who: User, name: str, backup_id: Id, body: BackupRest
                    owner: OwnerQ = None) -> Response:
     """A new environment ``as`` from this backup (the same as POST /api/v1/environments with
     spec.restoreFrom.backup); its runner restores it and reports in the Restored condition."""
-    wire = Backups(cp.store).restore(who, name, backup_id, body.as_, body.labels, owner)
+    wire = Backups(cp.store).restore(who, name, backup_id, body.as_, body.labels, owner, runner=body.runner,
+                                     runner_selector=body.runner_selector)
     return answer(wire, 201, {"Location": f"/api/v1/environments/{body.as_}"})
 
 
@@ -69,3 +71,15 @@ def runner_get_backup(cp: Cp, who: RunnerCaller, name: str, backup_id: Id) -> Re
 def report_backup(cp: Cp, who: RunnerCaller, name: str, backup_id: Id, body: BackupReport) -> Response:
     """Runner only: what became of a backup it was asked for."""
     return _json(Backups(cp.store).report(who, name, backup_id, body))
+
+
+@everywhere.get("", response_model=BackupList)
+def list_all_backups(cp: Cp, who: User, owner: OwnerQ = None) -> BackupList:
+    """All your backups, oldest first, those of deleted environments too (``environmentDeleted``, kept until
+    ``expiresAt``)."""
+    return BackupList(items=Backups(cp.store).list_all(who, owner))
+
+
+@everywhere.get("/{backup_id}", response_model=Backup)
+def get_any_backup(cp: Cp, who: User, backup_id: Id, owner: OwnerQ = None) -> Response:
+    return _json(Backups(cp.store).get_any(who, backup_id, owner))

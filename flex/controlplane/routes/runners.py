@@ -7,9 +7,10 @@ import asyncio
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from flex.api import (
+    BackupList,
     BackupRepository,
     Environment,
     EnvironmentList,
@@ -22,8 +23,10 @@ from flex.api import (
     RunnerList,
     RunnerSecrets,
 )
+from flex.api.backup_spec import BACKUP_ID_PATTERN
 from flex.controlplane.auth import Principal, create_join_token
 from flex.controlplane.backup_repository import shared_repository
+from flex.controlplane.backups import Backups
 from flex.controlplane.errors import PROBLEM_RESPONSES
 from flex.controlplane.moves import Moves
 from flex.controlplane.routes.deps import Caller, Cp, RunnerCaller, User, client_address, watch_response
@@ -174,6 +177,22 @@ def runner_backup_repository(cp: Cp, who: RunnerCaller, runner_id: str) -> Respo
                        hint="runners keep their own (flex server --backup-repository makes one)")
     return Response(repo.model_dump_json(by_alias=True), media_type="application/json",
                     headers={"Cache-Control": "no-store"})
+
+
+@router.get("/{runner_id}/expired-backups", response_model=BackupList)
+def runner_expired_backups(cp: Cp, who: RunnerCaller, runner_id: str) -> BackupList:
+    """Runner only: backups of deleted environments whose time is up, in a repository this runner looks after;
+    it forgets their snapshots, then says so (DELETE) and the rows go (issue 17)."""
+    _self(who, runner_id)
+    return BackupList(items=Backups(cp.store).due(who, runner_id))
+
+
+@router.delete("/{runner_id}/expired-backups/{backup_id}", status_code=204)
+def runner_forgot_backup(cp: Cp, who: RunnerCaller, runner_id: str,
+                         backup_id: Annotated[str, Path(pattern=BACKUP_ID_PATTERN)]) -> Response:
+    _self(who, runner_id)
+    Backups(cp.store).forgotten(who, runner_id, backup_id)
+    return Response(status_code=204)
 
 
 @router.delete("/{runner_id}/environments/{env_id}", status_code=204)

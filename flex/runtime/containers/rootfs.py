@@ -220,11 +220,30 @@ def user_ids(user: str, passwd_text: str | None, group_text: str | None, *,
     return uid, gid if gid >= 0 else uid, extra
 
 
-def replace_upper(cdir: Path, new_upper: Path) -> None:
+def replace_upper(cdir: Path, new_upper: Path, keeper: Keeper | None = None) -> None:
     """A created, never started container's writable layer becomes ``new_upper`` (a restored one, owned in the
     container's range already): the overlay is unmounted, the upper dir swapped, and the overlay mounted
-    again on the same idmapped lowers. Root runners only (a rootless overlay is the keeper's)."""
+    again on the same lowers — rootless all of it as root in the keeper's namespaces, whose overlay it is."""
     upper, work, target = cdir / "upper", cdir / "work", cdir / "rootfs"
+    if keeper is not None:
+        try:
+            lowers_ = [Path(p) for p in json.loads((cdir / "image.json").read_text())["lowers"]]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise FailedPrecondition(f"{cdir}: the container's image layers are not recorded ({err})") from err
+
+        def swap() -> None:
+            _umount(target)
+            old = cdir / "upper.old"
+            if upper.exists():  # else a swap cut short after this rename: the old one is aside already
+                upper.rename(old)
+            new_upper.rename(upper)
+            for d in (old, work):
+                shutil.rmtree(d, ignore_errors=True)
+            work.mkdir()
+            _mount(target, lowers_, upper, work, ("userxattr",))
+
+        keeper.call(swap, "placing the restored writable layer")
+        return
     lowers = sorted((p for p in cdir.iterdir() if p.name.startswith("lower") and p.name[5:].isdigit()),
                     key=lambda p: int(p.name[5:]))
     if not lowers:
