@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
                                    "socket": str(DaemonPaths(home).socket), "log": str(DaemonPaths(home).log)}
         if info is not None:
             data.update(pid=info.pid, url=info.url, runnerId=info.runner_id, rootless=info.rootless,
-                        startedAt=info.started_at)
+                        startedAt=info.started_at, version=info.version)
         if json_:
             typer.echo(json.dumps(data, indent=2))
             return
@@ -65,7 +65,8 @@ def register(app: typer.Typer) -> None:
             typer.echo("not running (start it with `flex daemon start`, or just `flex up`)")
             return
         up = int(time.time() - info.started_at)
-        typer.echo(f"running: pid {info.pid}, up {up}s, {'rootless' if info.rootless else 'root'} runner "
+        typer.echo(f"running: pid {info.pid}, flex {info.version or '(older)'}, up {up}s, "
+                   f"{'rootless' if info.rootless else 'root'} runner "
                    f"{info.runner_id}\nsocket: {info.socket}" + (f"\nurl:    {info.url}" if info.url else "")
                    + f"\nlog:    {info.log}")
 

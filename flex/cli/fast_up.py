@@ -93,6 +93,7 @@ def _read(path: str | None) -> Desired | None:
 
 def _daemon() -> tuple[str, str] | None:
     """(socket, token) of a running daemon as flex/daemon/control.py's daemon_info reads it; None: not running."""
+    from flex import __version__
     from flex.daemon.paths import DaemonPaths
     from flex.home import flex_home
     from flex.pids import pid_alive
@@ -103,6 +104,8 @@ def _daemon() -> tuple[str, str] | None:
         pid, _ = int(s["pid"]), float(s["startedAt"])
         if not isinstance(s["socket"], str) or "runnerId" not in s or not pid_alive(pid):
             return None
+        if s.get("version") != __version__:
+            return None  # a daemon left from before an upgrade: the full command restarts it
         return str(paths.socket), paths.token_file.read_text().strip()
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from flex import __version__
 from flex.client import FlexClient
 from flex.daemon.paths import DaemonPaths
 from flex.errors import FailedPrecondition, FlexError, Unavailable, error_for_kind
@@ -39,6 +40,7 @@ class DaemonInfo:
     rootless: bool
     started_at: float
     log: str
+    version: str | None  # the flex it runs (None: one from before versions were recorded)
 
 
 def _answers(paths: DaemonPaths, timeout: float = 2.0) -> bool:
@@ -56,7 +58,8 @@ def daemon_info(home: Path, *, check: bool = True) -> DaemonInfo | None:
     try:
         s = json.loads(paths.state.read_text())
         info = DaemonInfo(pid=int(s["pid"]), socket=str(s["socket"]), url=s.get("url"), runner_id=str(s["runnerId"]),
-                          rootless=bool(s.get("rootless")), started_at=float(s["startedAt"]), log=str(paths.log))
+                          rootless=bool(s.get("rootless")), started_at=float(s["startedAt"]), log=str(paths.log),
+                          version=s.get("version") if isinstance(s.get("version"), str) else None)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if not pid_alive(info.pid):
@@ -124,6 +127,14 @@ def start_daemon(home: Path, *, listen: str | None = None, timeout: float = 90.0
 
 
 def ensure_daemon(home: Path) -> DaemonInfo:
+    """The daemon, started if need be, and running this flex: one left from before an upgrade is restarted
+    (as gradle's client will not use another version's daemon). Environments keep running through it:
+    their containers are not the daemon's children."""
+    info = daemon_info(home)
+    if info is not None and info.version != __version__:
+        print(f"flex: restarting the daemon (pid {info.pid}, flex {info.version or 'older'}) to run flex "
+              f"{__version__}; environments keep running", file=sys.stderr, flush=True)
+        stop_daemon(home)
     return start_daemon(home)[0]
 
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from flex import __version__
 from flex.atomic import write_atomic
 from flex.client import FlexClient
 from flex.daemon.paths import DaemonPaths
@@ -156,7 +157,8 @@ def run_daemon(home: Path, listen: str | None = None) -> int:
             cred = _ensure_runner(paths, admin)
         state = {"pid": os.getpid(), "socket": str(paths.socket),
                  "url": f"http://{tcp[0]}:{tcp[1]}" if tcp else None, "runnerId": cred.runner_id,
-                 "rootless": os.geteuid() != 0, "startedAt": time.time(), "home": str(home)}
+                 "rootless": os.geteuid() != 0, "startedAt": time.time(), "home": str(home),
+                 "version": __version__}
         write_atomic(paths.state, json.dumps(state, indent=2) + "\n", mode=0o600, durable=False)
         print(f"flex daemon (pid {os.getpid()}) on {paths.socket}"
               + (f" and {state['url']}" if tcp else "") + f"; runner {cred.runner_id}", file=sys.stderr, flush=True)

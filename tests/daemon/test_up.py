@@ -142,6 +142,21 @@ def test_up_creates_returns_at_once_when_unchanged_picks_up_an_edit_and_survives
     flex.ok("daemon", "start")
     assert json.loads(flex.ok("daemon", "status", "--json").stdout)["running"] is True
 
+    # a daemon left from before an upgrade (its state names another flex) is restarted by `flex up`, and the
+    # environment keeps running through it: the same container
+    old = flex.daemon_state()
+    assert old["version"] == json.loads(flex.ok("version", "--json").stdout)["version"]
+    state_file = flex.mode.home / "daemon" / "state.json"
+    with open(state_file, "r+") as f:  # in place: the owner and mode stay the daemon's
+        text = json.dumps({**old, "version": "0.0.1"})
+        f.write(text)
+        f.truncate(len(text))
+    r = flex.ok("up", "--json", cwd=folder)
+    assert json.loads(r.stdout)["containerId"] == cid
+    assert "restarting the daemon" in r.stderr and "flex 0.0.1" in r.stderr, r.stderr
+    assert flex.daemon_state()["pid"] != old["pid"] and flex.daemon_state()["version"] == old["version"]
+    assert _container(flex, "my-app")["state"] == "running"
+
     # rm through the daemon tears the container down
     flex.ok("rm", "my-app")
     deadline = time.monotonic() + 60
