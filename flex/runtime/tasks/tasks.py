@@ -177,6 +177,19 @@ def _pump(pid: int, routes: dict[int, list[int]], stdin_to: int | None) -> int:
     return code
 
 
+def _open_log(store: Containers, c: Container) -> int:
+    """The container's log for appending. crun gives the container's stdio to its root, which under
+    ``--userns keep-id`` is a subuid: the file is given back to the user (keeper id 0) before a start."""
+    path = store.bundle(c.id) / "log"
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except PermissionError:
+        if store.keeper is None:
+            raise
+    store.keeper.call(lambda: os.chown(path, 0, 0), "taking back the container's log")
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+
 def start_attached(store: Containers, c: Container, *, interactive: bool, tty: bool, stdout: int = 1,
                    stderr: int = 2) -> int:
     """Start ``c`` with our terminal or stdio attached; returns the exit code of its command. Its output
@@ -185,7 +198,7 @@ def start_attached(store: Containers, c: Container, *, interactive: bool, tty: b
         return _run_attached_plain(store, c, interactive=interactive, stdout=stdout, stderr=stderr)
     _subreaper()
     bundle = store.bundle(c.id)
-    log = os.open(bundle / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    log = _open_log(store, c)
     from flex.runtime.tasks.console import ConsoleSocket, console_size, raw_terminal, resize_on_sigwinch
 
     if tty and (size := console_size(0)) is not None:
@@ -236,7 +249,7 @@ def _run_attached_plain(store: Containers, c: Container, *, interactive: bool, s
     """The common case (no terminal, no Docker, no network to attach): one `crun run`, which creates,
     starts and waits, and exits with the container's status. One process fewer on the start path."""
     bundle = store.bundle(c.id)
-    log = os.open(bundle / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    log = _open_log(store, c)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
@@ -280,7 +293,6 @@ def _run_attached_plain(store: Containers, c: Container, *, interactive: bool, s
 
 def start_detached(store: Containers, c: Container) -> None:
     """Start ``c`` in the background; a forked monitor waits for it, records the exit, honours --rm."""
-    bundle = store.bundle(c.id)
     tty = bool(c.options.get("tty"))
     r, w = os.pipe()
     child = os.fork()
@@ -295,7 +307,7 @@ def start_detached(store: Containers, c: Container) -> None:
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
-            log = os.open(bundle / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            log = _open_log(store, c)
             if tty:
                 from flex.runtime.tasks.console import ConsoleSocket
             console = ConsoleSocket() if tty else None
