@@ -120,8 +120,9 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
                                   hint="as root every container has its own id range; a runner idmaps a "
                                        "local folder instead")
         if opts.docker:
-            # crun 1.8.1 (cgroup v1, measured): a keep-id container's cgroup namespace is rooted at the
-            # hierarchy's root, not at its own cgroup, so dockerd cannot make its cgroups there
+            # cgroup v1, measured with crun 1.8.1: crun cannot move a keep-id container's PID 1 into its cgroup
+            # (tasks._join_cgroup does, before start), so its cgroup namespace is rooted at the hierarchy's
+            # root and dockerd cannot make its cgroups there
             raise FailedPrecondition("--userns keep-id and --docker together: dockerd inside gets no cgroup of its "
                                      "own under that map", hint="drop one of them (with the default map, your "
                                      "files are root's inside)")

@@ -93,6 +93,21 @@ def test_plain_keep_id_is_the_users_own_ids_and_apt_works_as_root(mode: Mode, im
 
 
 @pytest.mark.parametrize("mode", ["rootless"], indirect=True)
+def test_a_keep_id_container_is_in_its_cgroup(mode: Mode, image: str) -> None:
+    """cgroup v1 lets only the task's own uid move it, and PID 1 is a subuid here: the runtime moves it. Its
+    limits hold (a fork past --pids fails) and `rm -f` of a running one kills it (crun kill --all)."""
+    out = mode.run("run", "--rm", "--pids", "20", "--userns", "keep-id", image, "sh", "-c",
+                   "for i in $(seq 40); do sleep 5 & done; wait")
+    assert "Cannot fork" in out.stdout + out.stderr, out
+    cid = mode.ok("run", "-d", "--userns", "keep-id", image, "sleep", "600").strip()
+    info = json.loads(mode.ok("inspect", cid))
+    lines = Path(f"/proc/{info['pid']}/cgroup").read_text().splitlines()
+    assert f"pids:{info['cgroup']}" in "\n".join(lines), lines
+    mode.ok("rm", "-f", cid)
+    assert not Path(f"/proc/{info['pid']}").exists() or "zombie" in Path(f"/proc/{info['pid']}/status").read_text()
+
+
+@pytest.mark.parametrize("mode", ["rootless"], indirect=True)
 def test_bad_userns_values_are_one_line(mode: Mode, image: str, image_dir: str) -> None:
     for value, words in (("auto", "not a user namespace mode"), ("keep-id:uid=x", "is not uid=N"),
                          ("keep-id:uid=70000", "uid=70000: a rootless container's uids are 0..65536")):
