@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from flex.api import Environment
+from tests.conftest import run_flex
 from tests.runner.conftest import Runner, Server, cond, wait_for, wait_gone
 
 pytestmark = [pytest.mark.userns, pytest.mark.timeout(600)]
@@ -104,4 +105,46 @@ def test_nested_docker_keeps_the_default_map_and_says_so(server: Server, runner:
     assert ctr["userns"] == ""
     server.admin.delete_environment("dind")
     wait_gone(server.admin, "dind", runner)
+    shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("mode", ["rootless"], indirect=True)
+def test_a_keep_id_environment_round_trips_through_a_backup(server: Server, runner: Runner, image: str,
+                                                            tmp_path: Path) -> None:
+    """The writable layer of a keep-id container, backed up and restored as a new environment on the same folder:
+    root's and vscode's files come back as theirs."""
+    folder = Path(tempfile.mkdtemp(prefix="project-", dir="/var/tmp"))
+    (folder / ".devcontainer").mkdir()
+    (folder / ".devcontainer" / "Dockerfile").write_text(f"FROM {image}\nRUN useradd -m -u 1000 -U vscode\n")
+    (folder / ".devcontainer" / "devcontainer.json").write_text(json.dumps(
+        {"build": {"dockerfile": "Dockerfile"}, "remoteUser": "vscode"}))
+    for p in (folder, *folder.rglob("*")):
+        shutil.chown(p, "flextest", "flextest")
+    token = (tmp_path / "server-home" / "server" / "admin-token").read_text().strip()
+    admin = ("--server", server.url, "--token", token)
+    runner.join(server, "--kind", "desktop")
+    runner.start()
+    server.admin.create_environment("kb", {"source": {"path": str(folder)}})
+    env = wait_for(server.admin, "kb", _running, runner, timeout=300)
+    [ctr] = runner.containers(env.metadata.id)
+    assert ctr["userns"] == "keep-id:uid=1000,gid=1000"
+    runner.exec(ctr["id"], "echo layer > /opt/layer.txt && setpriv --reuid 1000 --regid 1000 --init-groups sh -c "
+                           "'echo mine > /home/vscode/mine.txt'")
+    r = run_flex("backup", "create", "kb", *admin)
+    assert r.code == 0, (r, runner.text()[-3000:])
+    [made] = json.loads(run_flex("backup", "ls", "kb", "--json", *admin).stdout)
+    try:
+        r = run_flex("restore", made["id"], "--as", "kb2", *admin, timeout=150)
+    except Exception:
+        raise AssertionError((server.admin.get_environment("kb2").status, runner.text()[-3000:])) from None
+    assert r.code == 0 and "kb2 is ready" in r.stdout, (r, runner.text()[-3000:])
+    copy = wait_for(server.admin, "kb2", _running, runner)
+    assert cond(copy, "Restored") == ("True", "Restored")
+    [cc] = runner.containers(copy.metadata.id)
+    assert cc["userns"] == "keep-id:uid=1000,gid=1000"
+    assert runner.exec(cc["id"], "cat /opt/layer.txt /home/vscode/mine.txt; stat -c %u:%g /opt/layer.txt "
+                                 "/home/vscode/mine.txt /etc/passwd") == "layer\nmine\n0:0\n1000:1000\n0:0\n"
+    for name in ("kb", "kb2"):
+        server.admin.delete_environment(name)
+        wait_gone(server.admin, name, runner)
     shutil.rmtree(folder)
