@@ -49,7 +49,8 @@ def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool 
            user: str | None = None, volumes: Sequence[str] = (), net: str | None = None,
            publish: Sequence[str] = (), cpus: str | None = None, memory: str | None = None,
            pids: int | None = None, docker: bool = False, create_only: bool = False,
-           allow_host_network: bool = False, security_opt: Sequence[str] = (), labels: Sequence[str] = ()) -> int:
+           allow_host_network: bool = False, security_opt: Sequence[str] = (), labels: Sequence[str] = (),
+           userns: str | None = None) -> int:
     from flex.runtime.cgroups import cgroups
     from flex.runtime.containers.create import CreateOptions, create_container, parse_labels
 
@@ -64,7 +65,7 @@ def do_run(image: str, command: list[str], *, name: str | None = None, rm: bool 
         cpus=cgroups.parse_cpus(cpus) if cpus is not None else None,
         memory=cgroups.parse_memory(memory) if memory is not None else None, pids=pids, docker=docker,
         no_new_privileges=_no_new_privileges(security_opt), tty=tty, interactive=interactive, auto_remove=rm,
-        labels=parse_labels(list(labels)))
+        labels=parse_labels(list(labels)), userns=userns)
     store = open_store()
     c = create_container(store, _images(image, store), opts)
     if create_only:
@@ -116,6 +117,7 @@ _HELP = {
     "docker": "let dockerd run inside",
     "security_opt": "no-new-privileges: setuid binaries (sudo) stop working",
     "label": "K=V, a label on the container (ps --filter label=K=V finds it)",
+    "userns": "keep-id[:uid=U,gid=G]: your own uid/gid is U/G inside (rootless; default: the same ids)",
 }
 
 
@@ -143,6 +145,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--security-opt", action="append", default=[], metavar="no-new-privileges",
                    help=h["security_opt"])
     p.add_argument("-l", "--label", action="append", default=[], metavar="K=V", help=h["label"])
+    p.add_argument("--userns", metavar="keep-id[:uid=U,gid=G]", help=h["userns"])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
@@ -183,7 +186,7 @@ def fast_main(argv: Sequence[str]) -> int | None:
                                 volumes=ns.volume, net=ns.net, publish=ns.publish, cpus=ns.cpus, memory=ns.memory,
                                 pids=ns.pids, docker=ns.docker, create_only=args[1] == "create",
                                 allow_host_network=ns.allow_host_network, security_opt=ns.security_opt,
-                                labels=ns.label), debug or ns.debug)
+                                labels=ns.label, userns=ns.userns), debug or ns.debug)
 
 
 def _fast(command: Callable[[], int], debug: bool) -> int:
@@ -268,12 +271,14 @@ def register(app: typer.Typer) -> None:
             pids: int = typer.Option(None, "--pids", help=h["pids"]),
             docker: bool = typer.Option(False, "--docker", help=h["docker"]),
             security_opt: list[str] = typer.Option([], "--security-opt", help=h["security_opt"]),
-            label: list[str] = typer.Option([], "-l", "--label", help=h["label"])) -> None:
+            label: list[str] = typer.Option([], "-l", "--label", help=h["label"]),
+            userns: str = typer.Option(None, "--userns", help=h["userns"])) -> None:
         """Run a command in a new container (exit code passed through)."""
         raise typer.Exit(do_run(image, command or [], name=name, rm=rm, detach=detach, interactive=interactive,
                                 tty=tty, env=env, workdir=workdir, user=user, volumes=volume, net=net,
                                 publish=publish, cpus=cpus, memory=memory, pids=pids, docker=docker,
-                                allow_host_network=allow_host_network, security_opt=security_opt, labels=label))
+                                allow_host_network=allow_host_network, security_opt=security_opt, labels=label,
+                                userns=userns))
 
     @rt.command(context_settings=ctx_settings)
     def create(image: str = typer.Argument(..., help="image name, or a root filesystem directory"),
@@ -292,11 +297,13 @@ def register(app: typer.Typer) -> None:
                pids: int = typer.Option(None, "--pids", help=h["pids"]),
                docker: bool = typer.Option(False, "--docker", help=h["docker"]),
                security_opt: list[str] = typer.Option([], "--security-opt", help=h["security_opt"]),
-               label: list[str] = typer.Option([], "-l", "--label", help=h["label"])) -> None:
+               label: list[str] = typer.Option([], "-l", "--label", help=h["label"]),
+               userns: str = typer.Option(None, "--userns", help=h["userns"])) -> None:
         """Create a container without starting it; prints its id."""
         do_run(image, command or [], name=name, tty=tty, env=env, workdir=workdir, user=user, volumes=volume,
                net=net, publish=publish, cpus=cpus, memory=memory, pids=pids, docker=docker, create_only=True,
-               detach=True, allow_host_network=allow_host_network, security_opt=security_opt, labels=label)
+               detach=True, allow_host_network=allow_host_network, security_opt=security_opt, labels=label,
+               userns=userns)
 
     @rt.command()
     def start(container: str) -> None:

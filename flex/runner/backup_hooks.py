@@ -296,11 +296,11 @@ def restore_if_asked(home: Path, env: Environment, status: EnvironmentStatus, fl
         paths.volume.rmdir()
         (tmp / "workspace").rename(paths.volume)
     if (tmp / "upper").is_dir():
-        remove_tree(paths.state / _UPPER)
+        remove_tree(paths.state / _UPPER, as_root)
         if on_image:
             _copy_tree(tmp / "upper", paths.state / _UPPER)
         else:
-            (tmp / "upper").rename(paths.state / _UPPER)
+            _move_dir(tmp / "upper", paths.state / _UPPER, as_root)
     made = reply["snapshot"].get("meta") or {}
     was = made.get("environment")
     if isinstance(was, str) and was != meta.name and "/" not in was and was not in ("", ".", "..") and \
@@ -316,6 +316,18 @@ def restore_if_asked(home: Path, env: Environment, status: EnvironmentStatus, fl
     write_atomic(paths.state / RESTORED_MARKER, json.dumps({"backup": backup_id, "files": files}))
     _condition(status, "Restored", True, "Restored", f"from backup {backup_id} ({files} files)", gen)
     flush()
+
+
+def _move_dir(src: Path, dst: Path, as_root: Any) -> None:
+    """A directory to another parent: that needs write access to the directory itself (its ``..``), which a
+    writable layer of a keep-id container (its top is the container's root's, a subuid) denies the user; root
+    of the user's namespace may."""
+    try:
+        src.rename(dst)
+    except PermissionError:
+        if as_root is None:
+            raise
+        as_root(lambda: os.rename(src, dst), "placing the restored writable layer")
 
 
 def _copy_tree(src: Path, dst: Path) -> None:

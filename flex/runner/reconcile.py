@@ -325,6 +325,7 @@ def _converge(ctx: Ctx, env: Environment, st: _Status) -> None:
         raise _Failed("ContainerReady", "MountNotAllowed", str(err)) from err
     st.status.ports = [PortStatus(port=p, visibility="public" if p in plan.public_ports else None) for p in
                        sorted({*plan.forward_ports, *(p.port for p in spec.ports)})]
+    userns = _keep_id(ctx, env, st, plan, source)
 
     # 4. the container (DiskPressure first: over its disk limit, an environment is not started)
     over = _disk_pressure(ctx, env, st, paths, c)
@@ -340,7 +341,7 @@ def _converge(ctx: Ctx, env: Environment, st: _Status) -> None:
         st.phase("stopped")
         st.flush()
         return
-    want = _fingerprint(env, config, source_rev, built.digest if built is not None else "")
+    want = _fingerprint(env, config, source_rev, built.digest if built is not None else "", userns)
     if c is not None and c.labels.get(CONFIG_LABEL) != want and \
             meta.generation > int(c.labels.get(GENERATION_LABEL) or 0):
         # devcontainer, source or env changed: a new container on the same volumes, as
@@ -363,7 +364,7 @@ def _converge(ctx: Ctx, env: Environment, st: _Status) -> None:
             raise _Failed("ContainerReady", "HostRequirementsNotMet", f"hostRequirements: {unmet}; choose a "
                           "runner with more room (spec.runnerSelector) or lower hostRequirements")
         _initialize(ctx, env, plan, source, paths)
-        c = _create(ctx, env, plan, [*wbinds, *binds], want)
+        c = _create(ctx, env, plan, [*wbinds, *binds], want, userns)
         crash_point("created")
     if c.state != "running":  # a restored writable layer goes in before the container first starts
         backup_hooks.place_restored_upper(ctx.home, meta.id, c, ctx.machine.containers.bundle(c.id), ctx.machine)
@@ -373,6 +374,8 @@ def _converge(ctx: Ctx, env: Environment, st: _Status) -> None:
         trees = [p for p in (source, *made) if p.is_relative_to(ctx.home)]
         _shift_trees(trees, paths.state / "owner.json", c.idmap.uids[0][1], c.idmap.gids[0][1],
                      c.idmap.uids[0][2])
+    if userns is not None and c.state != "running":
+        _give_new_volumes_to_root(ctx, made, c)
     if c.state != "running" and plan.cap_add:
         ctx.machine.add_capabilities(c, list(plan.cap_add))
     try:
@@ -500,17 +503,64 @@ def _mount_local_folder(ctx: Ctx, st: _Status, c: Container, plan: ContainerPlan
         st.set("SourceReady", True, "LocalFolder", str(folder))
 
 
+def _keep_id(ctx: Ctx, env: Environment, st: _Status, plan: ContainerPlan, folder: Path) -> str | None:
+    """Issue 14, rootless: a local folder is the user's, who is root in a plain rootless container; with a
+    non-root remoteUser (else containerUser) the image has, the container gets ``--userns keep-id`` for that
+    user's uid/gid, so the folder is theirs inside and their files the user's outside. None otherwise."""
+    if not ctx.machine.rootless or env.spec.source.path is None:
+        return None
+    user = plan.remote_user or plan.container_user
+    if not user:
+        return None
+    try:
+        uid, gid, _ = lookup_user(ctx.machine.images.resolve(plan.image).lowers, user)
+    except FlexError:
+        return None  # a remoteUser the image lacks: the container's root, as before
+    if uid == 0:
+        return None
+    if env.spec.docker or plan.docker:  # the runtime refuses keep-id with --docker (docs/rootless.md)
+        st.set("SourceReady", True, "LocalFolderOwnedByRoot",
+               f"{folder}: nested Docker needs the default user namespace here, so the folder's files are root's "
+               f"inside, not {user}'s (uid {uid}): use sudo, or turn Docker off to have them owned by {user}")
+        return None
+    st.set("SourceReady", True, "LocalFolder", f"{folder} (owned by {user}, uid {uid}, inside)")
+    return f"keep-id:uid={uid},gid={gid}"
+
+
+def _give_new_volumes_to_root(ctx: Ctx, made: list[Path], c: Container) -> None:
+    """keep-id: a volume directory the runner just made is the user's, who is remoteUser inside; give an
+    empty one to the container's root (a subuid: done as root in the user's namespace), as it is without keep-id.
+    One that holds files, or that someone inside gave away, is left alone."""
+    store, keep = ctx.machine.containers, c.keep_id
+    fresh = [p for p in made if p.stat().st_uid == os.getuid() and not any(p.iterdir())]
+    if store.keeper is None or keep is None or not fresh:
+        return
+    inner = keep.inner(store.rootless_idmap())
+    uid, gid = inner.host_uid(0), inner.host_gid(0)  # the keeper's ids of the container's root
+    keeper = store.keeper
+
+    def give() -> None:
+        for p in fresh:
+            os.chown(p, uid, gid)
+
+    keeper.call(give, "giving new volumes to the container's root")
+
+
 def _limited(ctx: Ctx) -> bool:
     return ctx.machine.containers.cgroup_parent() is not None
 
 
-def _fingerprint(env: Environment, config: dict[str, Any], source_rev: str, image_digest: str = "") -> str:
+def _fingerprint(env: Environment, config: dict[str, Any], source_rev: str, image_digest: str = "",
+                 userns: str | None = None) -> str:
     """What the container is made from, bar resources (applied live): a change means a new container (a
-    rebuilt image too: an edited Dockerfile or feature changes the digest, not the config)."""
+    rebuilt image too: an edited Dockerfile or feature changes the digest, not the config; and the user
+    namespace map, which a remoteUser of another uid changes)."""
     spec = env.spec
     made_of: dict[str, Any] = {"config": config, "env": spec.env, "source": source_rev, "docker": spec.docker}
     if image_digest:
         made_of["image"] = image_digest
+    if userns:  # (only when set: containers made before keep-id keep their fingerprint)
+        made_of["userns"] = userns
     if spec.rebuild:  # POST :rebuild (only when set: containers made before it keep their fingerprint)
         made_of["rebuild"] = spec.rebuild
     return hashlib.sha256(json.dumps(made_of, sort_keys=True, default=str).encode()).hexdigest()[:32]
@@ -608,7 +658,8 @@ def _secrets(ctx: Ctx, env_id: str) -> dict[str, str]:
                       retry=True) from err
 
 
-def _create(ctx: Ctx, env: Environment, plan: ContainerPlan, volumes: list[str], fingerprint: str) -> Container:
+def _create(ctx: Ctx, env: Environment, plan: ContainerPlan, volumes: list[str], fingerprint: str,
+            userns: str | None = None) -> Container:
     spec, env_id = env.spec, env.metadata.id
     opts = CreateOptions(
         image=plan.image, name=container_name(env_id),
@@ -619,7 +670,7 @@ def _create(ctx: Ctx, env: Environment, plan: ContainerPlan, volumes: list[str],
         volumes=volumes, net="private",
         # CPU and memory come after, as a weight and a limit (apply_resources)
         memory=spec.resources.memory if _limited(ctx) else None,
-        docker=spec.docker or plan.docker, init=plan.init, no_new_privileges=plan.no_new_privileges)
+        docker=spec.docker or plan.docker, init=plan.init, no_new_privileges=plan.no_new_privileges, userns=userns)
     try:
         c = ctx.machine.create(opts)
     except (InvalidArgument, NotFound) as err:

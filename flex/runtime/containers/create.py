@@ -20,9 +20,11 @@ from flex.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotF
 from flex.runtime.cgroups import cgroups, release_agent
 from flex.runtime.containers.binds import resolve_bind
 from flex.runtime.containers.rootfs import ImageSource, ResolvedImage, lookup_user, mount_rootfs
+from flex.runtime.containers.shifted_layers import shifted_lowers
 from flex.runtime.containers.store import Container, Containers
 from flex.runtime.oci import spec
 from flex.runtime.userns.idmap import IdMap
+from flex.runtime.userns.keep_id import KeepId, parse_userns
 
 __all__ = ["DEFAULT_PIDS_LIMIT", "INIT_BINARIES", "CreateOptions", "create_container", "parse_labels"]
 
@@ -69,6 +71,7 @@ class CreateOptions:
     entrypoint: list[str] | None = None
     init: bool = True
     labels: dict[str, str] = field(default_factory=dict)
+    userns: str | None = None  # "keep-id[:uid=U,gid=G]" (rootless only; kept normalised with both ids)
 
 
 def _env_merge(image_env: list[str], extra: list[str], tty: bool = False) -> list[str]:
@@ -110,6 +113,22 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
     if opts.docker and not cgroups.is_v2():
         release_agent.require_fix()  # CVE-2022-0492: --docker on cgroup v1 is that exploit's configuration
     volumes = [resolve_bind(v) for v in opts.volumes]
+    keep = parse_userns(opts.userns)
+    if keep is not None:
+        if not store.rootless:
+            raise InvalidArgument(f"--userns {opts.userns}: keep-id is for rootless containers",
+                                  hint="as root every container has its own id range; a runner idmaps a "
+                                       "local folder instead")
+        if opts.docker:
+            # cgroup v1, measured with crun 1.8.1: crun cannot move a keep-id container's PID 1 into its cgroup
+            # (tasks._join_cgroup does, before start), so its cgroup namespace is rooted at the hierarchy's
+            # root and dockerd cannot make its cgroups there
+            raise FailedPrecondition("--userns keep-id and --docker together: dockerd inside gets no cgroup of its "
+                                     "own under that map", hint="drop one of them (with the default map, your "
+                                     "files are root's inside)")
+        keep.inner(store.rootless_idmap())  # an id outside the container's range: said before anything is made
+        opts.userns = keep.to_option()
+        _check_reachable(store)
     if not store.rootless:
         _check_searchable(store)
     cid = os.urandom(16).hex()
@@ -125,13 +144,17 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
             image: ResolvedImage = images.resolve(opts.image)
             try:
                 # first: GC can undo the rest; it also leases the image's layers, if they still exist
-                idmap = _record(store, cid, name, opts, cgroup, bundle, image.snapshot)
+                if keep is not None and image.snapshot is None:
+                    raise InvalidArgument(f"--userns keep-id: {opts.image} is a root filesystem directory",
+                                          hint="use an image from the image store (flex image ls): its layers "
+                                               "are copied once with owners for the map")
+                idmap = _record(store, cid, name, opts, cgroup, bundle, image.snapshot, keep)
                 break
             except _ImageGone:
                 if attempt == 2:
                     raise NotFound(f"image {opts.image!r} was removed while the container was being created",
                                    hint="pull or build it again") from None
-        return _create(store, cid, name, opts, image, volumes, limits, cgroup, bundle, idmap)
+        return _create(store, cid, name, opts, image, volumes, limits, cgroup, bundle, idmap, keep)
 
 
 class _ImageGone(Exception):
@@ -140,11 +163,17 @@ class _ImageGone(Exception):
 
 def _create(store: Containers, cid: str, name: str, opts: CreateOptions, image: ResolvedImage,
             volumes: list[tuple[Path, str, bool]], limits: cgroups.Limits, cgroup: str | None,
-            bundle: Path, idmap: IdMap) -> Container:
+            bundle: Path, idmap: IdMap, keep: KeepId | None) -> Container:
     try:
         _make_bundle(store, bundle, idmap)
-        (bundle / "image.json").write_text(json.dumps({"ref": image.ref, "lowers": [str(p) for p in image.lowers]}))
-        rootfs = mount_rootfs(bundle, image.lowers, idmap, store.keeper)
+        lowers, inner, root = list(image.lowers), None, None
+        if keep is not None:
+            assert store.keeper is not None
+            inner = keep.inner(store.rootless_idmap())
+            lowers = shifted_lowers(image.lowers, keep, inner, store.keeper)
+            root = (inner.host_uid(0), inner.host_gid(0))  # the keeper's ids of the container's root
+        (bundle / "image.json").write_text(json.dumps({"ref": image.ref, "lowers": [str(p) for p in lowers]}))
+        rootfs = mount_rootfs(bundle, lowers, idmap, store.keeper, upper_owner=root)
         cfg = image.config
         args = (opts.entrypoint if opts.entrypoint is not None else cfg.entrypoint) + (opts.command or (
             cfg.cmd if opts.entrypoint is None else []))
@@ -154,7 +183,7 @@ def _create(store: Containers, cid: str, name: str, opts: CreateOptions, image: 
         s = spec.default_spec(args, rootfs=rootfs, hostname=name[:63], env=_env_merge(cfg.env, opts.env, opts.tty),
                               cwd=opts.workdir or cfg.working_dir or "/", uid=uid, gid=gid,
                               additional_gids=extra, terminal=opts.tty)
-        s = spec.with_rootless(s, idmap) if store.rootless else spec.with_idmap(s, idmap)
+        s = spec.with_rootless(s, store.rootless_idmap(), inner) if store.rootless else spec.with_idmap(s, idmap)
         if opts.no_new_privileges:
             s = spec.with_no_new_privileges(s)
         if opts.init and (init := _init_binary()) is not None:
@@ -195,6 +224,20 @@ def _check_searchable(store: Containers) -> None:
                 hint=f"chmod o+x {d}, or use a FLEX_HOME whose parents others may search (default /var/lib/flex)")
 
 
+def _check_reachable(store: Containers) -> None:
+    """keep-id: the container's root is a subuid, and crun reaches the rootfs as it. It may pass a directory
+    others may search, or one whose owner and group are both the user's (mapped in the container, so its
+    capabilities count there, as in a 0700 home directory); not, say, a 0700 one of group root."""
+    for d in [store.dir, *store.dir.parents]:
+        st = d.stat()
+        if st.st_mode & 0o001 or (st.st_uid == os.getuid() and st.st_gid == os.getgid()):
+            continue
+        raise FailedPrecondition(
+            f"--userns keep-id: {d} (owner {st.st_uid}:{st.st_gid}, mode {st.st_mode & 0o7777:04o}) cannot be "
+            "passed by the container's root, a subordinate id, on its way to the root filesystem",
+            hint=f"chmod o+x {d}, or give it your own group: chgrp {os.getgid()} {d}")
+
+
 def _make_bundle(store: Containers, bundle: Path, idmap: IdMap) -> None:
     """The container's directory. Root runner: crun reaches the rootfs mount inside it as the
     container's root (a pool id, after entering the user namespace), so every directory above must be
@@ -208,7 +251,7 @@ def _make_bundle(store: Containers, bundle: Path, idmap: IdMap) -> None:
 
 
 def _record(store: Containers, cid: str, name: str, opts: CreateOptions, cgroup: str | None,
-            bundle: Path, snapshot: str | None) -> IdMap:
+            bundle: Path, snapshot: str | None, keep: KeepId | None = None) -> IdMap:
     """The container's record (state ``creating``), root its id range, and a hold on the image's
     snapshots (so `flex image prune` keeps the layers it runs on): one transaction."""
     if snapshot is not None:
@@ -231,6 +274,8 @@ def _record(store: Containers, cid: str, name: str, opts: CreateOptions, cgroup:
             raise AlreadyExists(f"a container named {name!r} already exists")
         if store.pool is not None:
             idmap = IdMap.single_range(store.pool.allocate(cid, bundle))
+        elif keep is not None:
+            idmap = keep.host(store.rootless_idmap())  # what the container's ids are on the host (inspect)
         else:
             idmap = store.rootless_idmap()
         conn.execute(

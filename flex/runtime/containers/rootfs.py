@@ -97,13 +97,22 @@ def _umount(target: Path) -> None:
     _libc.umount2(os.fsencode(target), _MNT_DETACH)
 
 
-def mount_rootfs(cdir: Path, lowers: Sequence[Path], idmap: IdMap, keeper: Keeper | None) -> Path:
-    """Mount the container's overlay on ``cdir/rootfs`` and return that path."""
+def mount_rootfs(cdir: Path, lowers: Sequence[Path], idmap: IdMap, keeper: Keeper | None, *,
+                 upper_owner: tuple[int, int] | None = None) -> Path:
+    """Mount the container's overlay on ``cdir/rootfs`` and return that path. Rootless, ``upper_owner`` (keeper
+    ids) owns the writable layer's top, which is the container's ``/``: its root's, when that is not the user
+    (``--userns keep-id``)."""
     upper, work, target = cdir / "upper", cdir / "work", cdir / "rootfs"
     for d in (upper, work, target):
         d.mkdir(exist_ok=True)
     if keeper is not None:
-        keeper.call(lambda: _mount(target, lowers, upper, work, ("userxattr",)), "mounting the overlay")
+        def mount() -> None:
+            if upper_owner is not None:
+                os.chown(upper, *upper_owner)
+                os.chmod(upper, 0o755)
+            _mount(target, lowers, upper, work, ("userxattr",))
+
+        keeper.call(mount, "mounting the overlay")
         return target
     os.chown(upper, idmap.host_uid(0), idmap.host_gid(0))
     os.chmod(upper, 0o755)

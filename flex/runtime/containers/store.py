@@ -38,6 +38,7 @@ from flex.runtime.containers.rootfs import unmount_rootfs
 from flex.runtime.oci.crun import OCIRuntime
 from flex.runtime.userns.idmap import IdMap, rootless_map
 from flex.runtime.userns.idpool import IdPool
+from flex.runtime.userns.keep_id import KeepId, parse_userns
 from flex.runtime.userns.keeper import Keeper
 
 if TYPE_CHECKING:
@@ -94,11 +95,17 @@ class Container:
         own = self.labels
         return all(k in own and (v is None or own[k] == v) for k, v in labels.items())
 
+    @property
+    def keep_id(self) -> KeepId | None:
+        """``--userns keep-id:uid=U,gid=G`` as created (rootless), else None."""
+        return parse_userns(self.options.get("userns"))
+
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "image": self.image, "state": self.state, "labels": self.labels,
                 "created_at": self.created_at, "started_at": self.started_at, "finished_at": self.finished_at,
                 "pid": self.pid, "exit_code": self.exit_code, "auto_remove": self.auto_remove,
-                "options": self.options, "uid_map": [list(x) for x in self.idmap.uids],
+                "options": self.options, "userns": self.options.get("userns") or "",
+                "uid_map": [list(x) for x in self.idmap.uids],
                 "gid_map": [list(x) for x in self.idmap.gids], "cgroup": self.cgroup, "ports": self.ports}
 
 

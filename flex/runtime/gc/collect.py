@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from flex.runtime.images.store import ImageStore
 from flex.runtime.leases.leases import held_resources
 from flex.runtime.snapshots.base import Cleaner
 from flex.runtime.unpack.unpacker import chain_ids
+from flex.runtime.userns.shift import remove_as_namespace_root
 
 __all__ = ["GcResult", "collect"]
 
@@ -61,6 +63,15 @@ def _mark_manifest(store: ImageStore, digest: str, blobs: set[str], snaps: set[s
         diff_ids = ((cfg or {}).get("rootfs") or {}).get("diff_ids") if isinstance(cfg, dict) else None
         if isinstance(diff_ids, list):
             snaps.update(chain_ids([str(d) for d in diff_ids]))
+
+
+def _size(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+    return total
 
 
 def collect(store: ImageStore, *, dry_run: bool = False) -> GcResult:
@@ -108,6 +119,13 @@ def collect(store: ImageStore, *, dry_run: bool = False) -> GcResult:
         for k in result.snapshots:  # (unlocked: sizes are a report, not a decision)
             with contextlib.suppress(FlexError, OSError):
                 result.freed += store.snapshots.usage(k).size
+    if forgotten and os.geteuid() != 0:
+        # rootless layers hold directories of subuids (and keep-id copies, SHIFTED_DIR, are all theirs): the
+        # user may not empty them, root of a namespace with the user's map may
+        with contextlib.suppress(FlexError):
+            for path in forgotten:
+                result.freed += _size(path)
+            remove_as_namespace_root(forgotten)
     for path in forgotten:
         result.freed += store.snapshots.remove_dir(path)
     if not dry_run:

@@ -119,17 +119,21 @@ def with_idmap(spec: Spec, idmap: IdMap) -> Spec:
     return s
 
 
-def with_rootless(spec: Spec, keeper: IdMap) -> Spec:
+def with_rootless(spec: Spec, keeper: IdMap, inner: IdMap | None = None) -> Spec:
     """crun already runs inside the user's namespace (userns.py, mapped by ``keeper``). The container
-    gets a user namespace of its own inside it, mapping the keeper's ids one to one: its root then holds
+    gets a user namespace of its own inside it, mapping the keeper's ids one to one (or as ``inner`` says:
+    ``--userns keep-id``, container ids onto keeper ids): its root then holds
     no capability in the keeper's namespace, which owns the outer network namespace and its guard
     (net_outer.py), the other containers' namespaces and the rootfs mounts. No device nodes (crun 1.8.1
     rootless fails on them: bind-mount the safe set instead), no cgroups of its own on cgroup v1."""
     s = copy.deepcopy(spec)
     s["linux"]["namespaces"].append({"type": "user"})
-    # One line per line of the keeper's map: the kernel wants each range inside one range of the parent's.
-    s["linux"]["uidMappings"] = [{"containerID": a, "hostID": a, "size": n} for a, _, n in keeper.uids]
-    s["linux"]["gidMappings"] = [{"containerID": a, "hostID": a, "size": n} for a, _, n in keeper.gids]
+    if inner is not None:  # (keep_id.py: each range already lies inside one range of the keeper's map)
+        s["linux"].update(inner.to_oci())
+    else:
+        # One line per line of the keeper's map: the kernel wants each range inside one range of the parent's.
+        s["linux"]["uidMappings"] = [{"containerID": a, "hostID": a, "size": n} for a, _, n in keeper.uids]
+        s["linux"]["gidMappings"] = [{"containerID": a, "hostID": a, "size": n} for a, _, n in keeper.gids]
     devs = s["linux"].pop("devices", [])
     s["linux"]["resources"].pop("devices", None)
     for d in devs:

@@ -53,6 +53,8 @@ class CommandNotFound(ExecFailed):
     exit_code = 127
 
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_KEEPCAPS = 8
+_CAP_V3 = 0x20080522
 
 
 def _subreaper() -> None:
@@ -96,7 +98,68 @@ def _create(store: Containers, c: Container, *, stdin: Any, stdout: Any, stderr:
     return int(pid_file.read_text()), master
 
 
+def _join_cgroup(store: Containers, c: Container, pid: int) -> None:
+    """``--userns keep-id`` on cgroup v1: crun's join of PID 1 to the container's cgroup fails unseen, because
+    v1 lets only a writer whose euid is the task's uid (or real root) move it, and the task is already the
+    container's root, a subuid, not the user. So, between create and start, a child in the user's namespace
+    takes that id and writes PID 1 there: its limits (the pids limit among them) then hold, and `kill --all`
+    finds it. The files are lent to that id for the write and given back."""
+    keep, keeper = c.keep_id, store.keeper
+    if keep is None or keeper is None or not c.cgroup or cgroups.is_v2():
+        return
+    # v1 hierarchies only: the v2 one of a hybrid host holds no controllers, and crun leaves PID 1 at its root
+    dirs = [d for d in cgroups.cgroup_dirs(c.cgroup) if not (d / "cgroup.controllers").exists()]
+    with contextlib.suppress(OSError):
+        if all(line.split(":", 2)[2].rstrip("/") == c.cgroup.rstrip("/") or line.split(":", 2)[1] == ""
+               for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()):
+            return  # crun managed (a later crun, or a kernel without the v1 rule)
+    inner = keep.inner(store.rootless_idmap())
+    uid, gid = inner.host_uid(0), inner.host_gid(0)
+
+    def join() -> None:
+        procs = [d / "cgroup.procs" for d in dirs]
+        for f in procs:
+            os.chown(f, uid, gid)
+        try:
+            child = os.fork()
+            if child == 0:
+                code = 1
+                try:
+                    _become_keeping_caps(uid, gid)
+                    for f in procs:
+                        f.write_text(str(pid))
+                    code = 0
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(child, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise OSError(f"could not move PID 1 into {c.cgroup}")
+        finally:
+            for f in procs:
+                os.chown(f, 0, 0)  # the keeper's 0: the user
+
+    keeper.call(join, "moving the container into its cgroup")
+
+
+def _become_keeping_caps(uid: int, gid: int) -> None:
+    """setresuid/gid to ``uid``/``gid`` and keep every capability (of this user namespace): cpuset's attach asks
+    for CAP_SYS_NICE over the task, which the container's root holds in its own namespace below this one."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_KEEPCAPS)")
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    header = (ctypes.c_uint32 * 2)(_CAP_V3, 0)
+    data = (ctypes.c_uint32 * 6)()  # (effective, permitted, inheritable) x 2
+    if libc.capget(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    data[0], data[3] = data[1], data[4]
+    if libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
 def _before_start(store: Containers, c: Container, pid: int, monitor_pid: int | None) -> None:
+    _join_cgroup(store, c, pid)
     if c.options.get("docker") and c.cgroup:
         cgroups.delegate(c.cgroup, c.idmap.host_uid(0), c.idmap.host_gid(0))
     ports: list[dict[str, Any]] = []
@@ -177,15 +240,29 @@ def _pump(pid: int, routes: dict[int, list[int]], stdin_to: int | None) -> int:
     return code
 
 
+def _open_log(store: Containers, c: Container) -> int:
+    """The container's log for appending. crun gives the container's stdio to its root, which under
+    ``--userns keep-id`` is a subuid: the file is given back to the user (keeper id 0) before a start."""
+    path = store.bundle(c.id) / "log"
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except PermissionError:
+        if store.keeper is None:
+            raise
+    store.keeper.call(lambda: os.chown(path, 0, 0), "taking back the container's log")
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+
 def start_attached(store: Containers, c: Container, *, interactive: bool, tty: bool, stdout: int = 1,
                    stderr: int = 2) -> int:
     """Start ``c`` with our terminal or stdio attached; returns the exit code of its command. Its output
     goes to ``stdout``/``stderr`` (fds; a builder passes a pipe it reads)."""
-    if not tty and not c.options.get("docker") and c.options.get("net", "none") == "none":
+    if not tty and not c.options.get("docker") and c.options.get("net", "none") == "none" and (
+            c.keep_id is None or not c.cgroup):  # (keep-id: a cgroup is joined between create and start)
         return _run_attached_plain(store, c, interactive=interactive, stdout=stdout, stderr=stderr)
     _subreaper()
     bundle = store.bundle(c.id)
-    log = os.open(bundle / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    log = _open_log(store, c)
     from flex.runtime.tasks.console import ConsoleSocket, console_size, raw_terminal, resize_on_sigwinch
 
     if tty and (size := console_size(0)) is not None:
@@ -236,7 +313,7 @@ def _run_attached_plain(store: Containers, c: Container, *, interactive: bool, s
     """The common case (no terminal, no Docker, no network to attach): one `crun run`, which creates,
     starts and waits, and exits with the container's status. One process fewer on the start path."""
     bundle = store.bundle(c.id)
-    log = os.open(bundle / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    log = _open_log(store, c)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
@@ -280,7 +357,6 @@ def _run_attached_plain(store: Containers, c: Container, *, interactive: bool, s
 
 def start_detached(store: Containers, c: Container) -> None:
     """Start ``c`` in the background; a forked monitor waits for it, records the exit, honours --rm."""
-    bundle = store.bundle(c.id)
     tty = bool(c.options.get("tty"))
     r, w = os.pipe()
     child = os.fork()
@@ -295,7 +371,7 @@ def start_detached(store: Containers, c: Container) -> None:
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
-            log = os.open(bundle / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            log = _open_log(store, c)
             if tty:
                 from flex.runtime.tasks.console import ConsoleSocket
             console = ConsoleSocket() if tty else None

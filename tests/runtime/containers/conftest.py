@@ -269,7 +269,7 @@ def mode(request: pytest.FixtureRequest, workdir: Path, delegated: None, homes: 
             python = [sys.executable]
         home = Path(tempfile.mkdtemp(prefix=f"home-{name}-", dir=workdir))
         if name == "rootless":
-            subprocess.run(["chown", USER, str(home)], check=True)
+            subprocess.run(["chown", f"{USER}:{USER}", str(home)], check=True)  # as a user has their home
         homes[name] = Mode(name=name, home=home, python=python)
     m = homes[name]
     try:

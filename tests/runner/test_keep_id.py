@@ -1,0 +1,150 @@
+"""Issue 14 on a rootless desktop runner (the laptop case: `flex up` by a normal user): a local folder with a
+non-root remoteUser (a `vscode`-like uid 1000) is that user's inside and its files the folder owner's outside,
+through `--userns keep-id`; the image stays root's, its shifted layers are made once and reused, and a
+remoteUser of root goes back to the default map (a new container). Real server, runner, builds, containers."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from flex.api import Environment
+from tests.conftest import run_flex
+from tests.runner.conftest import Runner, Server, cond, wait_for, wait_gone
+
+pytestmark = [pytest.mark.userns, pytest.mark.timeout(600)]
+
+
+def _running(env: Environment) -> bool:
+    return env.status.phase == "running" and cond(env, "Ready") == ("True", "Ready") and \
+        env.status.observed_generation == env.metadata.generation
+
+
+def _copies(runner: Runner) -> dict[Path, int]:
+    return {p: p.stat().st_ino for p in (runner.mode.home / "snapshots").glob("*/shifted/keep-id-1000-1000")}
+
+
+@pytest.mark.parametrize("mode", ["rootless"], indirect=True)
+def test_a_local_folder_is_remote_users_inside_and_the_owners_outside(server: Server, runner: Runner,
+                                                                      image: str) -> None:
+    me = pwd.getpwnam("flextest")
+    folder = Path(tempfile.mkdtemp(prefix="project-", dir="/var/tmp"))  # where the desktop user can reach it
+    (folder / ".devcontainer").mkdir()
+    (folder / ".devcontainer" / "Dockerfile").write_text(f"FROM {image}\nRUN useradd -m -u 1000 -U vscode\n")
+    config = folder / ".devcontainer" / "devcontainer.json"
+    config.write_text(json.dumps({"build": {"dockerfile": "Dockerfile"}, "remoteUser": "vscode"}))
+    (folder / "notes.txt").write_text("mine\n")
+    for p in (folder, *folder.rglob("*")):
+        shutil.chown(p, "flextest", "flextest")
+    runner.join(server, "--kind", "desktop")
+    runner.start()
+    server.admin.create_environment("local", {"source": {"path": str(folder)}})
+    env = wait_for(server.admin, "local", _running, runner, timeout=300)
+    assert cond(env, "SourceReady") == ("True", "LocalFolder")
+    assert "owned by vscode, uid 1000, inside" in (env.status.condition("SourceReady").message or "")
+    [ctr] = runner.containers(env.metadata.id)
+    assert ctr["userns"] == "keep-id:uid=1000,gid=1000"
+    ws = "/workspaces/local"
+    out = runner.exec(ctr["id"], f"stat -c %u:%g {ws} {ws}/notes.txt /etc/passwd /; "
+                      f"setpriv --reuid 1000 --regid 1000 --init-groups sh -c 'echo by-vscode > {ws}/made.txt "
+                      f"&& echo more >> {ws}/notes.txt'; chown vscode /opt && touch /etc/by-root && "
+                      "apt-get check >/dev/null && echo root-can")
+    assert out.split() == ["1000:1000", "1000:1000", "0:0", "0:0", "root-can"], out
+    for name in ("made.txt", "notes.txt"):
+        st = (folder / name).stat()
+        assert (st.st_uid, st.st_gid) == (me.pw_uid, me.pw_gid), name
+    assert (folder / "notes.txt").read_text() == "mine\nmore\n"
+    copies = _copies(runner)
+    assert len(copies) == 2  # the base layer and the built one, each copied once
+
+    # a new container with the same map (an env change recreates it) reuses the copies as they are
+    server.admin.patch_environment("local", {"spec": {"env": {"WHICH": "second"}}})
+    env = wait_for(server.admin, "local", lambda e: _running(e) and runner.containers(e.metadata.id)[0]["id"] !=
+                   ctr["id"], runner)
+    [again] = runner.containers(env.metadata.id)
+    assert runner.exec(again["id"], f"echo $WHICH; stat -c %u {ws}/made.txt") == "second\n1000\n"
+    assert _copies(runner) == copies
+
+    # remoteUser root: the map is part of what the container is made of; root inside owns the folder again
+    config.write_text(json.dumps({"build": {"dockerfile": "Dockerfile"}, "remoteUser": "root"}))
+    server.admin.patch_environment("local", {"spec": {"ports": [{"port": 8080}]}})
+    env = wait_for(server.admin, "local", lambda e: _running(e) and runner.containers(e.metadata.id)[0]["id"] !=
+                   again["id"], runner)
+    [plain] = runner.containers(env.metadata.id)
+    assert plain["userns"] == "" and runner.exec(plain["id"], f"stat -c %u:%g {ws}/notes.txt") == "0:0\n"
+    server.admin.delete_environment("local")
+    wait_gone(server.admin, "local", runner)
+    assert (folder / "notes.txt").read_text() == "mine\nmore\n"  # the user's folder is never removed
+    shutil.rmtree(folder)
+    assert os.path.exists(runner.mode.home)
+
+
+@pytest.mark.parametrize("mode", ["rootless"], indirect=True)
+def test_nested_docker_keeps_the_default_map_and_says_so(server: Server, runner: Runner, image: str) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="project-", dir="/var/tmp"))
+    (folder / ".devcontainer").mkdir()
+    (folder / ".devcontainer" / "Dockerfile").write_text(f"FROM {image}\nRUN useradd -m -u 1000 -U vscode\n")
+    (folder / ".devcontainer" / "devcontainer.json").write_text(json.dumps(
+        {"build": {"dockerfile": "Dockerfile"}, "remoteUser": "vscode"}))
+    for p in (folder, *folder.rglob("*")):
+        shutil.chown(p, "flextest", "flextest")
+    runner.join(server, "--kind", "desktop")
+    runner.start()
+    server.admin.create_environment("dind", {"source": {"path": str(folder)}, "docker": True})
+    env = wait_for(server.admin, "dind", _running, runner, timeout=300)
+    c = env.status.condition("SourceReady")
+    assert cond(env, "SourceReady") == ("True", "LocalFolderOwnedByRoot") and c is not None
+    assert "nested Docker needs the default user namespace" in c.message and "vscode" in c.message
+    [ctr] = runner.containers(env.metadata.id)
+    assert ctr["userns"] == ""
+    server.admin.delete_environment("dind")
+    wait_gone(server.admin, "dind", runner)
+    shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("mode", ["rootless"], indirect=True)
+def test_a_keep_id_environment_round_trips_through_a_backup(server: Server, runner: Runner, image: str,
+                                                            tmp_path: Path) -> None:
+    """The writable layer of a keep-id container, backed up and restored as a new environment on the same folder:
+    root's and vscode's files come back as theirs."""
+    folder = Path(tempfile.mkdtemp(prefix="project-", dir="/var/tmp"))
+    (folder / ".devcontainer").mkdir()
+    (folder / ".devcontainer" / "Dockerfile").write_text(f"FROM {image}\nRUN useradd -m -u 1000 -U vscode\n")
+    (folder / ".devcontainer" / "devcontainer.json").write_text(json.dumps(
+        {"build": {"dockerfile": "Dockerfile"}, "remoteUser": "vscode"}))
+    for p in (folder, *folder.rglob("*")):
+        shutil.chown(p, "flextest", "flextest")
+    token = (tmp_path / "server-home" / "server" / "admin-token").read_text().strip()
+    admin = ("--server", server.url, "--token", token)
+    runner.join(server, "--kind", "desktop")
+    runner.start()
+    server.admin.create_environment("kb", {"source": {"path": str(folder)}})
+    env = wait_for(server.admin, "kb", _running, runner, timeout=300)
+    [ctr] = runner.containers(env.metadata.id)
+    assert ctr["userns"] == "keep-id:uid=1000,gid=1000"
+    runner.exec(ctr["id"], "echo layer > /opt/layer.txt && setpriv --reuid 1000 --regid 1000 --init-groups sh -c "
+                           "'echo mine > /home/vscode/mine.txt'")
+    r = run_flex("backup", "create", "kb", *admin)
+    assert r.code == 0, (r, runner.text()[-3000:])
+    [made] = json.loads(run_flex("backup", "ls", "kb", "--json", *admin).stdout)
+    try:
+        r = run_flex("restore", made["id"], "--as", "kb2", *admin, timeout=150)
+    except Exception:
+        raise AssertionError((server.admin.get_environment("kb2").status, runner.text()[-3000:])) from None
+    assert r.code == 0 and "kb2 is ready" in r.stdout, (r, runner.text()[-3000:])
+    copy = wait_for(server.admin, "kb2", _running, runner)
+    assert cond(copy, "Restored") == ("True", "Restored")
+    [cc] = runner.containers(copy.metadata.id)
+    assert cc["userns"] == "keep-id:uid=1000,gid=1000"
+    assert runner.exec(cc["id"], "cat /opt/layer.txt /home/vscode/mine.txt; stat -c %u:%g /opt/layer.txt "
+                                 "/home/vscode/mine.txt /etc/passwd") == "layer\nmine\n0:0\n1000:1000\n0:0\n"
+    for name in ("kb", "kb2"):
+        server.admin.delete_environment(name)
+        wait_gone(server.admin, name, runner)
+    shutil.rmtree(folder)
