@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from flex.errors import FlexError
 
@@ -109,6 +109,18 @@ def report(err: FlexError) -> None:
         print(f"hint: {err.hint}", file=sys.stderr)
 
 
+def _exit_now(code: int) -> NoReturn:
+    """End a container start's process at once, its output flushed: without the interpreter's teardown and
+    SQLite's checkpoint when the last connection closes (two fsyncs, ~5-10 ms). The WAL holds every commit
+    either way, and the next writer checkpoints it."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if "runtime" in args[:2]:
@@ -118,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fast = fast_main(args)
         if fast is not None:
             if argv is None:
-                sys.exit(fast)
+                _exit_now(fast)
             return fast
     if args[:1] == ["ls"]:
         # `flex ls` for the local daemon: one request over its socket, without typer (flex/cli/fast_ls.py)

@@ -204,11 +204,12 @@ class Containers:
         except (OSError, ValueError):
             return None
 
-    def record_exit(self, cid: str, code: int) -> None:
-        """Written by whoever waited for PID 1 (the CLI when attached, else the monitor)."""
+    def record_exit(self, cid: str, code: int, *, durable: bool = True) -> None:
+        """Written by whoever waited for PID 1 (the CLI when attached, else the monitor). ``durable=False``
+        for a --rm container its waiter removes next: after a machine crash GC removes it, exit code and all."""
         path = self.bundle(cid) / "exit"
         with contextlib.suppress(OSError):
-            write_atomic(path, str(code))
+            write_atomic(path, str(code), durable=durable)
         self._detach_network(cid)
         self.set_state(cid, state="stopped", exit_code=code, finished_at=time.time())
 

@@ -111,9 +111,16 @@ def default_spec(args: list[str], *, rootfs: Path, hostname: str, env: list[str]
     }
 
 
+def _copy(spec: Spec) -> Spec:
+    """A deep copy that shares the seccomp profile (~400 rules, most of the copying): modifiers never change
+    a profile in place; with_docker puts in a new one."""
+    profile = spec.get("linux", {}).get("seccomp")
+    return copy.deepcopy(spec, {id(profile): profile} if profile is not None else None)
+
+
 def with_idmap(spec: Spec, idmap: IdMap) -> Spec:
     """Run in a new user namespace with these maps (root runner)."""
-    s = copy.deepcopy(spec)
+    s = _copy(spec)
     s["linux"]["namespaces"].append({"type": "user"})
     s["linux"].update(idmap.to_oci())
     return s
@@ -126,7 +133,7 @@ def with_rootless(spec: Spec, keeper: IdMap, inner: IdMap | None = None) -> Spec
     no capability in the keeper's namespace, which owns the outer network namespace and its guard
     (net_outer.py), the other containers' namespaces and the rootfs mounts. No device nodes (crun 1.8.1
     rootless fails on them: bind-mount the safe set instead), no cgroups of its own on cgroup v1."""
-    s = copy.deepcopy(spec)
+    s = _copy(spec)
     s["linux"]["namespaces"].append({"type": "user"})
     if inner is not None:  # (keep_id.py: each range already lies inside one range of the keeper's map)
         s["linux"].update(inner.to_oci())
@@ -145,13 +152,13 @@ def with_rootless(spec: Spec, keeper: IdMap, inner: IdMap | None = None) -> Spec
 
 
 def with_env(spec: Spec, env: list[str]) -> Spec:
-    s = copy.deepcopy(spec)
+    s = _copy(spec)
     s["process"]["env"] = env
     return s
 
 
 def with_bind(spec: Spec, source: Path, destination: str, *, readonly: bool) -> Spec:
-    s = copy.deepcopy(spec)
+    s = _copy(spec)
     opts = ["rbind", "nosuid", "nodev"] + (["ro"] if readonly else ["rw"])
     s["mounts"].append({"destination": destination, "type": "bind", "source": str(source), "options": opts})
     return s
@@ -160,7 +167,7 @@ def with_bind(spec: Spec, source: Path, destination: str, *, readonly: bool) -> 
 def with_init(spec: Spec, init_binary: Path) -> Spec:
     """A minimal PID 1 (tini) bind-mounted read-only at /dev/init, which reaps zombies and forwards
     signals to the whole process group of the command."""
-    s = copy.deepcopy(spec)
+    s = _copy(spec)
     s["mounts"].append({"destination": "/dev/init", "type": "bind", "source": str(init_binary),
                         "options": ["bind", "ro", "nosuid", "nodev"]})
     s["process"]["args"] = ["/dev/init", "-s", "-g", "--", *s["process"]["args"]]
@@ -169,7 +176,7 @@ def with_init(spec: Spec, init_binary: Path) -> Spec:
 
 def with_netns(spec: Spec, path: str | None) -> Spec:
     """Join an existing network namespace (prepared by network.py) instead of a new one."""
-    s = copy.deepcopy(spec)
+    s = _copy(spec)
     for ns in s["linux"]["namespaces"]:
         if ns["type"] == "network":
             if path:
@@ -181,19 +188,19 @@ def with_netns(spec: Spec, path: str | None) -> Spec:
 
 def with_no_new_privileges(spec: Spec) -> Spec:
     """``--security-opt no-new-privileges``: setuid/setgid bits and file capabilities stop working."""
-    s = copy.deepcopy(spec)
+    s = _copy(spec)
     s["process"]["noNewPrivileges"] = True
     return s
 
 
 def with_cgroup(spec: Spec, path: str) -> Spec:
-    s = copy.deepcopy(spec)
+    s = _copy(spec)
     s["linux"]["cgroupsPath"] = path
     return s
 
 
 def with_resources(spec: Spec, resources: dict[str, Any]) -> Spec:
-    s = copy.deepcopy(spec)
+    s = _copy(spec)
     s["linux"].setdefault("resources", {}).update(resources)
     return s
 
@@ -201,7 +208,7 @@ def with_resources(spec: Spec, resources: dict[str, Any]) -> Spec:
 def with_runc_compat(spec: Spec) -> Spec:
     """runc (the fallback runtime) cannot mount a fresh sysfs in a new user namespace here (EPERM):
     give it the host's /sys read-only instead, as podman does with runc rootless. Masked paths apply."""
-    s = copy.deepcopy(spec)
+    s = _copy(spec)
     for m in s["mounts"]:
         if m["destination"] == "/sys" and m["type"] == "sysfs":
             m.update({"type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
@@ -212,7 +219,7 @@ def with_docker(spec: Spec) -> Spec:
     """What dockerd needs inside (../shared/notes/this-machine.md): read-write fresh sysfs, the
     container's own cgroup tree at /sys/fs/cgroup, a tmpfs /run, /dev/fuse and /dev/net/tun, the extra
     capabilities (inside the user namespace only) and a seccomp profile that lets them be used."""
-    s = copy.deepcopy(spec)
+    s = _copy(spec)
     for m in s["mounts"]:
         if m["destination"] == "/sys":
             m["options"] = ["nosuid", "noexec", "nodev", "rw"]
