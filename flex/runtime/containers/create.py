@@ -174,6 +174,7 @@ def _create(store: Containers, cid: str, name: str, opts: CreateOptions, image: 
             root = (inner.host_uid(0), inner.host_gid(0))  # the keeper's ids of the container's root
         (bundle / "image.json").write_text(json.dumps({"ref": image.ref, "lowers": [str(p) for p in lowers]}))
         rootfs = mount_rootfs(bundle, lowers, idmap, store.keeper, upper_owner=root)
+        store.mounted_here.add(cid)
         cfg = image.config
         args = (opts.entrypoint if opts.entrypoint is not None else cfg.entrypoint) + (opts.command or (
             cfg.cmd if opts.entrypoint is None else []))

@@ -28,7 +28,7 @@ from flex.runtime.userns.idmap import IdMap, idmapped_bind, userns_fd
 from flex.runtime.userns.keeper import Keeper
 
 __all__ = ["DirectoryImages", "ImageConfig", "ImageSource", "ResolvedImage", "ensure_rootfs", "lookup_user",
-           "mount_rootfs", "replace_upper", "unmount_rootfs", "user_ids"]
+           "mount_rootfs", "remove_in_namespace", "replace_upper", "unmount_rootfs", "user_ids"]
 
 
 @dataclass
@@ -165,6 +165,16 @@ def unmount_rootfs(cdir: Path, keeper: Keeper | None) -> None:
     _umount(cdir / "rootfs")
     for m in sorted(cdir.glob("lower*")):
         _umount(m)
+
+
+def remove_in_namespace(cdir: Path, keeper: Keeper) -> None:
+    """Rootless: unmount the overlay and remove the container's directory (its upper dir holds files of the
+    user's subordinate ids) in one child in the user's namespace: one fork on the --rm path, not two."""
+    def unmount_and_remove() -> None:
+        _umount(cdir / "rootfs")
+        shutil.rmtree(cdir)
+
+    keeper.call(unmount_and_remove, "removing the container's files")
 
 
 def lookup_user(lowers: Sequence[Path], user: str) -> tuple[int, int, list[int]]:

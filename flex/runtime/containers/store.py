@@ -34,7 +34,7 @@ from flex.runtime.base.home import Home
 from flex.runtime.base.lock import file_lock
 from flex.runtime.base.metadata import MetadataDB
 from flex.runtime.cgroups import cgroups
-from flex.runtime.containers.rootfs import unmount_rootfs
+from flex.runtime.containers.rootfs import remove_in_namespace, unmount_rootfs
 from flex.runtime.oci.crun import OCIRuntime
 from flex.runtime.userns.idmap import IdMap, rootless_map
 from flex.runtime.userns.idpool import IdPool
@@ -124,6 +124,8 @@ class Containers:
                 if d.stat().st_mode & 0o011 != 0o011:
                     d.chmod(d.stat().st_mode | 0o011)
         self._keeper: Keeper | None = None
+        # containers whose rootfs this process mounted (create): a start right after need not look again
+        self.mounted_here: set[str] = set()
         self._idmap: IdMap | None = None
         self.pool = IdPool(self.db) if not self.rootless else None
         self._runtime = OCIRuntime(home.run / "oci")
@@ -278,6 +280,7 @@ class Containers:
 
     def _teardown(self, cid: str, cgroup: str | None, networked: bool = True) -> None:
         """Undo every step of creation; each one safe to repeat and to find already undone."""
+        self.mounted_here.discard(cid)
         self.runtime.delete(cid, force=True)
         if cgroup:
             cgroups.remove(cgroup)
@@ -286,6 +289,9 @@ class Containers:
             with contextlib.suppress(Exception):
                 self.networks().release(cid)
         bundle = self.bundle(cid)
+        if bundle.exists() and self.keeper is not None and self.keeper.running_pid() is not None:
+            with contextlib.suppress(FailedPrecondition):
+                remove_in_namespace(bundle, self.keeper)
         if bundle.exists():
             unmount_rootfs(bundle, self.keeper)
             self._rmtree(bundle)

@@ -70,7 +70,8 @@ def _create(store: Containers, c: Container, *, stdin: Any, stdout: Any, stderr:
             console: ConsoleSocket | None) -> tuple[int, int | None]:
     """crun create; returns (PID 1 on the host, pty master fd or None)."""
     bundle = store.bundle(c.id)
-    ensure_rootfs(bundle, c.idmap, store.keeper)
+    if c.id not in store.mounted_here:  # (rootless, looking costs a fork into the user's namespace)
+        ensure_rootfs(bundle, c.idmap, store.keeper)
     pid_file = bundle / "pid"
     with contextlib.suppress(FileNotFoundError):
         pid_file.unlink()
