@@ -17,7 +17,7 @@ from typing import Any
 
 from flex.atomic import write_atomic
 from flex.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, UsageError
-from flex.runtime.cgroups import cgroups, release_agent
+from flex.runtime.cgroups import cgroups
 from flex.runtime.containers.binds import resolve_bind
 from flex.runtime.containers.rootfs import ImageSource, ResolvedImage, lookup_user, mount_rootfs
 from flex.runtime.containers.shifted_layers import shifted_lowers
@@ -111,6 +111,8 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
             "resource limits and --docker need a cgroup delegated to you, and none is",
             hint="as root: flex runtime delegate-cgroups USER (or run on cgroup v2 with systemd Delegate=yes)")
     if opts.docker and not cgroups.is_v2():
+        from flex.runtime.cgroups import release_agent  # (only here: it is not cheap to import)
+
         release_agent.require_fix()  # CVE-2022-0492: --docker on cgroup v1 is that exploit's configuration
     volumes = [resolve_bind(v) for v in opts.volumes]
     keep = parse_userns(opts.userns)
@@ -173,7 +175,8 @@ def _create(store: Containers, cid: str, name: str, opts: CreateOptions, image: 
             lowers = shifted_lowers(image.lowers, keep, inner, store.keeper)
             root = (inner.host_uid(0), inner.host_gid(0))  # the keeper's ids of the container's root
         (bundle / "image.json").write_text(json.dumps({"ref": image.ref, "lowers": [str(p) for p in lowers]}))
-        rootfs = mount_rootfs(bundle, lowers, idmap, store.keeper, upper_owner=root)
+        rootfs = mount_rootfs(bundle, lowers, idmap, store.keeper, upper_owner=root,
+                              volatile=opts.auto_remove)
         store.mounted_here.add(cid)
         cfg = image.config
         args = (opts.entrypoint if opts.entrypoint is not None else cfg.entrypoint) + (opts.command or (

@@ -98,19 +98,22 @@ def _umount(target: Path) -> None:
 
 
 def mount_rootfs(cdir: Path, lowers: Sequence[Path], idmap: IdMap, keeper: Keeper | None, *,
-                 upper_owner: tuple[int, int] | None = None) -> Path:
+                 upper_owner: tuple[int, int] | None = None, volatile: bool = False) -> Path:
     """Mount the container's overlay on ``cdir/rootfs`` and return that path. Rootless, ``upper_owner`` (keeper
     ids) owns the writable layer's top, which is the container's ``/``: its root's, when that is not the user
-    (``--userns keep-id``)."""
+    (``--userns keep-id``). ``volatile`` (a --rm container, as podman mounts one): no sync of the upper dir's
+    filesystem, at its unmount either (a syncfs of the whole disk, slow when others write to it); after a
+    crash GC removes it anyway."""
     upper, work, target = cdir / "upper", cdir / "work", cdir / "rootfs"
     for d in (upper, work, target):
         d.mkdir(exist_ok=True)
+    extra = ("volatile",) if volatile else ()
     if keeper is not None:
         def mount() -> None:
             if upper_owner is not None:
                 os.chown(upper, *upper_owner)
                 os.chmod(upper, 0o755)
-            _mount(target, lowers, upper, work, ("userxattr",))
+            _mount(target, lowers, upper, work, ("userxattr", *extra))
 
         keeper.call(mount, "mounting the overlay")
         return target
@@ -126,7 +129,7 @@ def mount_rootfs(cdir: Path, lowers: Sequence[Path], idmap: IdMap, keeper: Keepe
             mapped.append(m)
     finally:
         os.close(ns)
-    _mount(target, mapped, upper, work)
+    _mount(target, mapped, upper, work, extra)
     return target
 
 

@@ -11,7 +11,7 @@ each. Imports nothing from flex but flex.errors.
 
 from __future__ import annotations
 
-import copy
+import json
 import resource
 from pathlib import Path
 from typing import Any
@@ -112,10 +112,15 @@ def default_spec(args: list[str], *, rootfs: Path, hostname: str, env: list[str]
 
 
 def _copy(spec: Spec) -> Spec:
-    """A deep copy that shares the seccomp profile (~400 rules, most of the copying): modifiers never change
-    a profile in place; with_docker puts in a new one."""
-    profile = spec.get("linux", {}).get("seccomp")
-    return copy.deepcopy(spec, {id(profile): profile} if profile is not None else None)
+    """A deep copy (through JSON, what a spec is: several times faster than copy.deepcopy) that shares the
+    seccomp profile, most of the spec: modifiers never change a profile in place; with_docker puts in a new one."""
+    linux = spec.get("linux")
+    if not isinstance(linux, dict) or "seccomp" not in linux:
+        return json.loads(json.dumps(spec))
+    out: Spec = json.loads(json.dumps({k: v for k, v in spec.items() if k != "linux"}))
+    out["linux"] = json.loads(json.dumps({k: v for k, v in linux.items() if k != "seccomp"}))
+    out["linux"]["seccomp"] = linux["seccomp"]
+    return out
 
 
 def with_idmap(spec: Spec, idmap: IdMap) -> Spec:
