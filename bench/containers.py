@@ -13,7 +13,9 @@
       config.json). Root podman runs here given the VM's hard limits (`--ulimit nofile=20000:20000
       --ulimit nproc=4096:4096`: its defaults ask for more than root may have here).
 
-Run as root: .venv/bin/python bench/containers.py [--runs N]. Medians of interleaved runs.
+Run as root: .venv/bin/python bench/containers.py [--runs N] [--dev-python]. Medians of interleaved runs.
+flex runs as users run it, /usr/local/bin/flex's way (bench/installed_flex.py: a venv on /usr/bin/python3,
+flex installed, not editable); --dev-python times `python -m flex` of the development venv instead.
 Images: the Debian minbase rootfs that the tests cache (mmdebstrap), stored in flex's image store the
 way `flex image bootstrap` stores it (root: unshifted; rootless, as flextest: shifted into its range), and
 imported into podman's storage (removed again at the end).
@@ -51,6 +53,8 @@ def timed(fn: Callable[[], object]) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--dev-python", action="store_true",
+                    help="time `python -m flex` of the development venv (editable) instead of an installed flex")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("run as root (the comparison is root crun/podman vs the root runner)", file=sys.stderr)
@@ -142,9 +146,15 @@ def main() -> int:
             return timed(lambda: subprocess.run(["crun", "--root", str(crun_root), "run", "--bundle", str(bundle),
                                                  "bench"], check=True))
 
+        # what users run (bench/installed_flex.py): the same command for root and the user
+        from bench.installed_flex import installed_flex
+
+        flex_cmd = [] if args.dev_python else [str(installed_flex(REPO, work))]
+
         def flex_cli(net: list[str], rootless: bool) -> list[str]:
-            prefix = [*as_user, user_python] if rootless else [sys.executable]
-            return [*prefix, "-m", "flex", "runtime", "run", "--rm", *net, rl_image if rootless else image, "true"]
+            cmd = flex_cmd or ([user_python, "-m", "flex"] if rootless else [sys.executable, "-m", "flex"])
+            return [*(as_user if rootless else []), *cmd, "runtime", "run", "--rm", *net,
+                    rl_image if rootless else image, "true"]
 
         def podman(net: list[str], rootless: bool) -> list[str]:
             return [*(as_user if rootless else []), "podman", "run", "--rm", *podman_opts, *net, podman_tag, "true"]
@@ -178,6 +188,9 @@ def main() -> int:
         print(f"container start benchmark, {args.runs} interleaved runs each, medians ({os.cpu_count()} cpus, "
               f"load {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)")
         print("seccomp: flex's default profile on both sides (podman: --security-opt seccomp=FILE)")
+        print("flex: " + (f"`python -m flex` of the development venv ({sys.executable}; rootless {user_python})"
+                          if args.dev_python else "installed as users run it (bench/installed_flex.py): "
+                          f"{flex_cmd[0]} on /usr/bin/python3"))
         print(f"{'':66} {'flex':>9} {'anchor':>9}  result")
         print(f"{'(a) in-process create+start+wait `true`':66} {fa_m:7.1f}ms {ca_m:7.1f}ms  "
               f"flex - crun = {fa_m - ca_m:+.1f} ms (target <= +30 ms) anchor: crun run")

@@ -9,6 +9,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict, 5 auth, 6 unavailab
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -114,10 +115,8 @@ def _exit_now(code: int) -> NoReturn:
     SQLite's checkpoint when the last connection closes (two fsyncs, ~5-10 ms). The WAL holds every commit
     either way, and the next writer checkpoints it."""
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
     os._exit(code)
 
 

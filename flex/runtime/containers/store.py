@@ -33,6 +33,7 @@ from flex.pids import pid_alive
 from flex.runtime.base.home import Home
 from flex.runtime.base.lock import file_lock
 from flex.runtime.base.metadata import MetadataDB
+from flex.runtime.base.names import name_digest
 from flex.runtime.cgroups import cgroups
 from flex.runtime.containers.rootfs import remove_in_namespace, unmount_rootfs
 from flex.runtime.oci.crun import OCIRuntime
@@ -390,8 +391,7 @@ class Containers:
 
     def cgroup_parent(self) -> str | None:
         """Where this store's containers' cgroups go: /flex/<home-hash> for root, a delegated one rootless."""
-        import hashlib
-        tag = hashlib.sha256(str(self.home.root).encode()).hexdigest()[:8]
+        tag = name_digest(str(self.home.root)).hex()[:8]
         if not self.rootless:
             return f"/flex/{tag}"
         base = cgroups.rootless_parent(os.getuid())

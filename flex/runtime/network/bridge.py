@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from flex.errors import FailedPrecondition
+from flex.runtime.base.names import name_digest
 from flex.runtime.network.netns import in_netns
 from flex.runtime.network.rtnl import Rtnl
 
@@ -28,13 +28,13 @@ from flex.runtime.network.firewall import VETH_PREFIX
 
 def veth_name(container_id: str) -> str:
     """The host end's name: deterministic, so cleanup after a crash finds it from the id alone."""
-    return VETH_PREFIX + hashlib.sha256(container_id.encode()).hexdigest()[:10]
+    return VETH_PREFIX + name_digest(container_id).hex()[:10]
 
 
 def mac_address(container_id: str) -> str:
     """The container end's MAC address (locally administered): deterministic, so the firewall can pin a
     port to it from the container id alone."""
-    digest = hashlib.sha256(b"mac:" + container_id.encode()).digest()
+    digest = name_digest(b"mac:" + container_id.encode())
     return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
 
 

@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import ipaddress
 import json
 import os
 import re
 import socket
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,6 +47,7 @@ from flex.errors import (
 )
 from flex.runtime.base.home import Home
 from flex.runtime.base.metadata import MetadataDB
+from flex.runtime.base.names import name_digest
 from flex.runtime.network.ipam import IPAM
 from flex.runtime.network.ipam import SCHEMA as IPAM_SCHEMA
 from flex.runtime.network.rootless import outer as net_outer
@@ -219,7 +218,9 @@ class Networks:
         path = self._dir(container_id) / "slirp.sock"
         if len(str(path)) < 100:  # sun_path holds 108 bytes
             return path
-        digest = hashlib.sha256(str(path).encode()).hexdigest()[:20]
+        digest = name_digest(str(path)).hex()[:20]
+        import tempfile  # (only for a long FLEX_HOME: it costs ~1 ms to import)
+
         return Path(tempfile.gettempdir()) / f"flexnet-{os.getuid()}-{digest}.sock"
 
     def _tag(self, container_id: str) -> str:
@@ -653,7 +654,7 @@ def _bridge_for(home: Home) -> tuple[str, str]:
     one database and must never be shared with containers another database knows nothing about."""
     if home.root == Path("/var/lib/flex"):
         return DEFAULT_BRIDGE, DEFAULT_SUBNET
-    h = hashlib.sha256(str(home.root).encode()).digest()
+    h = name_digest(str(home.root))
     return f"flex{h.hex()[:8]}", f"10.{91 + h[0] % 32}.{h[1]}.0/24"
 
 

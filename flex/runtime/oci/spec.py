@@ -115,9 +115,11 @@ def _copy(spec: Spec) -> Spec:
     """A deep copy (through JSON, what a spec is: several times faster than copy.deepcopy) that shares the
     seccomp profile, most of the spec: modifiers never change a profile in place; with_docker puts in a new one."""
     linux = spec.get("linux")
+    out: Spec
     if not isinstance(linux, dict) or "seccomp" not in linux:
-        return json.loads(json.dumps(spec))
-    out: Spec = json.loads(json.dumps({k: v for k, v in spec.items() if k != "linux"}))
+        out = json.loads(json.dumps(spec))
+        return out
+    out = json.loads(json.dumps({k: v for k, v in spec.items() if k != "linux"}))
     out["linux"] = json.loads(json.dumps({k: v for k, v in linux.items() if k != "seccomp"}))
     out["linux"]["seccomp"] = linux["seccomp"]
     return out

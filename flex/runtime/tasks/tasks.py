@@ -279,8 +279,8 @@ def start_attached(store: Containers, c: Container, *, interactive: bool, tty: b
     _subreaper()
     bundle = store.bundle(c.id)
     log = _open_log(store, c)
-    from flex.runtime.tasks.console import ConsoleSocket, console_size, raw_terminal, resize_on_sigwinch
-
+    if tty:  # (termios and the console socket: only for -t)
+        from flex.runtime.tasks.console import ConsoleSocket, console_size, raw_terminal, resize_on_sigwinch
     if tty and (size := console_size(0)) is not None:
         # the pty gets our size before the command runs (a SIGWINCH later would race with it)
         config_path = bundle / "config.json"

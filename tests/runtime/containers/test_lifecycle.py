@@ -229,6 +229,16 @@ def test_tty_gets_the_callers_term_or_xterm(mode: Mode, image: str) -> None:
     assert "T=xterm." in _pty_run(mode.argv("exec", "-t", "plain", *show), no_term, 25, 80, None)
 
 
+def test_only_a_rm_containers_writable_layer_is_volatile(mode: Mode, image: str) -> None:
+    """--rm (as podman mounts it): no syncs of the disk for a layer that goes with the run, not even at its
+    unmount; a container that outlives its run keeps them."""
+    show = ["sh", "-c", "grep '^overlay / ' /proc/self/mounts"]
+    assert "volatile" in mode.ok("run", "--rm", image, *show)
+    kept = mode.ok("run", "--name", "kept", image, *show)
+    assert kept.startswith("overlay / ") and "volatile" not in kept
+    mode.ok("rm", "kept")
+
+
 def test_rm_and_gc_leave_nothing(mode: Mode, image: str) -> None:
     cid = mode.ok("run", "-d", "--memory", "64m", image, "sleep", "300").strip()
     info = _inspect(mode, cid)
