@@ -1,7 +1,8 @@
 """A store in S3-compatible object storage, through the MinIO SDK. Imports nothing from flex but flex.errors.
 
 Why MinIO's SDK and not boto3: docs/backup.md (import cost and throughput, measured). The SDK is imported
-only when an S3 store is opened. Objects over ``PART_SIZE`` go up as multipart uploads; every call is
+only when an S3 store is opened. Objects over ``PART_SIZE`` go up as multipart uploads, one part at a
+time, read from their spool (an unnamed file in TMPDIR): a pack is never whole in memory. Every call is
 retried with exponential backoff on connection errors, timeouts and 5xx/429 answers. The secret key is
 kept out of ``repr``, ``location`` and every error message.
 """
@@ -11,11 +12,13 @@ from __future__ import annotations
 import io
 import os
 import random
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
+from flex.backup.stores.base import Spool, temp_fd
 from flex.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unavailable
 
 if TYPE_CHECKING:
@@ -92,6 +95,24 @@ class S3Store:
         self._retry(f"put {name}", lambda: self._client.put_object(
             self.bucket, key, io.BytesIO(data), len(data),
             part_size=PART_SIZE if len(data) > PART_SIZE else 0))
+
+    def spool(self) -> Spool:
+        return Spool(*temp_fd(tempfile.gettempdir()))
+
+    def put_spool(self, name: str, spool: Spool) -> None:
+        try:
+            if self.exists(name):
+                return
+            key, size = self.prefix + name, spool.size
+
+            def upload() -> object:
+                os.lseek(spool.fd, 0, os.SEEK_SET)  # a retry starts again
+                f = open(spool.fd, "rb", buffering=0, closefd=False)  # noqa: SIM115 - the spool owns the fd
+                return self._client.put_object(self.bucket, key, f, size, num_parallel_uploads=1,
+                                               part_size=PART_SIZE if size > PART_SIZE else 0)
+            self._retry(f"put {name}", upload)
+        finally:
+            spool.close()
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         def fetch() -> bytes:
