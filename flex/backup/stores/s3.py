@@ -9,12 +9,15 @@ kept out of ``repr``, ``location`` and every error message.
 
 from __future__ import annotations
 
-import io
+import importlib
 import os
 import random
+import sys
 import tempfile
 import time
+import types
 from collections.abc import Callable, Iterator
+from io import BytesIO
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
@@ -31,14 +34,37 @@ ATTEMPTS = 6
 T = TypeVar("T")
 
 
+def _minio() -> type[Minio]:
+    """minio's package imports its admin client, whose minio.crypto imports argon2, pycryptodome and
+    cffi (3 MiB of every S3 run's peak memory, issue 17) for calls an S3 store never makes. A stand-in
+    minio.crypto imports the real one only if one of its functions is called."""
+    if "minio" not in sys.modules and "minio.crypto" not in sys.modules:
+        def later(name: str) -> Callable[..., object]:
+            def call(*args: object, **kwargs: object) -> object:
+                sys.modules.pop("minio.crypto", None)
+                return getattr(importlib.import_module("minio.crypto"), name)(*args, **kwargs)
+            return call
+        stand_in = types.ModuleType("minio.crypto")
+        stand_in.encrypt, stand_in.decrypt = later("encrypt"), later("decrypt")  # type: ignore[attr-defined]
+        sys.modules["minio.crypto"] = stand_in
+        try:
+            importlib.import_module("minio")
+        except ImportError:  # another minio wants more of it: import it as it is
+            for name in [m for m in sys.modules if m == "minio" or m.startswith("minio.")]:
+                del sys.modules[name]
+    from minio import Minio
+
+    return Minio
+
+
 class S3Store:
     """``s3:http://host:port/bucket[/prefix]``; credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY."""
 
     def __init__(self, url: str, *, access_key: str | None = None, secret_key: str | None = None,
                  region: str = "us-east-1", backoff: float = 0.2):
         import urllib3
-        from minio import Minio
 
+        Minio = _minio()
         parts = urlsplit(url.removeprefix("s3:"))
         bucket, _, prefix = parts.path.strip("/").partition("/")
         if parts.scheme not in ("http", "https") or not parts.netloc or not bucket:
@@ -93,7 +119,7 @@ class S3Store:
             return  # names derive from content: never rewrite an object
         key = self.prefix + name
         self._retry(f"put {name}", lambda: self._client.put_object(
-            self.bucket, key, io.BytesIO(data), len(data),
+            self.bucket, key, BytesIO(data), len(data),
             part_size=PART_SIZE if len(data) > PART_SIZE else 0))
 
     def spool(self) -> Spool:
