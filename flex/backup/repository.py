@@ -244,7 +244,9 @@ class Repository:
         if self.store.location.startswith("s3:"):
             # object storage: fetch a pack once, serve its blobs from a small cache (packs are read in order)
             data = self._cache.get(e.pack)
-            if data is None:
+            if data is not None:
+                self._cache.move_to_end(e.pack)  # least recently used goes first: a tree pack stays
+            else:
                 data = self.store.get(pack_name(e.pack))
                 self._cache[e.pack] = data
                 while len(self._cache) > 4:
