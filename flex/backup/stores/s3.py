@@ -64,7 +64,7 @@ class S3Store:
                  region: str = "us-east-1", backoff: float = 0.2):
         import urllib3
 
-        Minio = _minio()
+        client_class = _minio()
         parts = urlsplit(url.removeprefix("s3:"))
         bucket, _, prefix = parts.path.strip("/").partition("/")
         if parts.scheme not in ("http", "https") or not parts.netloc or not bucket:
@@ -79,7 +79,7 @@ class S3Store:
         self._backoff = backoff
         # Our own loop retries (it also covers errors in the middle of a body); urllib3 only times out.
         http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=10, read=120), retries=False, maxsize=8)
-        self._client: Minio = Minio(parts.netloc, access_key=access_key, secret_key=secret_key,
+        self._client: Minio = client_class(parts.netloc, access_key=access_key, secret_key=secret_key,
                                     secure=parts.scheme == "https", region=region, http_client=http)
         self._ensure_bucket()
 
