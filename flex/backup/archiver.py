@@ -20,8 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyfastcdc import FastCDC
-
+from flex.backup.chunker import Chunker
 from flex.backup.nodes import metadata_node, node_type, read_xattrs
 from flex.backup.pack import BLOB_DATA
 from flex.backup.repository import Repository, Snapshot
@@ -45,22 +44,6 @@ class BackupSummary:
     bytes_added: int = 0
     vanished: int = 0
     changed_during_read: list[str] = field(default_factory=list)
-
-
-class _ExtentReader:
-    """A file region for the chunker; preadv fills the chunker's buffer in place."""
-
-    def __init__(self, fd: int, offset: int, length: int):
-        self.fd, self.pos, self.left = fd, offset, length
-
-    def readinto(self, buf: memoryview) -> int:
-        n = min(len(buf), self.left)
-        if n <= 0:
-            return 0
-        got = os.preadv(self.fd, [memoryview(buf)[:n]], self.pos)
-        self.pos += got
-        self.left = self.left - got if got else 0
-        return got
 
 
 def _extents(fd: int, st: os.stat_result) -> list[list[int]]:
@@ -90,8 +73,7 @@ class _Archiver:
         self.id_offset = id_offset
         c = repo.config["chunker"]
         self.min_size = int(c["min_size"])
-        self.cdc = FastCDC(int(c["avg_size"]), min_size=self.min_size, max_size=int(c["max_size"]),
-                           seed=repo.key.chunker_seed)
+        self.chunker = Chunker(int(c["avg_size"]), self.min_size, int(c["max_size"]), repo.key.chunker_seed)
         self.summary = BackupSummary()
         self.inodes: dict[tuple[int, int], int] = {}
 
@@ -112,9 +94,9 @@ class _Archiver:
                 content.append(self.repo.save_blob(BLOB_DATA, data).hex())
                 self.summary.bytes_read += len(data)
                 continue
-            for chunk in self.cdc.cut_stream(_ExtentReader(fd, off, length)):
-                content.append(self.repo.save_blob(BLOB_DATA, chunk.data).hex())
-                self.summary.bytes_read += chunk.length
+            for chunk in self.chunker.chunks(fd, off, length):
+                content.append(self.repo.save_blob(BLOB_DATA, chunk).hex())
+                self.summary.bytes_read += len(chunk)
         return content, extents
 
     def file(self, path: str, name: str, st: os.stat_result, prev: dict[str, Any] | None) -> dict[str, Any] | None:

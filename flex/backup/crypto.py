@@ -13,11 +13,14 @@ import base64
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import blake3
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
@@ -51,17 +54,32 @@ class MasterKey:
         """The keyed hash that names a blob: equal content dedups, nobody without the key can probe for it."""
         return blake3.blake3(data, key=self.mac).digest()
 
+    @cached_property
+    def _aead(self) -> AESGCM:
+        return AESGCM(self.encrypt)
+
     def seal(self, plain: bytes | memoryview, aad: bytes) -> bytes:
         nonce = os.urandom(NONCE)
-        return nonce + AESGCM(self.encrypt).encrypt(nonce, bytes(plain), aad)
+        return nonce + self._aead.encrypt(nonce, plain, aad)
+
+    def seal_stream(self, head: bytes, body: memoryview, aad: bytes, step: int) -> Iterator[bytes]:
+        """``seal(head + body, aad)`` in pieces of ``step`` bytes: a large blob is never copied whole."""
+        nonce = os.urandom(NONCE)
+        enc = Cipher(algorithms.AES(self.encrypt), modes.GCM(nonce)).encryptor()
+        enc.authenticate_additional_data(aad)
+        yield nonce + enc.update(head)
+        for i in range(0, len(body), step):
+            yield enc.update(body[i:i + step])
+        enc.finalize()
+        yield enc.tag
 
     def open(self, sealed: bytes | memoryview, aad: bytes, what: str) -> bytes:
-        raw = bytes(sealed)
+        raw = memoryview(sealed)
         if len(raw) < OVERHEAD:
             raise SealError(f"{what} is truncated ({len(raw)} bytes)",
                             hint="run `flex backup verify --read-data` to see what it affects")
         try:
-            return AESGCM(self.encrypt).decrypt(raw[:NONCE], raw[NONCE:], aad)
+            return self._aead.decrypt(bytes(raw[:NONCE]), raw[NONCE:], aad)
         except InvalidTag:
             raise SealError(f"{what} is damaged: it does not authenticate",
                             hint="run `flex backup verify --read-data` to see what it affects") from None

@@ -6,8 +6,12 @@ so a crash at any point leaves no snapshot pointing at data that is not stored (
 
     repo = Repository.init(store, password)        # or Repository.open(store, password)
     bid = repo.save_blob(BLOB_DATA, data)          # dedup: a known id is not stored twice
-    repo.flush()                                   # packs, then one index
+    repo.flush()                                   # packs, then their index
     repo.save_snapshot({...})                      # last
+
+Packs are built in spool files (``Store.spool``), at most two are stored at a time, and an index is
+written whenever ``INDEX_BLOBS`` blobs in stored packs are not indexed yet: what a backup holds in memory
+does not grow with the size of what it writes (issue 17).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import struct
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import zstandard
 
 from flex.backup.crypto import MasterKey, unwrap_key, wrap_key
+from flex.backup.index import Index, IndexEntry
 from flex.backup.pack import BLOB_TREE, PackEntry, PackWriter, open_blob, pack_name
 from flex.backup.stores.base import Store
 from flex.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
@@ -30,20 +36,12 @@ from flex.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionD
 if TYPE_CHECKING:
     from flex.backup.lock import Lock
 
-__all__ = ["PACK_SIZE", "IndexEntry", "Repository", "Snapshot"]
+__all__ = ["INDEX_BLOBS", "PACK_SIZE", "IndexEntry", "Repository", "Snapshot"]
 
 VERSION = 1
 PACK_SIZE = 16 << 20
 CHUNKER = {"min_size": 512 << 10, "avg_size": 1 << 20, "max_size": 8 << 20}
-
-
-@dataclass(frozen=True)
-class IndexEntry:
-    pack: str
-    type: int
-    offset: int
-    length: int
-    raw_length: int
+INDEX_BLOBS = 8192  # an index object is written once this many stored blobs are not in one
 
 
 @dataclass
@@ -71,12 +69,13 @@ class Repository:
         self.store = store
         self.key = key
         self.config = config
-        self.index: dict[bytes, IndexEntry] = {}
+        self.index = Index()
         self.index_files: set[str] = set()
         self.current_lock: Lock | None = None
         self._writers: dict[int, PackWriter] = {}
         self._unindexed: dict[str, list[PackEntry]] = {}
-        self._pending: dict[bytes, int] = {}
+        self._pending: set[bytes] = set()  # in packs not indexed yet
+        self._unindexed_blobs = 0
         self._uploads: list[Future[None]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._cache: OrderedDict[str, bytes] = OrderedDict()
@@ -141,9 +140,14 @@ class Repository:
         self.index_files.clear()
         for name in self.store.list("index/"):
             oid = name.rsplit("/", 1)[1]
-            for pack in self.load_object("index", oid)["packs"]:
-                for t, bid, off, length, raw in pack["blobs"]:
-                    self.index.setdefault(bytes.fromhex(bid), IndexEntry(pack["id"], t, off, length, raw))
+            try:
+                for pack in self.load_object("index", oid)["packs"]:
+                    pid = pack["id"]
+                    for t, bid, off, length, raw in pack["blobs"]:
+                        self.index.add(bytes.fromhex(bid), pid, t, off, length, raw, replace=False)
+            except (KeyError, TypeError, ValueError, struct.error):
+                raise FailedPrecondition(f"index/{oid} is damaged: it does not list packs",
+                                         hint="run `flex backup verify`") from None
             self.index_files.add(oid)
 
     def save_index(self, packs: dict[str, list[PackEntry]]) -> str:
@@ -163,9 +167,9 @@ class Repository:
             return bid
         w = self._writers.get(btype)
         if w is None:
-            w = self._writers[btype] = PackWriter(self.key)
+            w = self._writers[btype] = PackWriter(self.key, self.store.spool())
         w.add(btype, bid, data)
-        self._pending[bid] = len(data)
+        self._pending.add(bid)
         self.added_blobs += 1
         self.added_bytes += len(data)
         if w.size >= PACK_SIZE:
@@ -174,30 +178,30 @@ class Repository:
 
     def _finish_pack(self, btype: int) -> None:
         w = self._writers.pop(btype, None)
-        if w is None or not w.entries:
+        if w is None:
             return
-        pid, data, entries = w.finish()
-        self._upload(pid, data, entries)
-
-    def _upload(self, pid: str, data: bytes, entries: list[PackEntry]) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pack-upload")
-        # at most two packs in flight: bounded memory (PACK_SIZE each)
-        while len(self._uploads) >= 2:
-            self._uploads.pop(0).result()
-        self._uploads.append(self._pool.submit(self.store.put, pack_name(pid), data))
-        self._unindexed[pid] = entries
-        if self.current_lock is not None:
-            self.current_lock.refresh()
+        if not w.entries:
+            w.spool.close()
+            return
+        self.write_pack(w)
 
     def write_pack(self, writer: PackWriter) -> None:
-        pid, data, entries = writer.finish()
-        self._upload(pid, data, entries)
+        """Store a finished pack in the background (at most two at a time); its index follows."""
+        pid, entries = writer.finish()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pack-upload")
+        while len(self._uploads) >= 2:
+            self._uploads.pop(0).result()
+        self._uploads.append(self._pool.submit(self.store.put_spool, pack_name(pid), writer.spool))
+        self._unindexed[pid] = entries
+        self._unindexed_blobs += len(entries)
+        if self.current_lock is not None:
+            self.current_lock.refresh()
+        if self._unindexed_blobs >= INDEX_BLOBS:
+            self._index_stored()
 
-    def flush(self) -> None:
-        """Store open packs and index every stored pack; after this the blobs saved so far are durable."""
-        for t in list(self._writers):
-            self._finish_pack(t)
+    def _index_stored(self) -> None:
+        """Wait for the packs in flight, then index them: only a stored pack is ever indexed."""
         for f in self._uploads:
             f.result()
         self._uploads.clear()
@@ -205,11 +209,22 @@ class Repository:
             self.save_index(self._unindexed)
             for pid, es in self._unindexed.items():
                 for e in es:
-                    self.index[e.id] = IndexEntry(pid, e.type, e.offset, e.length, e.raw_length)
+                    self.index.add(e.id, pid, e.type, e.offset, e.length, e.raw_length)
+                    self._pending.discard(e.id)
             self._unindexed = {}
+            self._unindexed_blobs = 0
+
+    def flush(self) -> None:
+        """Store open packs and index every stored pack; after this the blobs saved so far are durable."""
+        for t in list(self._writers):
+            self._finish_pack(t)
+        self._index_stored()
         self._pending.clear()
 
     def close(self) -> None:
+        for w in self._writers.values():  # a backup that failed: its open packs are dropped
+            w.spool.close()
+        self._writers.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -229,7 +244,9 @@ class Repository:
         if self.store.location.startswith("s3:"):
             # object storage: fetch a pack once, serve its blobs from a small cache (packs are read in order)
             data = self._cache.get(e.pack)
-            if data is None:
+            if data is not None:
+                self._cache.move_to_end(e.pack)  # least recently used goes first: a tree pack stays
+            else:
                 data = self.store.get(pack_name(e.pack))
                 self._cache[e.pack] = data
                 while len(self._cache) > 4:

@@ -106,15 +106,14 @@ def prune(repo: Repository) -> PruneSummary:
         data = repo.read_pack(pid)
         for h in read_header(repo.key, data, f"pack {pid[:16]}"):
             if h.id in used and repo.index.get(h.id) is not None and repo.index[h.id].pack == pid:
-                w = writers.setdefault(h.type, PackWriter(repo.key))
+                w = writers.get(h.type) or writers.setdefault(h.type, PackWriter(repo.key, repo.store.spool()))
                 w.add_sealed(h, data[h.offset:h.offset + h.length])
                 if w.size >= 16 << 20:
                     repo.write_pack(writers.pop(h.type))
                     summary.packs_written += 1
     for w in writers.values():
-        if w.entries:
-            repo.write_pack(w)
-            summary.packs_written += 1
+        repo.write_pack(w)  # a writer exists only once it holds a blob
+        summary.packs_written += 1
     old_indexes = set(repo.index_files)
     # flush() waits for the new packs and writes their index; then one index for the packs we keep
     repo.flush()

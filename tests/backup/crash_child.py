@@ -3,7 +3,7 @@
     python -m tests.backup.crash_child backup|prune|restore REPO ARG N
 
 A real SIGKILL at a chosen point of the real code path: the store is the real LocalStore; only its
-``put``/``delete`` count calls first. Used by test_safety.py.
+``put``/``put_spool``/``delete`` count calls first. Used by test_safety.py.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from flex.backup import LocalStore, Policy, Repository, apply_policy, backup, lock, prune, restore
+from flex.backup.stores.base import Spool
 from tests.backup.conftest import PASSWORD
 
 
@@ -30,6 +31,10 @@ class _Killing(LocalStore):
     def put(self, name: str, data: bytes) -> None:
         self._tick()
         super().put(name, data)
+
+    def put_spool(self, name: str, spool: Spool) -> None:
+        self._tick()
+        super().put_spool(name, spool)
 
     def delete(self, name: str) -> None:
         self._tick()

@@ -58,6 +58,7 @@ def test_kill_during_backup_leaves_earlier_snapshots_whole(repo_dir: tuple[Path,
     (grown / "more.bin").write_bytes(os.urandom(18 << 20))  # more than one pack
     _child("backup", repo, str(grown), n)
     _assert_whole(repo, tmp_path, want, first)
+    assert not list(repo.rglob(".tmp-*")), "a killed backup's pack spool is an unnamed file: nothing is left"
 
 
 def test_kill_during_prune_leaves_kept_snapshots_whole(repo_dir: tuple[Path, Path, str, dict[str, object]],

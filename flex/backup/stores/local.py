@@ -1,7 +1,9 @@
 """A store in a local directory (the runner's default: FLEX_HOME/backups/). Imports nothing from flex but flex.errors.
 
 ``put`` writes a temp file, fsyncs it and hard-links it to its name, so a crash leaves either the whole
-object or none, and an existing object is never replaced. Directories and files are owner-only.
+object or none, and an existing object is never replaced. A spool (a pack being built) is an unnamed
+O_TMPFILE file under ``data/``, linked to its name once it is whole and fsynced. Directories and files
+are owner-only.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from flex.atomic import fsync_dir
+from flex.backup.stores.base import Spool, temp_fd
 from flex.errors import NotFound, Unavailable
 
 __all__ = ["LocalStore"]
@@ -48,6 +51,33 @@ class LocalStore:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+    def spool(self) -> Spool:
+        where = self.root / "data"
+        try:
+            where.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return Spool(*temp_fd(str(where)))
+        except OSError as err:
+            raise Unavailable(f"cannot write in {where}: {err.strerror}") from None
+
+    def put_spool(self, name: str, spool: Spool) -> None:
+        path = self._path(name)
+        try:
+            os.fsync(spool.fd)
+            os.fchmod(spool.fd, 0o400)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                # a dir_fd makes os.link use linkat(AT_SYMLINK_FOLLOW): /proc/self/fd/N is the unnamed file
+                with contextlib.suppress(FileExistsError):  # the same content is there already
+                    os.link(spool.path or f"/proc/self/fd/{spool.fd}", path.name, dst_dir_fd=dfd)
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as err:
+            raise Unavailable(f"cannot write {path}: {err.strerror}") from None
+        finally:
+            spool.close()
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(name)
