@@ -43,7 +43,7 @@ from flex.errors import (
     Unavailable,
 )
 
-__all__ = ["UpgradeRequired", "open_stream", "relay", "router"]
+__all__ = ["UpgradeRequired", "open_ready", "open_stream", "relay", "router"]
 
 router = APIRouter(tags=["access"])
 log = logging.getLogger("flex.controlplane.access")
@@ -155,6 +155,24 @@ async def open_stream(ws: WebSocket, name: str, header: dict[str, Any]) -> Strea
     if "write" not in who.scopes:
         raise PermissionDenied("this token lacks the 'write' scope", hint="create a token with that scope")
     return await _open(ws.app.state.cp, _tunnels(ws), who, name, header)
+
+
+async def open_ready(ws: WebSocket, name: str, header: dict[str, Any],
+                     ended: str) -> tuple[Stream, bytes] | None:
+    """``open_stream``, then the runner's first message (its "ready"); a refusal, or the runner ending the
+    stream (``ended`` says so), is denied on ``ws`` before the upgrade, and None returned."""
+    stream: Stream | None = None
+    try:
+        stream = await open_stream(ws, name, header)
+        try:
+            return stream, await stream.recv()
+        except StreamClosed as closed:
+            raise closed.error or Unavailable(ended) from None
+    except FlexError as err:
+        if stream is not None:
+            await stream.close()
+        await _deny(ws, err)
+        return None
 
 
 async def _open(cp: ControlPlane, tunnels: Tunnels, who: Principal, name: str, header: dict[str, Any]) -> Stream:
@@ -293,20 +311,13 @@ async def environment_logs(
 async def environment_port(ws: WebSocket, name: str, port: int) -> None:
     """A TCP connection to ``port`` inside the environment: binary messages carry its bytes either way;
     closing the WebSocket closes the connection, and the other way round."""
-    stream: Stream | None = None
-    try:
-        if not 0 < port < 65536:
-            raise InvalidArgument(f"port {port}: expected 1-65535")
-        stream = await open_stream(ws, name, {"kind": "tcp", "port": port})
-        try:
-            await stream.recv()  # empty: connected; a refusal arrives as StreamClosed
-        except StreamClosed as closed:
-            raise closed.error or Unavailable("the runner ended the connection") from None
-    except FlexError as err:
-        if stream is not None:
-            await stream.close()
-        await _deny(ws, err)
+    if not 0 < port < 65536:
+        await _deny(ws, InvalidArgument(f"port {port}: expected 1-65535"))
         return
+    opened = await open_ready(ws, name, {"kind": "tcp", "port": port}, "the runner ended the connection")
+    if opened is None:  # refused (the runner could not connect, or the caller may not)
+        return
+    stream = opened[0]  # its first message is empty: connected
     idle: IdleWatch = ws.app.state.idle
     idle.opened(stream.header["env"])
     try:

@@ -15,10 +15,10 @@ import contextlib
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import PlainTextResponse, Response
 
-from flex.api.tunnel import Stream, StreamClosed
+from flex.api.tunnel import StreamClosed
 from flex.controlplane.errors import PROBLEM_RESPONSES
 from flex.controlplane.idle import IdleWatch
-from flex.controlplane.routes.access import UpgradeRequired, _deny, _open, open_stream, relay
+from flex.controlplane.routes.access import UpgradeRequired, _open, open_ready, relay
 from flex.controlplane.routes.deps import Cp, User
 from flex.errors import FlexError, PermissionDenied, Unavailable
 
@@ -32,18 +32,11 @@ router = APIRouter(tags=["access"])
 @router.websocket("/api/v1/environments/{name}/ssh")
 async def environment_ssh(ws: WebSocket, name: str) -> None:
     """One SSH connection: binary messages carry the SSH protocol's bytes either way (`flex ssh --stdio`)."""
-    stream: Stream | None = None
-    try:
-        stream = await open_stream(ws, name, {"kind": "ssh"})
-        try:
-            host_key = (await stream.recv()).decode(errors="replace").strip()  # ready; a refusal: StreamClosed
-        except StreamClosed as closed:
-            raise closed.error or Unavailable("the runner ended the SSH stream") from None
-    except FlexError as err:
-        if stream is not None:
-            await stream.close()
-        await _deny(ws, err)
+    opened = await open_ready(ws, name, {"kind": "ssh"}, "the runner ended the SSH stream")
+    if opened is None:
         return
+    stream, ready = opened
+    host_key = ready.decode(errors="replace").strip()  # the runner's ready message is its host key
     idle: IdleWatch = ws.app.state.idle
     idle.opened(stream.header["env"])  # an open SSH connection keeps the environment from idling
     try:
