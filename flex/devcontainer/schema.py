@@ -20,6 +20,7 @@ from importlib import resources
 from typing import Any
 
 from flex.devcontainer.jsonc import Document, Position, escape_pointer
+from flex.devcontainer.schema_check import conforms
 from flex.errors import InvalidConfiguration
 
 __all__ = ["SCHEMA_RESOURCE", "has_source", "load_schema", "schema_text", "validate"]
@@ -53,6 +54,8 @@ def validate(config: Any, doc: Document, file: str, *, require_source: bool = Tr
     """Raise InvalidConfiguration for the first schema violation in ``config`` (in file order).
     ``require_source=False`` lets a config with no image, build or compose file through (valid for
     attaching to an existing container; the reference CLI reads it)."""
+    if conforms(config, load_schema()):  # the usual case, without importing jsonschema (issue 16)
+        return
     errors = list(_validator().iter_errors(config))
     if not require_source:
         errors = [e for e in errors if not (e.validator == "anyOf" and not e.absolute_path

@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any
 
 from flex.devcontainer.jsonc import Document, JSONCSyntaxError, Position, escape_pointer, parse
+from flex.devcontainer.schema_check import conforms
 from flex.errors import InvalidConfiguration
 
 __all__ = ["FEATURE_FILE", "FEATURE_SCHEMA_RESOURCE", "MAX_FEATURE_JSON", "feature_schema", "parse_feature_json"]
@@ -80,6 +81,8 @@ def parse_feature_json(text: str, shown: str) -> dict[str, Any]:
 
 
 def _validate(doc: Document, shown: str) -> None:
+    if conforms(doc.value, feature_schema()):  # without importing jsonschema (flex/devcontainer/schema_check.py)
+        return
     errors = list(_validator().iter_errors(doc.value))
     if not errors:
         return
