@@ -402,16 +402,22 @@ def _converge(ctx: Ctx, env: Environment, st: _Status) -> None:
     # 5. lifecycle hooks; Ready once the waitFor hook is done
     def ready() -> None:
         st.set("Ready", True, "Ready", f"{plan.wait_for} done" if plan.hooks else "no lifecycle hooks")
+        if not plan.hooks:  # nothing can fail after Ready: one status write, not two
+            st.set("LifecycleReady", True, "HooksDone", "no lifecycle hooks")
         st.phase("running")
         st.flush()
 
-    hook_env = _remote_env(ctx, c, plan, paths, before=st.flush)
+    # the user's shell's environment only when a hook is about to run: only hooks see it, and with none due
+    # (none in the config, or all done) the probe's exec, a login shell, is time before Ready for nothing
+    hook_env: list[dict[str, str]] = []
     flushing = threading.Lock()  # an object hook's entries run in parallel
 
     def run(argv: list[str], user: str | None, workdir: str) -> tuple[int, str]:
         with flushing:
             st.flush()  # a no-op once written
-        return ctx.machine.exec(c, argv, user, workdir, hook_env)
+            if not hook_env:
+                hook_env.append(_remote_env(ctx, c, plan, paths, before=st.flush))
+        return ctx.machine.exec(c, argv, user, workdir, hook_env[0])
 
     try:
         ran = run_hooks(plan, run, paths.state / "hooks", c.id, c.started_at or 0.0, meta.generation, ready,

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.userns, pytest.mark.timeout(900)]
 HOOKS = {
     "onCreateCommand": "echo oncreate >> /var/tmp/hooks.log",
     "updateContentCommand": ["sh", "-c", "echo update >> /var/tmp/hooks.log"],
-    "postCreateCommand": "echo postcreate >> /var/tmp/hooks.log; pwd > /var/tmp/cwd",
+    "postCreateCommand": "echo postcreate >> /var/tmp/hooks.log; pwd > /var/tmp/cwd; echo \"$SEEN\" > /var/tmp/seen",
     "postStartCommand": {"one": "echo poststart >> /var/tmp/starts.log", "two": ["true"]},
 }
 
@@ -44,6 +44,7 @@ def _eventually(runner: Runner, cid: str, script: str, want: str) -> str:
 def test_a_git_environment_runs_hooks_once_survives_restart_stop_start_and_delete(
         server: Server, runner: Runner, git_server: GitServer, image: str) -> None:
     url = git_server.repo("app", devcontainer(image, containerEnv={"GREETING": "hi"}, forwardPorts=[3000],
+                                              remoteEnv={"SEEN": "${containerEnv:GREETING}"},
                                               **HOOKS))
     runner.join(server)
     runner.start()
@@ -63,6 +64,8 @@ def test_a_git_environment_runs_hooks_once_survives_restart_stop_start_and_delet
     assert runner.exec(cid, "cat /workspaces/app/README.md; echo $GREETING; cat /var/tmp/cwd") == \
         "hello from the repository\nhi\n/workspaces/app\n"
     assert runner.exec(cid, "cat /var/tmp/hooks.log") == "oncreate\nupdate\npostcreate\n"
+    # hooks see remoteEnv over the user's shell's environment (userEnvProbe, run before the first hook)
+    assert runner.exec(cid, "cat /var/tmp/seen") == "hi\n"
     assert _eventually(runner, cid, "cat /var/tmp/starts.log", "poststart\n") == "poststart\n"
     r = runner.cli("runner", "status", "--json")
     assert r.returncode == 0 and '"running": true' in r.stdout
