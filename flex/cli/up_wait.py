@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING, TextIO
 from flex.errors import FailedPrecondition, FlexError, InvalidConfiguration, NotFound, Unavailable
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from flex.api import Environment
     from flex.client import FlexClient
 
 __all__ = ["Progress", "failure", "is_ready", "wait_ready"]
 
 STEPS = ("Scheduled", "VolumeReady", "SourceReady", "ImageReady", "ContainerReady", "LifecycleReady", "Ready")
+_WATCH_SECONDS = 30.0
 _CONFIG_REASONS = {"InvalidDevcontainer", "NoDevcontainer", "ComposeNotSupported", "BuildNotSupported"}
 
 
@@ -90,17 +93,52 @@ class Progress:
 
 def wait_ready(client: FlexClient, name: str, generation: int, progress: Progress, *,
                interval: float = 0.1, image: str | None = None) -> Environment:
-    """Until the environment is Ready at ``generation`` (or later); its failure raised as a FlexError."""
+    """Until the environment is Ready at ``generation`` (or later); its failure raised as a FlexError. Each
+    change comes from a watch the moment the runner writes it (a poll every ``interval`` s would add half
+    of that to every step, and load the daemon the runner shares the CPU with); a read every time the watch
+    ends, and polling where no watch is to be had."""
     while True:
-        try:
-            env = client.get_environment(name)
-        except NotFound:
-            raise NotFound(f"environment {name!r} was deleted while `flex up` waited for it") from None
-        progress.update(env)
-        if env.metadata.generation >= generation:
-            if is_ready(env):
-                return env
-            err = failure(env, image)
-            if err is not None:
-                raise err
-        time.sleep(interval)
+        env = _get(client, name)
+        if _done(env, generation, progress, image):
+            return env
+        started, seen = time.monotonic(), False
+        for changed in _changes(client, env):
+            seen = True
+            if _done(changed, generation, progress, image):
+                return changed
+        if not seen and time.monotonic() - started < interval:
+            time.sleep(interval)  # the watch ended at once: poll
+
+
+def _get(client: FlexClient, name: str) -> Environment:
+    try:
+        return client.get_environment(name)
+    except NotFound:
+        raise NotFound(f"environment {name!r} was deleted while `flex up` waited for it") from None
+
+
+def _done(env: Environment, generation: int, progress: Progress, image: str | None) -> bool:
+    progress.update(env)
+    if env.metadata.generation >= generation:
+        if is_ready(env):
+            return True
+        err = failure(env, image)
+        if err is not None:
+            raise err
+    return False
+
+
+def _changes(client: FlexClient, env: Environment) -> Iterator[Environment]:
+    """``env``'s next versions from a watch after its resourceVersion; ends when the watch does (its time is
+    up, it broke, or the version is too old: the caller reads again)."""
+    try:
+        for ev in client.watch_environments(env.metadata.resource_version, timeout=_WATCH_SECONDS):
+            if ev.object.metadata.id != env.metadata.id:
+                continue
+            if ev.type == "DELETED":
+                raise NotFound(f"environment {env.metadata.name!r} was deleted while `flex up` waited for it")
+            yield ev.object
+    except NotFound:
+        raise
+    except FlexError:  # Gone, a broken stream, a control plane without watches: read (or poll) instead
+        return
