@@ -162,13 +162,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def fast_main(argv: Sequence[str]) -> int | None:
-    """``flex [--debug] runtime run|create ...`` without typer; None when argv is not such a command."""
+    """``flex [--debug] runtime run|create|start|exec ...`` without typer; None when argv is not such a command."""
     args = list(argv)
     debug = False
     while args and args[0] == "--debug":
         debug, args = True, args[1:]
     if len(args) == 3 and args[:2] == ["runtime", "start"] and not args[2].startswith("-"):
         return _fast(lambda: do_start(args[2]), debug)  # the runner's warm start (issue 14)
+    if args[:2] == ["runtime", "exec"] and (parsed := _exec_args(args[2:])) is not None:
+        return _fast(lambda: do_exec(*parsed), debug)  # the runner's hooks and userEnvProbe (issue 16)
     if len(args) < 2 or args[0] != "runtime" or args[1] not in ("run", "create"):
         return None
     if any(a in ("-h", "--help") for a in args[2:3]):
@@ -187,6 +189,50 @@ def fast_main(argv: Sequence[str]) -> int | None:
                                 pids=ns.pids, docker=ns.docker, create_only=args[1] == "create",
                                 allow_host_network=ns.allow_host_network, security_opt=ns.security_opt,
                                 labels=ns.label, userns=ns.userns), debug or ns.debug)
+
+
+_EXEC_VALUES = {"-w": "workdir", "--workdir": "workdir", "-u": "user", "--user": "user", "-e": "env", "--env": "env"}
+
+
+def _exec_args(args: list[str]) -> tuple[str, list[str], bool, bool, list[str], str | None, str | None] | None:
+    """``[-i] [-t] [-w DIR] [-u USER] [-e K[=V]]... CONTAINER COMMAND...`` (the form the runner calls) as
+    do_exec's arguments; None for any other form (typer then parses it, and says what is wrong)."""
+    flags = {"interactive": False, "tty": False}
+    values: dict[str, Any] = {"workdir": None, "user": None, "env": []}
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        a = args[i]
+        if a in ("-i", "--interactive", "-t", "--tty"):
+            flags["interactive" if a in ("-i", "--interactive") else "tty"] = True
+        elif a in _EXEC_VALUES and i + 1 < len(args):
+            i += 1
+            if _EXEC_VALUES[a] == "env":
+                values["env"].append(args[i])
+            else:
+                values[_EXEC_VALUES[a]] = args[i]
+        else:
+            return None
+        i += 1
+    if len(args) - i < 2:
+        return None
+    return (args[i], args[i + 1:], flags["interactive"], flags["tty"], values["env"], values["workdir"],
+            values["user"])
+
+
+def do_exec(container: str, command: list[str], interactive: bool, tty: bool, env: list[str],
+            workdir: str | None, user: str | None) -> int:
+    """Run a command in a running container; its exit code."""
+    from flex.runtime.tasks import tasks
+
+    store = open_store()
+    c = store.get(container)
+    if workdir is not None and not workdir.startswith("/"):
+        raise InvalidArgument(f"-w {workdir!r}: must be an absolute path inside the container")
+    if tty and not sys.stdin.isatty():
+        raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run from a terminal")
+    ids = tasks.exec_user(store, c, user) if user else None
+    return tasks.exec_process(store, c, command, tty=tty, interactive=interactive, env=env, workdir=workdir,
+                              user=ids)
 
 
 def _fast(command: Callable[[], int], debug: bool) -> int:
@@ -316,17 +362,7 @@ def register(app: typer.Typer) -> None:
               workdir: str = typer.Option(None, "-w", "--workdir"),
               user: str = typer.Option(None, "-u", "--user")) -> None:
         """Run a command in a running container."""
-        from flex.runtime.tasks import tasks
-
-        store = open_store()
-        c = store.get(container)
-        if workdir is not None and not workdir.startswith("/"):
-            raise InvalidArgument(f"-w {workdir!r}: must be an absolute path inside the container")
-        if tty and not sys.stdin.isatty():
-            raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run from a terminal")
-        ids = tasks.exec_user(store, c, user) if user else None
-        raise typer.Exit(tasks.exec_process(store, c, command, tty=tty, interactive=interactive, env=env,
-                                            workdir=workdir, user=ids))
+        raise typer.Exit(do_exec(container, command, interactive, tty, env, workdir, user))
 
     @rt.command()
     def ps(all_: bool = typer.Option(False, "-a", "--all"), quiet: bool = typer.Option(False, "-q", "--quiet"),

@@ -138,6 +138,10 @@ def test_exec_without_tty(mode: Mode, image: str) -> None:
     assert mode.run("exec", "box", "sh", "-c", "exit 5").code == 5
     assert mode.ok("exec", "-e", "A=b", "-w", "/etc", "box", "sh", "-c", "echo $A $(pwd)").split() == ["b", "/etc"]
     assert mode.ok("exec", "-u", "nobody", "box", "id", "-u").strip() == "65534"
+    # the runner's form is parsed without typer (flex/cli/runtime.py's fast_main); typer's forms say the same,
+    # and what the lean parse does not know, typer refuses
+    assert mode.ok("exec", "--env=A=b", "--workdir=/etc", "box", "sh", "-c", "echo $A $(pwd)").split() == ["b", "/etc"]
+    assert mode.run("exec", "--no-such-flag", "box", "true").code == 2
     # a user added in the running container (a lifecycle hook, say) is found: its own files count, as with Docker
     mode.ok("exec", "box", "sh", "-c", "echo 'hooked:x:1234:1234::/tmp:/bin/sh' >> /etc/passwd;"
             " echo 'hookers:x:4321:hooked' >> /etc/group")
