@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from flex.runtime.containers.rootfs import ImageSource
     from flex.runtime.containers.store import Containers
 
-__all__ = ["do_run", "do_start", "fast_main", "open_store", "register"]
+__all__ = ["do_exec", "do_run", "do_start", "fast_main", "open_store", "register"]
 
 
 def open_store() -> Containers:
