@@ -28,6 +28,7 @@ from flex.runtime.build.parser.instruction import Instruction
 from flex.runtime.build.settings import BuildSettings
 from flex.runtime.build.stages import Stage
 from flex.runtime.build.state import State, step_key
+from flex.runtime.build.timings import phase
 from flex.runtime.containers.store import Containers
 from flex.runtime.images.store import ImageStore, host_platform
 from flex.runtime.leases.leases import Lease
@@ -75,13 +76,20 @@ class Builder:
 
     # -- layers -----------------------------------------------------------------------------------
     def add_layer(self, state: State, tar_path: Path) -> LayerBlob:
+        with phase("layer.store"):
+            blob = store_layer(self.ctx.images, tar_path, self.ctx.held, compression=self.ctx.compression)
+        self.unpack_blob(state, blob)
+        return blob
+
+    def chain(self, state: State, diff_id: str) -> str:
+        parent = state.top
+        return diff_id if parent is None else "sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
+
+    def unpack_blob(self, state: State, blob: LayerBlob) -> None:
+        """Apply the stored blob as ``state``'s next layer, as a pulled layer is."""
         from flex.runtime.unpack.unpacker import unpack_layer
 
-        blob = store_layer(self.ctx.images, tar_path, self.ctx.held, compression=self.ctx.compression)
-        parent = state.top
-        chain = blob.diff_id if parent is None else "sha256:" + hashlib.sha256(
-            f"{parent} {blob.diff_id}".encode()).hexdigest()
-        self.ctx.held.add("snapshot", chain)
+        self.ctx.held.add("snapshot", self.chain(state, blob.diff_id))
         applier = None
         helper = None
         if self.ctx.images.snapshots.ownership != "unshifted":
@@ -90,14 +98,17 @@ class Builder:
             helper = UsernsApplier()
             applier = helper
         try:
-            unpack_layer(self.ctx.images.snapshots, self.ctx.images.content.path(blob.digest), blob.diff_id,
-                         parent, applier=applier, on_key=lambda k: self.ctx.held.add("snapshot", k))
+            with phase("layer.unpack"):
+                unpack_layer(self.ctx.images.snapshots, self.ctx.images.content.path(blob.digest), blob.diff_id,
+                             state.top, applier=applier, on_key=lambda k: self.ctx.held.add("snapshot", k))
         finally:
             if helper is not None:
                 helper.close()
+        self.append_layer(state, blob)
+
+    def append_layer(self, state: State, blob: LayerBlob) -> None:
         state.layers.append({"mediaType": blob.media_type, "digest": blob.digest, "size": blob.size,
                              "diffId": blob.diff_id})
-        return blob
 
     def lookup(self, key: str, state: State) -> State | None:
         if self.ctx.no_cache:

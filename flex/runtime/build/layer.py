@@ -1,12 +1,10 @@
-"""Layers a build makes: an overlay upper directory, or files for COPY, as an OCI layer tar.
+"""Layer tars a build makes, and where they go.
 
-Upper dir → tar: overlay whiteouts (0/0 character devices, or files carrying ``overlay.whiteout``)
-become ``.wh.<name>`` entries; opaque directories (``trusted.overlay.opaque`` when real root mounted
-the overlay, ``user.overlay.opaque`` under ``userxattr``) get a ``.wh..wh..opq`` entry; other
-``*.overlay.*`` xattrs never leave the machine. Entries are sorted, names and modes exact, owners
-numeric, user and group names empty, hard links kept; with SOURCE_DATE_EPOCH, mtimes are clamped
-to it, so the same inputs give the same bytes. ``store_layer`` compresses (zstd by default, gzip on
-request) into the content store and returns the descriptor and diff_id.
+``TarWriter`` writes entries with numeric owners, empty user and group names, exact names and modes,
+hard links kept; with SOURCE_DATE_EPOCH, mtimes are clamped to it, so the same inputs give the same
+bytes (the caller sorts). ``LayerSink`` takes the tar as it is written and leaves its compressed blob
+(zstd by default, gzip on request) in the content store's tmp dir with its digest and diff_id;
+``store_layer`` does that for a tar file. A RUN step's upper dir is walked by ``upper.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ import os
 import stat
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -27,10 +24,7 @@ from flex.runtime.images.mediatypes import OCI_LAYER_GZIP, OCI_LAYER_ZSTD
 from flex.runtime.images.store import ImageStore
 from flex.runtime.leases.leases import Lease
 
-__all__ = ["LayerBlob", "TarWriter", "source_date_epoch", "store_layer", "tar_upper"]
-
-_OPAQUE = ("trusted.overlay.opaque", "user.overlay.opaque")
-_WHITEOUT = ("trusted.overlay.whiteout", "user.overlay.whiteout")
+__all__ = ["LayerBlob", "LayerSink", "TarWriter", "source_date_epoch", "store_layer", "xattrs"]
 
 
 def source_date_epoch() -> int | None:
@@ -46,7 +40,7 @@ class LayerBlob:
     diff_id: str
 
 
-def _xattrs(path: str) -> dict[str, bytes]:
+def xattrs(path: str) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     try:
         names = os.listxattr(path, follow_symlinks=False)
@@ -129,38 +123,6 @@ class TarWriter:
         self.tar.close()
 
 
-def tar_upper(upper: Path, out_path: Path, *, id_of: Callable[[int], int] | None, epoch: int | None) -> int:
-    """Write the overlay upper dir ``upper`` as a layer tar at ``out_path``; returns the entry count."""
-    conv = id_of or (lambda i: i)
-    count = 0
-    with open(out_path, "wb") as out:
-        w = TarWriter(out, epoch)
-
-        def walk(rel: str) -> None:
-            nonlocal count
-            base = os.path.join(upper, rel) if rel else str(upper)
-            for name in sorted(os.listdir(base)):
-                path = os.path.join(base, name)
-                arc = f"{rel}/{name}" if rel else name
-                st = os.lstat(path)
-                xa = _xattrs(path)
-                count += 1
-                if (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0) or any(k in xa for k in _WHITEOUT):
-                    w.whiteout(f"{rel}/.wh.{name}" if rel else f".wh.{name}", st.st_mtime)
-                    continue
-                keep = {k: v for k, v in xa.items() if ".overlay." not in k}
-                w.add_path(arc + ("/" if stat.S_ISDIR(st.st_mode) else ""), path, st, conv(st.st_uid),
-                           conv(st.st_gid), keep)
-                if stat.S_ISDIR(st.st_mode):
-                    if any(xa.get(k) == b"y" for k in _OPAQUE):
-                        w.whiteout(f"{arc}/.wh..wh..opq", st.st_mtime)
-                    walk(arc)
-
-        walk("")
-        w.close()
-    return count
-
-
 class _Hashing:
     def __init__(self, f: BinaryIO) -> None:
         self.f = f
@@ -176,35 +138,77 @@ class _Hashing:
         self.f.flush()
 
 
+class LayerSink:
+    """Where a layer tar is written: hashed as it comes (the diff_id), compressed, and hashed again (the
+    digest) into a temp file of the content store, which ``ContentStore.adopt`` then moves into place.
+    zstd runs in a worker thread of its own (the output is the same for any worker count from 1), so
+    compression overlaps with the walk that makes the tar."""
+
+    def __init__(self, tmp: Path, compression: str = "zstd") -> None:
+        fd, name = tempfile.mkstemp(prefix="layer-", dir=tmp)
+        self.path = Path(name)
+        self._raw = os.fdopen(fd, "wb")
+        self._hashed = _Hashing(self._raw)
+        self._diff = hashlib.sha256()
+        self._buf = bytearray()
+        self._z: BinaryIO
+        if compression == "gzip":
+            self._z = gzip.GzipFile(fileobj=self._hashed, mode="wb", compresslevel=6,  # type: ignore[assignment]
+                                    mtime=0, filename="")
+            self.media_type = OCI_LAYER_GZIP
+        else:
+            import zstandard
+
+            self._z = zstandard.ZstdCompressor(level=3, threads=1).stream_writer(
+                self._hashed, closefd=False)  # type: ignore[arg-type]
+            self.media_type = OCI_LAYER_ZSTD
+
+    def write(self, data: bytes) -> int:
+        self._buf += data  # tarfile writes 10 KiB at a time: hash and compress in 1 MiB pieces
+        if len(self._buf) >= 1 << 20:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        if self._buf:
+            self._diff.update(self._buf)
+            self._z.write(self._buf)
+            self._buf.clear()
+
+    def close(self) -> LayerBlob:
+        self.flush()
+        self._z.close()
+        self._drop()
+        self._raw.close()
+        return LayerBlob("sha256:" + self._hashed.sha.hexdigest(), self.media_type, self._hashed.size,
+                         "sha256:" + self._diff.hexdigest())
+
+    def _drop(self) -> None:
+        # free zstd's worker thread now, not whenever GC gets to a cycle that holds us: that may be in a
+        # forked child (keeper calls, user namespaces), where the thread is gone and freeing deadlocks
+        self._z = None  # type: ignore[assignment]
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self._z.close()
+        self._drop()
+        with contextlib.suppress(OSError):
+            self._raw.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
 def store_layer(store: ImageStore, tar_path: Path, held: Lease, *, compression: str = "zstd") -> LayerBlob:
     """Compress the layer tar into the content store (deterministically: no names or times in headers)."""
-    diff = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix="layer-", dir=store.home.tmp)
+    sink = LayerSink(store.home.tmp, compression)
     try:
-        with os.fdopen(fd, "wb") as raw, open(tar_path, "rb") as src:
-            hashed = _Hashing(raw)
-            chunks: Iterable[bytes] = iter(lambda: src.read(1 << 20), b"")
-            if compression == "gzip":
-                with gzip.GzipFile(fileobj=hashed, mode="wb", compresslevel=6, mtime=0, filename="") as gz:
-                    for chunk in chunks:
-                        diff.update(chunk)
-                        gz.write(chunk)
-                media_type = OCI_LAYER_GZIP
-            else:
-                import zstandard
-
-                cctx = zstandard.ZstdCompressor(level=3)
-                with cctx.stream_writer(hashed, closefd=False) as zw:  # type: ignore[arg-type]
-                    for chunk in chunks:
-                        diff.update(chunk)
-                        zw.write(chunk)
-                media_type = OCI_LAYER_ZSTD
-        digest = "sha256:" + hashed.sha.hexdigest()
-        held.add("content", digest)
-        if not store.content.exists(digest):
-            with open(tmp, "rb") as f:
-                store.content.ingest(iter(lambda: f.read(1 << 20), b""), digest)
-        return LayerBlob(digest, media_type, hashed.size, "sha256:" + diff.hexdigest())
+        with open(tar_path, "rb") as src:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                sink.write(chunk)
+        blob = sink.close()
+        held.add("content", blob.digest)  # leased before it has its name
+        store.content.adopt(sink.path, blob.digest)
+        return blob
     finally:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            sink.path.unlink()

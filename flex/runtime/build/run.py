@@ -1,18 +1,17 @@
-"""A RUN step: a flex container on the step's parent layers, its overlay upper dir → a layer tar.
+"""A RUN step: a flex container on the step's parent layers; its overlay upper dir becomes the layer.
 
 The container is made the way `flex runtime run` makes one (user namespace, rootless as an ordinary
 user, the runtime's networking), with the stage's Env, WorkingDir and User, the build args as
 environment, and read-only binds for build.toml's mounts, bind mounts and secrets. Its output is
-passed on line by line and its last lines kept for the error. The upper dir is read as the
-container's root sees it: inside the rootless user namespace (keeper), or, as root, with the id
-range's offset taken off. Mount points the runtime had to create are not part of the layer.
+passed on line by line and its last lines kept for the error. Once it exited, its root filesystem is
+unmounted and the upper dir handed on (upper.py makes it the layer), with the mount points the runtime
+had to create, which are not part of the layer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tarfile
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -20,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flex.errors import FlexError
-from flex.runtime.build.layer import tar_upper
+from flex.runtime.build.timings import phase
 from flex.runtime.containers.create import CreateOptions, create_container
-from flex.runtime.containers.rootfs import ImageConfig, ResolvedImage
+from flex.runtime.containers.rootfs import ImageConfig, ResolvedImage, unmount_rootfs
 from flex.runtime.containers.store import Containers
 from flex.runtime.tasks import tasks
 
-__all__ = ["BUILD_LABEL", "RunFailed", "RunRequest", "remove_orphans", "run_step"]
+__all__ = ["BUILD_LABEL", "RunFailed", "RunRequest", "Take", "remove_orphans", "run_step"]
 
 BUILD_LABEL = "flex.dev/build"
 
@@ -94,22 +93,29 @@ def _exists(lowers: list[Path], dst: str) -> bool:
     return any(os.path.lexists(lower / rel) for lower in lowers)
 
 
-def run_step(store: Containers, req: RunRequest, tar_path: Path, *, where: str, epoch: int | None,
-             progress: Callable[[str], None] | None) -> int:
-    """Run the step and write its layer tar to ``tar_path``; returns 0 when it changed nothing."""
+Take = Callable[[Path, set[str], Callable[[int], int] | None], bool]
+
+
+def run_step(store: Containers, req: RunRequest, take: Take, *, where: str,
+             progress: Callable[[str], None] | None) -> bool:
+    """Run the step, then hand its upper dir to ``take`` (with the mount points to leave out and the
+    host → image id map, None when it is read inside the user namespace); returns what ``take`` does."""
     opts = CreateOptions(image=f"build:{req.label or 'step'}", command=req.args, entrypoint=[], env=req.env,
                          workdir=req.workdir or "/", user=req.user, net=req.network, init=True,
-                         auto_remove=True, labels={BUILD_LABEL: "1"})  # --rm: GC takes a killed build's
+                         auto_remove=True, labels={BUILD_LABEL: "1"},  # --rm: GC takes a killed build's
+                         volatile=True)  # as buildah's RUN: one syncfs makes the layer durable before its commit
     volumes = [f"{src}:{dst}:{'ro' if ro else 'rw'}" for src, dst, ro in req.binds]
     opts.volumes = volumes
-    c = create_container(store, _Layers(req), opts)
+    with phase("run.create"):
+        c = create_container(store, _Layers(req), opts)
     try:
         r, w = os.pipe()
         tail: deque[str] = deque(maxlen=20)
         reader = threading.Thread(target=_reader, args=(r, progress, tail), daemon=True)
         reader.start()
         try:
-            code = tasks.start_attached(store, c, interactive=False, tty=False, stdout=w, stderr=w)
+            with phase("run.command"):
+                code = tasks.start_attached(store, c, interactive=False, tty=False, stdout=w, stderr=w)
         finally:
             os.close(w)
             reader.join()
@@ -119,7 +125,6 @@ def run_step(store: Containers, req: RunRequest, tar_path: Path, *, where: str, 
             raise RunFailed(f"{where}: RUN {cmd!r} failed with exit code {code}"
                             + (f"; last output:\n{shown}" if shown else ""),
                             hint="see docs/build.md, 'Debugging a failing step'")
-        upper = store.bundle(c.id) / "upper"
         skip: set[str] = set()
         for dst in [d for _, d, _ in req.binds] + ["/etc/resolv.conf", "/etc/hosts", "/etc/hostname"]:
             parts = dst.strip("/").split("/")
@@ -128,29 +133,13 @@ def run_step(store: Containers, req: RunRequest, tar_path: Path, *, where: str, 
                 if _exists(req.lowers, rel):
                     break
                 skip.add(rel)
-        if store.keeper is not None:
-            def inside() -> None:
-                _prune_created(upper, skip)
-                tar_upper(upper, tar_path, id_of=None, epoch=epoch)
-            store.keeper.call(inside, "reading the step's changes")
-        else:
+        bundle = store.bundle(c.id)
+        unmount_rootfs(bundle, store.keeper)  # the upper dir is left alone from here on
+        id_of: Callable[[int], int] | None = None
+        if store.keeper is None:
             base = c.idmap.host_uid(0)  # one range: container id n is host id base + n (uids and gids alike)
-            _prune_created(upper, skip)
-            tar_upper(upper, tar_path, id_of=lambda i: i - base if i >= base else i, epoch=epoch)
-        with tarfile.open(tar_path) as t:
-            return 1 if t.next() is not None else 0
+            id_of = lambda i: i - base if i >= base else i  # noqa: E731
+        return take(bundle / "upper", skip, id_of)
     finally:
-        with contextlib.suppress(FlexError):
+        with phase("run.remove"), contextlib.suppress(FlexError):
             store.remove(c.id, force=True)
-
-
-def _prune_created(upper: Path, skip: set[str]) -> None:
-    """Drop mount points the runtime created in the upper dir (empty files or dirs), and the parents
-    made for them once empty (deepest first); what the step itself wrote there stays."""
-    for rel in sorted(skip, key=len, reverse=True):
-        p = upper / rel
-        with contextlib.suppress(OSError):
-            if p.is_dir() and not p.is_symlink():
-                p.rmdir()
-            elif p.is_file() and p.stat().st_size == 0:
-                p.unlink()

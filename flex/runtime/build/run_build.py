@@ -27,11 +27,13 @@ def run_build(opts: BuildOptions) -> BuildResult:
     from flex.runtime.build.settings import load_settings
     from flex.runtime.build.stages import needed_stages, split_stages
     from flex.runtime.build.steps import PROXY_ARGS, predefined_args
+    from flex.runtime.build.timings import phase, report, reset
     from flex.runtime.containers.store import Containers
     from flex.runtime.images.store import ImageStore
     from flex.runtime.leases.leases import lease
     from flex.runtime.unpack.userns import store_ownership
 
+    reset()
     context = opts.context.resolve()
     if not context.is_dir():
         raise NotFound(f"build context {opts.context} is not a directory")
@@ -70,7 +72,9 @@ def run_build(opts: BuildOptions) -> BuildResult:
                 else:
                     path.unlink(missing_ok=True)
         final = ctx.stage_states[target.index]
-        config_digest, manifest_digest, names = write_image(b, final, opts.labels, opts.tags)
+        with phase("image.write"):
+            config_digest, manifest_digest, names = write_image(b, final, opts.labels, opts.tags)
+    report(b.say)
     return BuildResult(image_id=config_digest, manifest_digest=manifest_digest, names=names)
 
 

@@ -293,6 +293,7 @@ def missing_dirs(lowers: list[Path], path: str) -> list[str]:
 def _run(b: Builder, ins: Instruction, st: State) -> State:
     from flex.runtime.build.mounts import parse_run_mounts
     from flex.runtime.build.run import RunRequest, run_step
+    from flex.runtime.build.upper import take_upper
 
     if ins.heredocs:
         script = ins.heredocs[0].content
@@ -332,8 +333,8 @@ def _run(b: Builder, ins: Instruction, st: State) -> State:
     req = RunRequest(args=args, lowers=lowers, snapshot=new.top, env=[f"{k}={v}" for k, v in env.items()],
                      workdir=new.config.get("WorkingDir") or "/", user=new.config.get("User") or "",
                      binds=binds, network="none" if network == "none" else "private", label=f"{ins.line}")
-    made = b.with_tar(new, lambda tar: run_step(b.ctx.containers, req, tar, where=ins.where, epoch=b.epoch,
-                                                progress=b.ctx.progress))
+    made = run_step(b.ctx.containers, req, lambda upper, skip, id_of: take_upper(b, new, upper, skip, id_of),
+                    where=ins.where, progress=b.ctx.progress)
     shown = ins.args[0] if not ins.json_form else json.dumps(ins.args)
     b.history(new, f"RUN {shown}", empty=not made)
     b.record(new)

@@ -72,6 +72,9 @@ class CreateOptions:
     init: bool = True
     labels: dict[str, str] = field(default_factory=dict)
     userns: str | None = None  # "keep-id[:uid=U,gid=G]" (rootless only; kept normalised with both ids)
+    # the root filesystem's syncs are skipped (overlay ``volatile``, as buildah mounts its RUN steps): for a
+    # container whose changes are thrown away, or made durable by the caller (a build syncs a step's layer)
+    volatile: bool = False
 
 
 def _env_merge(image_env: list[str], extra: list[str], tty: bool = False) -> list[str]:
@@ -174,9 +177,10 @@ def _create(store: Containers, cid: str, name: str, opts: CreateOptions, image: 
             inner = keep.inner(store.rootless_idmap())
             lowers = shifted_lowers(image.lowers, keep, inner, store.keeper)
             root = (inner.host_uid(0), inner.host_gid(0))  # the keeper's ids of the container's root
-        (bundle / "image.json").write_text(json.dumps({"ref": image.ref, "lowers": [str(p) for p in lowers]}))
-        rootfs = mount_rootfs(bundle, lowers, idmap, store.keeper, upper_owner=root,
-                              volatile=opts.auto_remove)
+        volatile = opts.volatile or opts.auto_remove
+        (bundle / "image.json").write_text(json.dumps({"ref": image.ref, "lowers": [str(p) for p in lowers],
+                                                       "volatile": volatile}))
+        rootfs = mount_rootfs(bundle, lowers, idmap, store.keeper, upper_owner=root, volatile=volatile)
         store.mounted_here.add(cid)
         cfg = image.config
         args = (opts.entrypoint if opts.entrypoint is not None else cfg.entrypoint) + (opts.command or (

@@ -101,9 +101,10 @@ def mount_rootfs(cdir: Path, lowers: Sequence[Path], idmap: IdMap, keeper: Keepe
                  upper_owner: tuple[int, int] | None = None, volatile: bool = False) -> Path:
     """Mount the container's overlay on ``cdir/rootfs`` and return that path. Rootless, ``upper_owner`` (keeper
     ids) owns the writable layer's top, which is the container's ``/``: its root's, when that is not the user
-    (``--userns keep-id``). ``volatile`` (a --rm container, as podman mounts one): no sync of the upper dir's
-    filesystem, at its unmount either (a syncfs of the whole disk, slow when others write to it); after a
-    crash GC removes it anyway."""
+    (``--userns keep-id``). ``volatile`` (a --rm container as podman mounts one, a build's RUN step as buildah
+    does): syncs inside are not passed on to the disk, nor is the upper dir's filesystem synced at unmount (a
+    syncfs of the whole disk, slow when others write to it); after a crash the upper dir is not to be trusted.
+    """
     upper, work, target = cdir / "upper", cdir / "work", cdir / "rootfs"
     for d in (upper, work, target):
         d.mkdir(exist_ok=True)
@@ -150,10 +151,14 @@ def ensure_rootfs(cdir: Path, idmap: IdMap, keeper: Keeper | None) -> None:
     except (FailedPrecondition, OSError):
         pass
     try:
-        lowers = [Path(p) for p in json.loads((cdir / "image.json").read_text())["lowers"]]
+        recorded = json.loads((cdir / "image.json").read_text())
+        lowers = [Path(p) for p in recorded["lowers"]]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise FailedPrecondition(f"{cdir}: the container's image layers are not recorded ({err}); "
                                  "remove the container and create it again") from err
+    if recorded.get("volatile"):  # its upper dir may have lost writes; overlayfs refuses it again anyway
+        raise FailedPrecondition(f"{cdir}: the container's root filesystem was volatile and is unmounted",
+                                 hint="remove the container and create it again")
     unmount_rootfs(cdir, keeper)  # what is left of it (a root runner's idmapped lower dirs)
     mount_rootfs(cdir, lowers, idmap, keeper)
 

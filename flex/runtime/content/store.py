@@ -203,6 +203,26 @@ class ContentStore:
                 w.write(chunk)
             return w.commit()
 
+    def adopt(self, path: Path, digest: str, *, synced: bool = False) -> str:
+        """Move ``path``, a finished temp file in this store's tmp dir, into place as ``digest`` once its
+        bytes hash to it (a layer a build wrote there while it made the tar: no second copy). ``synced``:
+        the caller has flushed the file's filesystem (one syncfs for a layer's files and its blob)."""
+        algo = check_digest(digest).split(":", 1)[0]
+        h = hashlib.new(algo)
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+            if f"{algo}:{h.hexdigest()}" != digest:
+                raise DigestMismatch(f"{path.name}: its bytes do not hash to {digest}")
+            if not synced:
+                os.fsync(f.fileno())
+        os.chmod(path, 0o444)
+        final = self.path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, final)
+        _fsync_dir(final.parent)
+        return digest
+
     def put(self, data: bytes, expected: str | None = None) -> str:
         if expected is not None and self.exists(expected):
             return expected

@@ -31,7 +31,7 @@ from flex.runtime.images.store import chain_ids
 from flex.runtime.snapshots.base import DirectorySnapshotter
 
 __all__ = ["DEFAULT_MAX_LAYER_SIZE", "Applier", "LayerTooLarge", "UnpackResult", "apply_layer_file",
-           "apply_layer_stream", "chain_ids", "max_layer_size", "open_uncompressed", "unpack_layer"]
+           "apply_layer_stream", "chain_ids", "max_layer_size", "open_uncompressed", "syncfs", "unpack_layer"]
 
 DEFAULT_MAX_LAYER_SIZE = 64 << 30
 _MAGIC_GZIP = b"\x1f\x8b"
@@ -41,7 +41,7 @@ _MAGIC_ZSTD = b"\x28\xb5\x2f\xfd"
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _syncfs(path: Path) -> None:
+def syncfs(path: Path) -> None:
     """Flush the filesystem holding ``path`` to disk (one call per layer: its files are many)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -225,7 +225,7 @@ def unpack_layer(snapshots: DirectorySnapshotter, blob_path: Path, diff_id: str,
         if got != diff_id:
             raise DigestMismatch(f"layer {blob_path.name} uncompresses to {got}, but the image config says "
                                  f"{diff_id}", hint="the image is corrupt or was tampered with")
-        _syncfs(snapshots.dir(key))
+        syncfs(snapshots.dir(key))
         labels = {"flex.dev/whiteouts": stats.whiteout_form} if stats.whiteout_form else {}
         try:
             snapshots.commit(chain, key, labels=labels)
