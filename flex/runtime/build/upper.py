@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flex.errors import AlreadyExists
+from flex.runtime.base.syncfs import syncfs
 from flex.runtime.build.layer import LayerBlob, LayerSink, TarWriter, xattrs
 from flex.runtime.build.timings import phase
-from flex.runtime.unpack.unpacker import syncfs
 
 if TYPE_CHECKING:
     from flex.runtime.build.builder import Builder

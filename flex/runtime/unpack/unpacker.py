@@ -13,7 +13,6 @@ Imports nothing from flex but flex.errors.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gzip
 import hashlib
 import os
@@ -25,31 +24,18 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from flex.errors import AlreadyExists, InvalidArgument
+from flex.runtime.base.syncfs import syncfs
 from flex.runtime.content.store import DigestMismatch
 from flex.runtime.diff.tarsafe import LayerStats, apply_tar
 from flex.runtime.images.store import chain_ids
 from flex.runtime.snapshots.base import DirectorySnapshotter
 
 __all__ = ["DEFAULT_MAX_LAYER_SIZE", "Applier", "LayerTooLarge", "UnpackResult", "apply_layer_file",
-           "apply_layer_stream", "chain_ids", "max_layer_size", "open_uncompressed", "syncfs", "unpack_layer"]
+           "apply_layer_stream", "chain_ids", "max_layer_size", "open_uncompressed", "unpack_layer"]
 
 DEFAULT_MAX_LAYER_SIZE = 64 << 30
 _MAGIC_GZIP = b"\x1f\x8b"
 _MAGIC_ZSTD = b"\x28\xb5\x2f\xfd"
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def syncfs(path: Path) -> None:
-    """Flush the filesystem holding ``path`` to disk (one call per layer: its files are many)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        if _libc.syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"syncfs {path}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 class LayerTooLarge(InvalidArgument):

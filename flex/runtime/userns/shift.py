@@ -14,7 +14,6 @@ container), and POSIX ACL entries their new uid/gid. Imports nothing from flex b
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import shutil
@@ -24,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from flex.errors import FailedPrecondition
+from flex.runtime.base.syncfs import syncfs
 from flex.runtime.userns.idmap import rootless_map
 
 __all__ = ["SHIFTED_DIR", "copy_shifted", "remove_as_namespace_root"]
@@ -36,7 +36,6 @@ _CAPS = "security.capability"
 _ACLS = ("system.posix_acl_access", "system.posix_acl_default")
 _REV_MASK, _V2, _V3 = 0xFF000000, 0x02000000, 0x03000000
 _ACL_USER, _ACL_GROUP = 0x02, 0x08
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def copy_shifted(src: Path, dst: Path, uid_of: IdFn, gid_of: IdFn) -> int:
@@ -44,7 +43,7 @@ def copy_shifted(src: Path, dst: Path, uid_of: IdFn, gid_of: IdFn) -> int:
     synced to disk before it returns. Returns how many entries were copied."""
     copier = _Copier(uid_of, gid_of)
     copier.tree(str(src), str(dst), os.lstat(src))
-    _syncfs(dst)
+    syncfs(dst)
     return copier.count
 
 
@@ -167,16 +166,6 @@ def _shift_acl(value: bytes, uid_of: IdFn, gid_of: IdFn) -> bytes:
             old = int.from_bytes(value[off + 4:off + 8], "little")
             out[off + 4:off + 8] = (uid_of(old) if tag == _ACL_USER else gid_of(old)).to_bytes(4, "little")
     return bytes(out)
-
-
-def _syncfs(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        if _libc.syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"syncfs {path}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 def remove_as_namespace_root(paths: Sequence[Path]) -> None:
