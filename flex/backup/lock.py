@@ -4,6 +4,8 @@ A lock is an object ``locks/<random>`` holding host, pid, time and kind, sealed 
 a lock writes ours first and then reads the others, so two writers racing both see each other and back
 off. A lock is stale when it is older than ``STALE_AFTER`` without a refresh, or when it was taken on
 this host by a process that no longer exists (a kill -9): stale locks are removed by whoever finds them.
+A taker may wait for a lock (as restic's ``--retry-lock``): a backup behind another environment's prune, or a
+prune behind a backup, is late, not failed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import secrets
 import socket
 import time
@@ -82,9 +85,21 @@ def _stale(other: dict[str, object]) -> bool:
 
 
 @contextlib.contextmanager
-def lock(repo: Repository, *, exclusive: bool = False) -> Iterator[Lock]:
+def lock(repo: Repository, *, exclusive: bool = False, wait: float = 0.0) -> Iterator[Lock]:
+    """Hold the repository's lock; ``wait``: seconds to keep trying while another holder's lock is in the way
+    (Conflict after that)."""
     lk = Lock(repo, exclusive)
-    lk.acquire()
+    deadline, delay = time.monotonic() + wait, 0.1
+    while True:
+        try:
+            lk.acquire()
+            break
+        except Conflict:
+            if time.monotonic() + delay > deadline:
+                raise
+            # jittered: two takers that saw each other and backed off do not meet again at the same instant
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 5.0)
     repo.current_lock = lk
     try:
         yield lk

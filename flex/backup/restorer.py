@@ -18,13 +18,14 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flex.backup.nodes import check_name
 from flex.backup.repository import Repository, Snapshot
-from flex.errors import AlreadyExists, FailedPrecondition, FlexError
+from flex.errors import AlreadyExists, FailedPrecondition, FlexError, InvalidArgument
 from flex.pids import pid_alive
 
 __all__ = ["RestoreSummary", "restore"]
@@ -41,12 +42,18 @@ class RestoreSummary:
     warnings: list[str] = field(default_factory=list)
 
 
+_OVERLAY = ("trusted.overlay.", "user.overlay.")
+
+
 class _Restorer:
-    def __init__(self, repo: Repository, id_offset: int, allow_devices: bool, chown: bool):
+    def __init__(self, repo: Repository, id_offset: int, allow_devices: bool, chown: bool,
+                 overlay_xattrs: Mapping[str, str]):
         self.repo = repo
         self.id_offset = id_offset
         self.allow_devices = allow_devices
         self.chown = chown
+        self.overlay_xattrs = overlay_xattrs
+        self.overlay_ns = ""  # the namespace overlay xattrs are written in under the current root entry
         self.summary = RestoreSummary()
         self.links: dict[int, str] = {}
         self.root_fd = -1
@@ -63,6 +70,8 @@ class _Restorer:
             os.chown(target, uid, gid, **kw)
         path: int | str = fd if fd is not None else f"/proc/self/fd/{dfd}/{name}"
         for xname, value in (node.get("xattrs") or {}).items():
+            if self.overlay_ns and xname.startswith(_OVERLAY):
+                xname = f"{self.overlay_ns}.overlay.{xname.split('.overlay.', 1)[1]}"
             try:
                 os.setxattr(path, xname, base64.b64decode(value), follow_symlinks=fd is not None)
             except OSError as err:
@@ -113,6 +122,8 @@ class _Restorer:
             if name in seen:
                 raise FailedPrecondition(f"backup holds {rel}/{name} twice", hint="the backup is damaged or hostile")
             seen.add(name)
+            if not rel:
+                self.overlay_ns = self.overlay_xattrs.get(name, "")
             self.entry(dfd, name, node, f"{rel}/{name}" if rel else name)
 
     def entry(self, dfd: int, name: str, node: dict[str, Any], rel: str) -> None:
@@ -165,11 +176,19 @@ def _clean_stale(target: Path) -> None:
 
 
 def restore(repo: Repository, snapshot: Snapshot, target: Path, *, id_offset: int = 0, allow_devices: bool = False,
-            chown: bool | None = None, durable: bool = True) -> RestoreSummary:
+            chown: bool | None = None, durable: bool = True, overlay_xattrs: Mapping[str, str] | None = None
+            ) -> RestoreSummary:
     """Restore ``snapshot`` so that ``target`` (which must not exist) holds its root entries.
 
     ``id_offset`` is added to every stored uid and gid (the target's id range); owners are set only
-    when running as root unless ``chown`` says otherwise."""
+    when running as root unless ``chown`` says otherwise. ``overlay_xattrs`` names root entries that are
+    overlay upper dirs, each with the xattr namespace its overlay reads (``trusted``, or ``user`` inside a
+    user namespace): their ``*.overlay.*`` xattrs (opaque directories, whiteouts) are written there, so a
+    writable layer moves between a root and a rootless machine with its deleted directories still hidden."""
+    bad = {k: v for k, v in (overlay_xattrs or {}).items() if v not in ("trusted", "user")}
+    if bad:
+        raise InvalidArgument(f"overlay xattrs of {', '.join(bad)}: {', '.join(map(str, bad.values()))} is not an "
+                              "xattr namespace of overlay", hint="give trusted or user")
     target = target.absolute()
     if os.path.lexists(target):
         raise AlreadyExists(f"{target} exists", hint="restore into a new directory")
@@ -177,7 +196,7 @@ def restore(repo: Repository, snapshot: Snapshot, target: Path, *, id_offset: in
     _clean_stale(target)
     tmp = target.parent / f".{target.name}.restore-{os.getpid()}-{secrets.token_hex(4)}"
     os.mkdir(tmp, 0o700)
-    r = _Restorer(repo, id_offset, allow_devices, os.geteuid() == 0 if chown is None else chown)
+    r = _Restorer(repo, id_offset, allow_devices, os.geteuid() == 0 if chown is None else chown, overlay_xattrs or {})
     try:
         r.root_fd = os.open(tmp, _DIR)
         try:

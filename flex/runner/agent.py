@@ -266,7 +266,8 @@ class Agent:
             if result.requeue_after is not None:
                 self.queue.add_after(env_id, result.requeue_after)
             info.phase = result.phase
-            log.info("reconcile %s %s: %s", rid, env_id, result.phase or "nothing to do")
+            log.info("reconcile %s %s: %s%s", rid, env_id, result.phase or "nothing to do",
+                     f" ({result.message})" if result.message else "")
         info.last_reconcile, info.failures = time.time(), self.queue.failures(env_id)
         with self._lock:
             if info.phase == "deleted" or (info.phase is None and info.error is None):

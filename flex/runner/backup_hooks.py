@@ -50,6 +50,9 @@ log = logging.getLogger("flex.runner")
 RESTORED_MARKER = "restored.json"
 RETAIN_MARKER = "retain.json"  # a backup was made: retention is due (state/<id>/)
 _UPPER = "restore-upper"
+# retention waits this long for a repository another job holds, then leaves it to the next reconcile: the
+# environment's reconciles queue behind it, and a start must not wait minutes for a prune
+RETAIN_LOCK_WAIT = 60.0
 
 
 def repository(home: Path) -> tuple[str, Path, dict[str, str]]:
@@ -191,12 +194,17 @@ def retain_if_due(client: FlexClient, runner_id: str, home: Path, machine: Machi
                   status: EnvironmentStatus, flush: Any) -> None:
     """After a backup (its marker), once: keep the newest spec.backup.keepLast (default 3) of the
     environment's backups, forget the others and prune; their rows go too. ``BackedUp``'s message then says
-    what was kept. A failure here loses nothing: the next backup tries again."""
+    what was kept. A failure here loses nothing: the marker stays, and the next reconcile tries again."""
     marker = EnvPaths(home, env.metadata.id).state / RETAIN_MARKER
     if not marker.exists():
         return
     keep = (env.spec.backup.keep_last if env.spec.backup is not None else None) or KEEP_LAST
-    removed = _retain(client, runner_id, env, keep, *repository(home), worker_prefix(machine))
+    try:
+        removed = _retain(client, runner_id, env, keep, *repository(home), worker_prefix(machine))
+    except FlexError as err:  # the repository busy past the wait, or out of reach: the marker stays
+        log.warning("environment %s: retention failed, tried again at the next reconcile: %s", env.metadata.id,
+                    err.message)
+        return
     cond = status.condition("BackedUp")
     if removed is not None and cond is not None and cond.status == "True" and "; kept " not in cond.message:
         _condition(status, "BackedUp", True, cond.reason, f"{cond.message}; kept the newest {keep}, removed "
@@ -209,9 +217,10 @@ def retain_if_due(client: FlexClient, runner_id: str, home: Path, machine: Machi
 
 def _retain(client: FlexClient, runner_id: str, env: Environment, keep: int, repo: str, key: Path,
             store_env: dict[str, str], prefix: list[str]) -> int | None:
-    """How many backups retention removed; None if it could not run."""
+    """How many backups retention removed; None when the environment is no longer ours (nothing to do).
+    Any other failure is raised."""
     job: dict[str, Any] = {"repo": repo, "password_file": str(key), "store_env": store_env,
-                           "env_id": env.metadata.id}
+                           "env_id": env.metadata.id, "lock_wait": RETAIN_LOCK_WAIT}
     try:
         gone = []
         for bid in run_worker({**job, "op": "list"}, prefix=prefix).get("backups") or []:
@@ -224,9 +233,6 @@ def _retain(client: FlexClient, runner_id: str, env: Environment, keep: int, rep
             client.runner_environment(runner_id, env.metadata.id)
         reply = run_worker({**job, "op": "retain", "keep_last": keep, "gone": gone}, prefix=prefix)
     except NotFound:
-        return None
-    except FlexError as err:
-        log.warning("environment %s: retention failed: %s", env.metadata.id, err.message)
         return None
     removed = [b for b in reply.get("removed") or [] if isinstance(b, str)]
     for bid in removed:
@@ -277,7 +283,10 @@ def restore_if_asked(home: Path, env: Environment, status: EnvironmentStatus, fl
     repo, key, store_env = repository(home)
     try:
         reply = run_worker({"op": "restore", "repo": repo, "password_file": str(key), "store_env": store_env,
-                            "backup": backup_id, "target": str(tmp)},
+                            "backup": backup_id, "target": str(tmp),
+                            # the writable layer in the namespace this runner's overlay reads: root's
+                            # trusted.overlay.*, a user namespace's user.overlay.* (a move between the two kinds)
+                            "overlay_xattrs": {"upper": "trusted" if os.geteuid() == 0 else "user"}},
                            prefix=worker_prefix(machine) if machine is not None else [])
     except FlexError as err:
         _condition(status, "Restored", False, "RestoreFailed", err.message + (f" ({err.hint})" if err.hint else ""),

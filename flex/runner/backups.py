@@ -31,12 +31,17 @@ from typing import Any
 from flex.errors import FlexError, InvalidArgument, NotFound, error_for_kind
 from flex.runtime.cgroups import cgroups
 
-__all__ = ["CPU_SHARES", "CPU_WEIGHT", "IO_BPS", "Gentle", "environment_sources", "gentle", "run_worker", "tag"]
+__all__ = ["CPU_SHARES", "CPU_WEIGHT", "IO_BPS", "LOCK_WAIT", "Gentle", "environment_sources", "gentle", "run_worker",
+           "tag"]
 
 CPU_SHARES = 64  # v1: 1/16 of a default group's 1024
 CPU_WEIGHT = 10  # v2: 1/10 of the default 100
 IO_BPS = 200 << 20  # read and write bandwidth per device while backing up or restoring
 PARENT = "flex/backups"
+# how long a job waits for the repository while another holds it (one environment's prune, another's backup),
+# unless the job says (``lock_wait``): each is minutes at most, and a stop's backup that waits is late where one
+# that gave up would be missing
+LOCK_WAIT = 15 * 60.0
 
 
 def tag(env_id: str) -> str:
@@ -125,12 +130,13 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
     paths = [Path(p) for p in job.get("sources", {}).values()] + ([Path(job["target"]).parent] if "target" in job
                                                                    else [])
     g = gentle(paths, io_bps=int(job.get("io_bps", IO_BPS)))
+    wait = float(job.get("lock_wait", LOCK_WAIT))
     out: dict[str, Any] = {"cgroup": g.cgroup, "devices": list(g.devices), "cpu": g.cpu, "io": g.io,
                            "proc_cgroup": Path("/proc/self/cgroup").read_text()}
     if job["op"] == "backup":
         repo = Repository.open_or_init(store, password)
         parents = [s for s in repo.snapshots() if tag(job["env_id"]) in s.tags]
-        with lock(repo):
+        with lock(repo, wait=wait):
             snap, summary = backup(repo, {k: Path(v) for k, v in job["sources"].items()},
                                    id_offset=int(job.get("id_offset", 0)), parent=parents[-1] if parents else None,
                                    tags=[tag(job["env_id"])], meta=job.get("meta") or {})
@@ -145,7 +151,8 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
                 raise NotFound(f"backup {job['backup']} is not in the repository {store.location}",
                                hint="restore on the runner that made it, or give the runners a shared store")
             snap = found[-1]
-        summary_r = restore(repo, snap, Path(job["target"]), id_offset=int(job.get("id_offset", 0)))
+        summary_r = restore(repo, snap, Path(job["target"]), id_offset=int(job.get("id_offset", 0)),
+                            overlay_xattrs=job.get("overlay_xattrs"))
         out.update(snapshot=snap.to_json(), summary=asdict(summary_r))
     elif job["op"] == "list":  # the control plane's backup ids of the environment's snapshots
         repo = Repository.open(store, password)
@@ -154,7 +161,7 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
         from flex.backup import Policy, apply_policy, prune
 
         repo = Repository.open(store, password)
-        with lock(repo, exclusive=True):
+        with lock(repo, exclusive=True, wait=wait):
             mine = [s for s in repo.snapshots() if tag(job["env_id"]) in s.tags]
             gone = set(job.get("gone") or ())  # removed through the API: their snapshots go too
             _, remove = apply_policy([s for s in mine if s.meta.get("backup") not in gone],
@@ -172,7 +179,7 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
             repo = Repository.open(store, password)
         except NotFound:  # no repository: nothing of them is left in it
             return {**out, "forgotten": sorted(ids), "bytes_freed": 0}
-        with lock(repo, exclusive=True):
+        with lock(repo, exclusive=True, wait=wait):
             remove = [s for s in repo.snapshots() if s.meta.get("backup") in ids]
             for s in remove:
                 repo.forget(s)

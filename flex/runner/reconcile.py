@@ -84,6 +84,7 @@ class Ctx:
 class Result:
     requeue_after: float | None = None
     phase: str | None = None
+    message: str | None = None  # why, when phase is "failed": the runner's log says it too
 
 
 class Retry(Exception):
@@ -181,6 +182,7 @@ def reconcile(ctx: Ctx, env_id: str) -> Result:
         st.flush()
         if f.retry:
             raise Retry(f"{f.reason}: {f.message}") from None
+        return Result(phase="failed", message=f"{f.reason}: {f.message.splitlines()[0]}")
     return Result(phase=st.status.phase)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,37 @@ def test_worker_errors_come_back_as_their_kind(tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="no backup repository"):
         run_worker({"op": "restore", "repo": str(tmp_path / "none"), "password_file": str(pw), "snapshot": "x",
                     "target": str(tmp_path / "t")})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: overlay mounts")
+@pytest.mark.parametrize(("made", "there"), [("user", "trusted"), ("trusted", "user")])
+def test_a_writable_layer_moved_between_a_root_and_a_rootless_overlay_keeps_deleted_directories_hidden(
+        tmp_path: Path, made: str, there: str) -> None:
+    """A directory of the image deleted and made again in the container is opaque in the writable layer: a
+    rootless runner's overlay marks it ``user.overlay.opaque``, a root runner's ``trusted.overlay.opaque``. Restored
+    on the other kind, the overlay there still hides the image's files in it."""
+    lower, upper = tmp_path / "image", tmp_path / "upper"
+    (lower / "etc" / "apt").mkdir(parents=True)
+    (lower / "etc" / "apt" / "sources.list").write_text("deb http://deb.debian.org/debian bookworm main\n")
+    (upper / "etc" / "apt").mkdir(parents=True)
+    (upper / "etc" / "apt" / "mine.list").write_text("deb http://127.0.0.1/ ./\n")
+    os.setxattr(upper / "etc" / "apt", f"{made}.overlay.opaque", b"y")
+    pw = tmp_path / "backup.key"
+    pw.write_bytes(PASSWORD)
+    repo = str(tmp_path / "repo")
+    snap = run_worker({"op": "backup", "repo": repo, "password_file": str(pw), "env_id": "env1",
+                       "sources": {"upper": str(upper)}})["snapshot"]
+    target = tmp_path / "restored"
+    run_worker({"op": "restore", "repo": repo, "password_file": str(pw), "snapshot": snap["id"],
+                "target": str(target), "overlay_xattrs": {"upper": there}})
+    assert os.getxattr(target / "upper" / "etc" / "apt", f"{there}.overlay.opaque") == b"y"
+    assert f"{made}.overlay.opaque" not in os.listxattr(target / "upper" / "etc" / "apt")
+    merged, work = tmp_path / "merged", tmp_path / "work"
+    merged.mkdir()
+    work.mkdir()
+    opts = f"lowerdir={lower},upperdir={target / 'upper'},workdir={work}" + (",userxattr" if there == "user" else "")
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(merged)], check=True)
+    try:
+        assert sorted(os.listdir(merged / "etc" / "apt")) == ["mine.list"]
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)

@@ -281,8 +281,9 @@ def wait_for(admin: FlexClient, name: str, pred: Callable[[Environment], bool], 
         if pred(env):
             return env
         time.sleep(0.2)
-    raise AssertionError(f"environment {name} never got there: {env.status.to_wire() if env else None}\n"
-                         f"runner log:\n{runner.text()[-6000:]}")
+    # the status last: where a cut-off tail of the output still shows it
+    raise AssertionError(f"environment {name} never got there\nrunner log:\n{runner.text()[-6000:]}\n"
+                         f"environment {name}'s status: {env.status.to_wire() if env else None}")
 
 
 def wait_gone(admin: FlexClient, name: str, runner: Runner, timeout: float = 120) -> None:

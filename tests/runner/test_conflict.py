@@ -16,7 +16,7 @@ from flex.errors import Conflict
 from flex.runner.capacity import machine_capacity
 from flex.runner.machine import Machine
 from flex.runner.reconcile import Ctx, reconcile
-from tests.runner.conftest import Server
+from tests.runner.conftest import Server, unmount_disk_images
 
 pytestmark = pytest.mark.userns
 
@@ -52,8 +52,11 @@ def test_a_status_write_after_someone_elses_conflicts_and_overwrites_nothing(ser
         ctx = Ctx(client=client, runner_id=joined.id, kind="vm", home=tmp_path / "home", machine=Machine(
             tmp_path / "home"))
         before = server.admin.get_environment("raced")
-        with pytest.raises(Conflict):
-            reconcile(ctx, env_id)
+        try:
+            with pytest.raises(Conflict):
+                reconcile(ctx, env_id)
+        finally:  # the volume's disk image it mounted first: pytest could not remove tmp_path otherwise
+            unmount_disk_images(tmp_path / "home")
         assert client.writes == 1
         after = server.admin.get_environment("raced")
         assert after.spec.env == {"CHANGED": "meanwhile"}  # the other write stands
