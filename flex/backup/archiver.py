@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from flex.backup.chunker import Chunker
-from flex.backup.nodes import metadata_node, node_type, read_xattrs
+from flex.backup.nodes import IdRows, id_rows, metadata_node, node_type, read_xattrs
 from flex.backup.pack import BLOB_DATA
 from flex.backup.repository import Repository, Snapshot
 from flex.errors import NotFound
@@ -68,9 +68,9 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
 
 
 class _Archiver:
-    def __init__(self, repo: Repository, id_offset: int):
+    def __init__(self, repo: Repository, uids: IdRows, gids: IdRows):
         self.repo = repo
-        self.id_offset = id_offset
+        self.uids, self.gids = uids, gids
         c = repo.config["chunker"]
         self.min_size = int(c["min_size"])
         self.chunker = Chunker(int(c["avg_size"]), self.min_size, int(c["max_size"]), repo.key.chunker_seed)
@@ -104,7 +104,7 @@ class _Archiver:
                 (prev.get("size"), prev.get("mtime_ns"), prev.get("ctime_ns")) == \
                 (st.st_size, st.st_mtime_ns, st.st_ctime_ns) and \
                 all(self.repo.has_blob(bytes.fromhex(b)) for b in prev.get("content", [])):
-            node = metadata_node(name, st, self.id_offset, read_xattrs(path))
+            node = metadata_node(name, st, self.uids, self.gids, read_xattrs(path))
             node.update({k: prev[k] for k in ("content", "extents") if k in prev})
             self.summary.files_unmodified += 1
         else:
@@ -119,7 +119,7 @@ class _Archiver:
                     st = os.fstat(fd)
                     if _same(before, st):
                         break
-                node = metadata_node(name, st, self.id_offset, read_xattrs(fd))
+                node = metadata_node(name, st, self.uids, self.gids, read_xattrs(fd))
                 if not _same(before, st):
                     node["changed"] = True
                     self.summary.changed_during_read.append(path)
@@ -145,7 +145,7 @@ class _Archiver:
             kind = node_type(st)
             if kind == "file":
                 return self.file(path, name, st, prev)
-            node = metadata_node(name, st, self.id_offset, read_xattrs(path))
+            node = metadata_node(name, st, self.uids, self.gids, read_xattrs(path))
             if kind == "dir":
                 node["subtree"] = self.directory(path, prev.get("subtree") if prev else None)
             elif kind == "symlink":
@@ -171,12 +171,15 @@ class _Archiver:
 
 
 def backup(repo: Repository, sources: Mapping[str, Path], *, id_offset: int = 0, parent: Snapshot | None = None,
-           tags: list[str] | None = None, meta: dict[str, Any] | None = None) -> tuple[Snapshot, BackupSummary]:
+           tags: list[str] | None = None, meta: dict[str, Any] | None = None,
+           id_map: tuple[IdRows, IdRows] | None = None) -> tuple[Snapshot, BackupSummary]:
     """Back up each source (a directory or file) as an entry named by its key of the snapshot's root tree.
 
-    ``id_offset`` is subtracted from every uid and gid, so owners are stored as seen inside the source's
-    user namespace. The caller holds a lock (``flex.backup.lock``)."""
-    arch = _Archiver(repo, id_offset)
+    Owners are stored as seen inside the source's user namespace: through ``id_map`` (its uid and gid rows,
+    for a map that is not one range: a rootless ``keep-id`` container's), else with ``id_offset`` subtracted.
+    An id outside the map is stored as OVERFLOW_ID. The caller holds a lock (``flex.backup.lock``)."""
+    uids, gids = id_map if id_map is not None else (id_rows(id_offset), id_rows(id_offset))
+    arch = _Archiver(repo, uids, gids)
     repo.added_blobs = repo.added_bytes = 0
     prev_root = arch._parent_nodes(parent.tree) if parent else {}
     nodes = []
@@ -193,5 +196,7 @@ def backup(repo: Repository, sources: Mapping[str, Path], *, id_offset: int = 0,
     arch.summary.bytes_added = repo.added_bytes
     body = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"), "tree": tree,
             "tags": sorted(tags or []), "hostname": socket.gethostname(), "parent": parent.id if parent else None,
-            "summary": asdict(arch.summary), "meta": {"id_offset": id_offset, **(meta or {})}}
+            "summary": asdict(arch.summary),
+            "meta": {"id_offset": id_offset, **({"id_map": [list(uids), list(gids)]} if id_map else {}),
+                     **(meta or {})}}
     return repo.save_snapshot(body), arch.summary

@@ -38,6 +38,7 @@ from flex.runner.backups import run_worker
 from flex.runner.disk_image import mount_disk_image
 from flex.runner.machine import Machine
 from flex.runner.moves import shared
+from flex.runner.owner_maps import MAP_FILE, ids_for, record_map, shift_copy
 from flex.runner.storage import EnvPaths, remove_tree
 from flex.runtime.containers.rootfs import replace_upper
 from flex.runtime.containers.store import Container
@@ -117,15 +118,20 @@ def back_up_if_asked(client: FlexClient, home: Path, machine: Machine, env: Envi
     upper = machine.containers.bundle(container.id) / "upper" if container is not None else None
     if upper is not None and upper.is_dir():  # rootless too: the worker reads it in the keeper's namespace
         sources["upper"] = str(upper)
-    # root: owners relative to the container's range; rootless: the worker sees them as inside already
+    # root: owners relative to the container's range; rootless: the worker sees keeper ids, which are the ones
+    # inside but for a keep-id container's (or a volume a record says is still in another map: owner_maps.py)
     offset = container.idmap.uids[0][1] if container is not None and container.idmap.uids and os.geteuid() == 0 \
         else 0
     marker = paths.state / "source.json"
     repo, key, store_env = repository(home)
-    job = {"op": "backup", "repo": repo, "password_file": str(key), "store_env": store_env, "env_id": meta.id,
-           "sources": sources,
-           "id_offset": offset, "meta": {"backup": want, "environment": meta.name,
-                                         "source": marker.read_text() if marker.exists() else None}}
+    job: dict[str, Any] = {"op": "backup", "repo": repo, "password_file": str(key), "store_env": store_env,
+                           "env_id": meta.id, "sources": sources,
+                           "id_offset": offset, "meta": {"backup": want, "environment": meta.name,
+                                                         "source": marker.read_text() if marker.exists() else None}}
+    if os.geteuid() != 0 and machine.containers.keeper is not None:
+        userns = _map_of(paths, container)
+        if userns:
+            job["id_map"] = [list(r) for r in ids_for(machine.containers, userns)]
     try:
         if os.geteuid() == 0:  # the volume where its disk image is mounted, never the empty folder under it
             mount_disk_image(home, meta.id, paths.volume)
@@ -150,6 +156,13 @@ def back_up_if_asked(client: FlexClient, home: Path, machine: Machine, env: Envi
     _condition(status, "BackedUp", True, "BackedUp", f"backup {want}: {files} files, {size} bytes", gen)
     flush()
     log.info("environment %s: backup %s made (%d files)", meta.id, want, files)
+
+
+def _map_of(paths: EnvPaths, container: Container | None) -> str:
+    """Rootless: the map the environment's files are in (owner_maps.py): a record's, else its container's."""
+    with contextlib.suppress(OSError, ValueError):
+        return str(json.loads((paths.state / MAP_FILE).read_text()).get("userns") or "")
+    return str(container.options.get("userns") or "") if container is not None else ""
 
 
 def back_up_before_delete(client: FlexClient, home: Path, machine: Machine, env: Environment,
@@ -303,6 +316,8 @@ def restore_if_asked(home: Path, env: Environment, status: EnvironmentStatus, fl
             entry.rename(paths.volume / entry.name)
     else:
         paths.volume.rmdir()
+        if as_root is not None:  # its top is the runner's (the user's), as one it makes, whoever owned it there
+            as_root(lambda: os.chown(tmp / "workspace", 0, 0), "taking the restored workspace")
         (tmp / "workspace").rename(paths.volume)
     if (tmp / "upper").is_dir():
         remove_tree(paths.state / _UPPER, as_root)
@@ -320,6 +335,9 @@ def restore_if_asked(home: Path, env: Environment, status: EnvironmentStatus, fl
         write_atomic(paths.state / "source.json", source)
     if os.geteuid() == 0:  # stored as seen inside: reconcile shifts the workspace into the container's range
         write_atomic(paths.state / "owner.json", json.dumps({"uid": 0, "gid": 0}))
+    elif machine is not None and machine.containers.keeper is not None:
+        # keeper ids as seen inside, the plain map: a keep-id container gets it moved into its own (owner_maps.py)
+        record_map(paths.state, "", replace=True)
     remove_tree(tmp, as_root)
     files = int(reply["summary"]["files"])
     write_atomic(paths.state / RESTORED_MARKER, json.dumps({"backup": backup_id, "files": files}))
@@ -357,12 +375,19 @@ def place_restored_upper(home: Path, env_id: str, container: Container, bundle: 
     moved from inside ids into the container's range (set-id bits put back after chown clears them);
     rootless: restored in the keeper's namespace, they are right already, and the keeper swaps it in."""
     staged = EnvPaths(home, env_id).state / _UPPER
-    if not staged.is_dir() or container.state == "running":
+    shifted = staged.with_name(_UPPER + ".shifted")  # a keep-id container's copy, owners in its map
+    if not (staged.is_dir() or shifted.is_dir()) or container.state == "running":
         return
     keeper = machine.containers.keeper if machine is not None else None
     if os.geteuid() != 0:
-        if keeper is not None:
-            replace_upper(bundle, staged, keeper)
+        if keeper is None or machine is None:
+            return
+        if container.keep_id is not None or shifted.is_dir():
+            if not shifted.is_dir():
+                shift_copy(machine.containers, staged, shifted, None, container.options.get("userns"))
+            remove_tree(staged, keeper.call)
+            staged = shifted
+        replace_upper(bundle, staged, keeper)
         return
     if not container.idmap.uids:
         return

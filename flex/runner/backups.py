@@ -123,6 +123,7 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
     from dataclasses import asdict
 
     from flex.backup import Repository, backup, lock, open_store, restore
+    from flex.backup.nodes import id_rows
 
     password = Path(job["password_file"]).read_bytes().strip()
     os.environ.update(job.get("store_env") or {})  # a shared S3 store's keys (issue 17.5): this process only
@@ -134,12 +135,13 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"cgroup": g.cgroup, "devices": list(g.devices), "cpu": g.cpu, "io": g.io,
                            "proc_cgroup": Path("/proc/self/cgroup").read_text()}
     if job["op"] == "backup":
+        id_map = (id_rows(rows=job["id_map"][0]), id_rows(rows=job["id_map"][1])) if job.get("id_map") else None
         repo = Repository.open_or_init(store, password)
         parents = [s for s in repo.snapshots() if tag(job["env_id"]) in s.tags]
         with lock(repo, wait=wait):
             snap, summary = backup(repo, {k: Path(v) for k, v in job["sources"].items()},
                                    id_offset=int(job.get("id_offset", 0)), parent=parents[-1] if parents else None,
-                                   tags=[tag(job["env_id"])], meta=job.get("meta") or {})
+                                   tags=[tag(job["env_id"])], meta=job.get("meta") or {}, id_map=id_map)
         out.update(snapshot=snap.to_json(), summary=asdict(summary))
     elif job["op"] == "restore":
         repo = Repository.open(store, password)

@@ -39,7 +39,7 @@ from flex.atomic import write_atomic
 from flex.client import FlexClient
 from flex.devcontainer.config import ResolvedConfig
 from flex.errors import Conflict, FailedPrecondition, FlexError, InvalidArgument, NotFound, Unavailable
-from flex.runner import backup_hooks, moves
+from flex.runner import backup_hooks, moves, owner_maps
 from flex.runner.build.step import BuildFailed, BuiltImage, ensure_environment_image
 from flex.runner.capacity import machine_capacity
 from flex.runner.container_plan import (
@@ -353,7 +353,7 @@ def _converge(ctx: Ctx, env: Environment, st: _Status) -> None:
             st.set(type_, False, "Recreating", msg)
         st.phase("starting", msg)
         st.flush()
-        _remember_owner(paths, c)
+        _remember_owner(paths, c, ctx.machine.rootless)
         ctx.machine.remove(c.id)
         crash_point("recreate-removed")
         c = None
@@ -376,6 +376,9 @@ def _converge(ctx: Ctx, env: Environment, st: _Status) -> None:
         trees = [p for p in (source, *made) if p.is_relative_to(ctx.home)]
         _shift_trees(trees, paths.state / "owner.json", c.idmap.uids[0][1], c.idmap.gids[0][1],
                      c.idmap.uids[0][2])
+    if ctx.machine.rootless and c.state != "running":
+        # files restored, or made under a remoteUser of another uid: into this container's map first
+        owner_maps.shift_volume(ctx.machine.containers, paths.state, paths.volume, c.options.get("userns"))
     if userns is not None and c.state != "running":
         _give_new_volumes_to_root(ctx, made, c)
     if c.state != "running" and plan.cap_add:
@@ -698,9 +701,12 @@ def _entrypoint(plan: ContainerPlan) -> list[str] | None:
     return [KEEP_ALIVE[0], KEEP_ALIVE[1], "\n".join(plan.entrypoints) + "\n" + KEEP_ALIVE[2]]
 
 
-def _remember_owner(paths: EnvPaths, c: Container) -> None:
-    """The id range the workspace's files are in, before the container holding that range goes."""
-    if c.idmap.uids and not (paths.state / "owner.json").exists():
+def _remember_owner(paths: EnvPaths, c: Container, rootless: bool) -> None:
+    """The id range (root) or map (rootless: owner_maps.py) the workspace's files are in, before the container
+    holding it goes."""
+    if rootless:
+        owner_maps.record_map(paths.state, c.options.get("userns"))
+    elif c.idmap.uids and not (paths.state / "owner.json").exists():
         write_atomic(paths.state / "owner.json", json.dumps({"uid": c.idmap.uids[0][1], "gid": c.idmap.gids[0][1]}))
 
 

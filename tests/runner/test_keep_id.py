@@ -148,3 +148,82 @@ def test_a_keep_id_environment_round_trips_through_a_backup(server: Server, runn
         server.admin.delete_environment(name)
         wait_gone(server.admin, name, runner)
     shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("mode", ["rootless"], indirect=True)
+def test_files_keep_their_owners_inside_when_the_map_changes_and_through_a_backup(server: Server, runner: Runner,
+                                                                                  image: str, tmp_path: Path) -> None:
+    """The map follows remoteUser's uid, so the same ids outside mean other users inside after a change: a volume's
+    files are moved into the new map when the container is made again, and a backup stores the ids seen inside,
+    so a restore into another map has vscode's files still vscode's and root's still root's."""
+    folder = Path(tempfile.mkdtemp(prefix="project-", dir="/var/tmp"))
+    (folder / ".devcontainer").mkdir()
+    (folder / ".devcontainer" / "Dockerfile").write_text(
+        f"FROM {image}\nRUN useradd -m -u 1000 -U vscode && useradd -m -u 1001 -U other\n")
+    config = folder / ".devcontainer" / "devcontainer.json"
+
+    def use(user: str) -> None:
+        config.write_text(json.dumps({"build": {"dockerfile": "Dockerfile"}, "remoteUser": user,
+                                      "mounts": ["source=data,target=/data,type=volume"]}))
+        shutil.chown(config, "flextest", "flextest")
+
+    use("vscode")
+    for p in (folder, *folder.rglob("*")):
+        shutil.chown(p, "flextest", "flextest")
+    token = (tmp_path / "server-home" / "server" / "admin-token").read_text().strip()
+    admin = ("--server", server.url, "--token", token)
+    runner.join(server, "--kind", "desktop")
+    runner.start()
+    server.admin.create_environment("km", {"source": {"path": str(folder)}})
+    env = wait_for(server.admin, "km", _running, runner, timeout=300)
+    [ctr] = runner.containers(env.metadata.id)
+    assert ctr["userns"] == "keep-id:uid=1000,gid=1000"
+    runner.exec(ctr["id"], "echo layer > /opt/layer.txt && echo r > /data/r.txt && echo v > /data/v.txt && "
+                           "chown 1000:1000 /data/v.txt && setpriv --reuid 1000 --regid 1000 --init-groups sh -c "
+                           "'echo mine > /home/vscode/mine.txt'")
+    owners = "stat -c %n=%u:%g /data /data/r.txt /data/v.txt"
+    want = "/data=0:0\n/data/r.txt=0:0\n/data/v.txt=1000:1000\n"
+    assert runner.exec(ctr["id"], owners) == want
+    r = run_flex("backup", "create", "km", *admin)
+    assert r.code == 0, (r, runner.text()[-3000:])
+    [made] = json.loads(run_flex("backup", "ls", "km", "--json", *admin).stdout)
+
+    def change_to(user: str, uid: int, cut_after: tuple[str, ...]) -> dict[str, object]:
+        """remoteUser of another uid: a new container in another map, the volume's files moved into it; the
+        runner killed -9 right after each step in ``cut_after`` of that move, and started again, finishes it."""
+        use(user)
+        before = runner.containers(env.metadata.id)[0]["id"]
+        runner.stop()
+        for i, step in enumerate(cut_after):
+            runner.start(crash_after=step)
+            if i == 0:
+                server.admin.patch_environment("km", {"spec": {"env": {"WHO": user}}})
+            assert runner.proc is not None
+            code = runner.proc.wait(240)
+            assert code in (-9, 137), f"the runner exited with {code}, not by its kill -9 after {step}:\n" \
+                                      f"{runner.text()[-3000:]}"
+        runner.start()
+        wait_for(server.admin, "km", lambda e: _running(e) and runner.containers(e.metadata.id)[0]["id"] != before,
+                 runner)
+        [now] = runner.containers(env.metadata.id)
+        assert now["userns"] == f"keep-id:uid={uid},gid={uid}"
+        assert runner.exec(now["id"], owners) == want
+        return now
+
+    change_to("other", 1001, ("volume-shift-copied", "volume-shift-noted"))
+
+    # the backup (made under uid 1000's map) restored into uid 1001's: owners as they were inside
+    r = run_flex("restore", made["id"], "--as", "km2", *admin, timeout=150)
+    assert r.code == 0 and "km2 is ready" in r.stdout, (r, runner.text()[-3000:])
+    copy = wait_for(server.admin, "km2", _running, runner)
+    [cc] = runner.containers(copy.metadata.id)
+    assert cc["userns"] == "keep-id:uid=1001,gid=1001"
+    assert runner.exec(cc["id"], f"{owners} /opt/layer.txt /home/vscode/mine.txt; cat /data/v.txt /opt/layer.txt") \
+        == want + "/opt/layer.txt=0:0\n/home/vscode/mine.txt=1000:1000\nv\nlayer\n"
+    server.admin.delete_environment("km2")
+    wait_gone(server.admin, "km2", runner)
+
+    change_to("vscode", 1000, ("volume-shift-swapped",))  # and back, cut at the last step
+    server.admin.delete_environment("km")
+    wait_gone(server.admin, "km", runner)
+    shutil.rmtree(folder)

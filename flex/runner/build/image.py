@@ -30,7 +30,8 @@ from flex.devcontainer.features.order import Feature
 from flex.errors import FailedPrecondition, InvalidConfiguration, NotFound
 from flex.runner.build.features import check_frozen_lockfile, resolve_features, write_lockfile
 
-__all__ = ["DevcontainerImage", "build_devcontainer_image", "container_users", "default_image_name", "open_image_store"]
+__all__ = ["DevcontainerImage", "build_devcontainer_image", "container_users", "default_image_name", "image_name_for",
+           "open_image_store"]
 
 Progress = Callable[[str], None]
 
@@ -48,8 +49,20 @@ class DevcontainerImage:
 def default_image_name(resolved: ResolvedConfig) -> str:
     """The reference CLI's image name for a workspace: ``vsc-<folder name>-<sha256 of its path>``."""
     folder = resolved.local_workspace_folder
-    name = f"vsc-{os.path.basename(folder)}-{hashlib.sha256(folder.encode()).hexdigest()}".lower()
-    return re.sub(r"[^a-z0-9._-]+", "", name)
+    return image_name_for(f"vsc-{os.path.basename(folder)}-{hashlib.sha256(folder.encode()).hexdigest()}")
+
+
+def image_name_for(text: str) -> str:
+    """``text`` as a valid image name: lower case, only ``[a-z0-9._-]``, and each run of separators one the
+    reference grammar allows (``.``, ``_``, ``__`` or dashes; a mixed run keeps its first), so a folder named
+    ``my_-app`` or ``a._b`` still builds."""
+    name = re.sub(r"[^a-z0-9._-]+", "", text.lower())
+
+    def sep(m: re.Match[str]) -> str:
+        run = m.group(0)
+        return run if set(run) == {"-"} or run in (".", "_", "__") else run[0]
+
+    return re.sub(r"[._-]+", sep, name).strip("._-")
 
 
 def container_users(entries: Sequence[dict[str, Any]], image_user: str | None) -> tuple[str, str]:
