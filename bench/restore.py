@@ -51,6 +51,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.access import wait_port  # noqa: E402
 from flex.api import Environment  # noqa: E402
 from flex.client import FlexClient  # noqa: E402
 
@@ -154,21 +155,8 @@ class Bench:
         port = _free_port()
         self.spawn("git-daemon", ["git", "daemon", "--export-all", f"--base-path={base}", "--listen=127.0.0.1",
                                   f"--port={port}", "--reuseaddr", str(base)])
-        self._wait_tcp(port, "git daemon")
+        wait_port(port, 20)
         return f"git://127.0.0.1:{port}/app.git"
-
-    def _wait_tcp(self, port: int, what: str) -> None:
-        import socket
-
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"{what} did not start") from None
-                time.sleep(0.05)
 
     def start_server(self, shared: Path) -> FlexClient:
         import httpx

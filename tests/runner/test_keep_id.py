@@ -11,6 +11,7 @@ import pwd
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,13 +88,7 @@ def test_a_local_folder_is_remote_users_inside_and_the_owners_outside(server: Se
 
 @pytest.mark.parametrize("mode", ["rootless"], indirect=True)
 def test_nested_docker_keeps_the_default_map_and_says_so(server: Server, runner: Runner, image: str) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="project-", dir="/var/tmp"))
-    (folder / ".devcontainer").mkdir()
-    (folder / ".devcontainer" / "Dockerfile").write_text(f"FROM {image}\nRUN useradd -m -u 1000 -U vscode\n")
-    (folder / ".devcontainer" / "devcontainer.json").write_text(json.dumps(
-        {"build": {"dockerfile": "Dockerfile"}, "remoteUser": "vscode"}))
-    for p in (folder, *folder.rglob("*")):
-        shutil.chown(p, "flextest", "flextest")
+    folder = _project(image, "RUN useradd -m -u 1000 -U vscode", {"remoteUser": "vscode"})
     runner.join(server, "--kind", "desktop")
     runner.start()
     server.admin.create_environment("dind", {"source": {"path": str(folder)}, "docker": True})
@@ -108,26 +103,39 @@ def test_nested_docker_keeps_the_default_map_and_says_so(server: Server, runner:
     shutil.rmtree(folder)
 
 
+def _project(image: str, run: str, config: dict[str, object]) -> Path:
+    """A local folder of flextest's with a Dockerfile (``run`` its RUN line) and a devcontainer.json."""
+    folder = Path(tempfile.mkdtemp(prefix="project-", dir="/var/tmp"))
+    (folder / ".devcontainer").mkdir()
+    (folder / ".devcontainer" / "Dockerfile").write_text(f"FROM {image}\n{run}\n")
+    (folder / ".devcontainer" / "devcontainer.json").write_text(json.dumps({"build": {"dockerfile": "Dockerfile"},
+                                                                            **config}))
+    for p in (folder, *folder.rglob("*")):
+        shutil.chown(p, "flextest", "flextest")
+    return folder
+
+
+def _first_environment(server: Server, runner: Runner, tmp_path: Path, folder: Path, name: str
+                       ) -> tuple[tuple[str, ...], Environment, dict[str, Any]]:
+    """The runner joined and started, ``name`` made from ``folder`` and running as vscode's keep-id map: the
+    CLI's admin options, the environment, its container."""
+    token = (tmp_path / "server-home" / "server" / "admin-token").read_text().strip()
+    runner.join(server, "--kind", "desktop")
+    runner.start()
+    server.admin.create_environment(name, {"source": {"path": str(folder)}})
+    env = wait_for(server.admin, name, _running, runner, timeout=300)
+    [ctr] = runner.containers(env.metadata.id)
+    assert ctr["userns"] == "keep-id:uid=1000,gid=1000"
+    return ("--server", server.url, "--token", token), env, ctr
+
+
 @pytest.mark.parametrize("mode", ["rootless"], indirect=True)
 def test_a_keep_id_environment_round_trips_through_a_backup(server: Server, runner: Runner, image: str,
                                                             tmp_path: Path) -> None:
     """The writable layer of a keep-id container, backed up and restored as a new environment on the same folder:
     root's and vscode's files come back as theirs."""
-    folder = Path(tempfile.mkdtemp(prefix="project-", dir="/var/tmp"))
-    (folder / ".devcontainer").mkdir()
-    (folder / ".devcontainer" / "Dockerfile").write_text(f"FROM {image}\nRUN useradd -m -u 1000 -U vscode\n")
-    (folder / ".devcontainer" / "devcontainer.json").write_text(json.dumps(
-        {"build": {"dockerfile": "Dockerfile"}, "remoteUser": "vscode"}))
-    for p in (folder, *folder.rglob("*")):
-        shutil.chown(p, "flextest", "flextest")
-    token = (tmp_path / "server-home" / "server" / "admin-token").read_text().strip()
-    admin = ("--server", server.url, "--token", token)
-    runner.join(server, "--kind", "desktop")
-    runner.start()
-    server.admin.create_environment("kb", {"source": {"path": str(folder)}})
-    env = wait_for(server.admin, "kb", _running, runner, timeout=300)
-    [ctr] = runner.containers(env.metadata.id)
-    assert ctr["userns"] == "keep-id:uid=1000,gid=1000"
+    folder = _project(image, "RUN useradd -m -u 1000 -U vscode", {"remoteUser": "vscode"})
+    admin, _, ctr = _first_environment(server, runner, tmp_path, folder, "kb")
     runner.exec(ctr["id"], "echo layer > /opt/layer.txt && setpriv --reuid 1000 --regid 1000 --init-groups sh -c "
                            "'echo mine > /home/vscode/mine.txt'")
     r = run_flex("backup", "create", "kb", *admin)
@@ -156,28 +164,16 @@ def test_files_keep_their_owners_inside_when_the_map_changes_and_through_a_backu
     """The map follows remoteUser's uid, so the same ids outside mean other users inside after a change: a volume's
     files are moved into the new map when the container is made again, and a backup stores the ids seen inside,
     so a restore into another map has vscode's files still vscode's and root's still root's."""
-    folder = Path(tempfile.mkdtemp(prefix="project-", dir="/var/tmp"))
-    (folder / ".devcontainer").mkdir()
-    (folder / ".devcontainer" / "Dockerfile").write_text(
-        f"FROM {image}\nRUN useradd -m -u 1000 -U vscode && useradd -m -u 1001 -U other\n")
+    volume = {"mounts": ["source=data,target=/data,type=volume"]}
+    folder = _project(image, "RUN useradd -m -u 1000 -U vscode && useradd -m -u 1001 -U other",
+                      {"remoteUser": "vscode", **volume})
     config = folder / ".devcontainer" / "devcontainer.json"
 
     def use(user: str) -> None:
-        config.write_text(json.dumps({"build": {"dockerfile": "Dockerfile"}, "remoteUser": user,
-                                      "mounts": ["source=data,target=/data,type=volume"]}))
+        config.write_text(json.dumps({"build": {"dockerfile": "Dockerfile"}, "remoteUser": user, **volume}))
         shutil.chown(config, "flextest", "flextest")
 
-    use("vscode")
-    for p in (folder, *folder.rglob("*")):
-        shutil.chown(p, "flextest", "flextest")
-    token = (tmp_path / "server-home" / "server" / "admin-token").read_text().strip()
-    admin = ("--server", server.url, "--token", token)
-    runner.join(server, "--kind", "desktop")
-    runner.start()
-    server.admin.create_environment("km", {"source": {"path": str(folder)}})
-    env = wait_for(server.admin, "km", _running, runner, timeout=300)
-    [ctr] = runner.containers(env.metadata.id)
-    assert ctr["userns"] == "keep-id:uid=1000,gid=1000"
+    admin, env, ctr = _first_environment(server, runner, tmp_path, folder, "km")
     runner.exec(ctr["id"], "echo layer > /opt/layer.txt && echo r > /data/r.txt && echo v > /data/v.txt && "
                            "chown 1000:1000 /data/v.txt && setpriv --reuid 1000 --regid 1000 --init-groups sh -c "
                            "'echo mine > /home/vscode/mine.txt'")
