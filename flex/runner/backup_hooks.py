@@ -316,7 +316,8 @@ def restore_if_asked(home: Path, env: Environment, status: EnvironmentStatus, fl
             entry.rename(paths.volume / entry.name)
     else:
         paths.volume.rmdir()
-        if as_root is not None:  # its top is the runner's (the user's), as one it makes, whoever owned it there
+        if as_root is not None and (tmp / "workspace").stat().st_uid != os.getuid():
+            # its top is the runner's (the user's), as one it makes, whoever owned it there (a keep-id backup)
             as_root(lambda: os.chown(tmp / "workspace", 0, 0), "taking the restored workspace")
         (tmp / "workspace").rename(paths.volume)
     if (tmp / "upper").is_dir():
