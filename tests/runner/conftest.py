@@ -286,6 +286,14 @@ def wait_for(admin: FlexClient, name: str, pred: Callable[[Environment], bool], 
                          f"environment {name}'s status: {env.status.to_wire() if env else None}")
 
 
+def crashed(runner: Runner, step: str = "", timeout: float = 240) -> None:
+    """The runner ended by its own kill -9 (``Runner.start(crash_after=step)``), not any other way."""
+    assert runner.proc is not None
+    code = runner.proc.wait(timeout)
+    assert code in (-9, 137), f"the runner exited with {code}, not by its kill -9{' after ' + step if step else ''}:" \
+                              f"\n{runner.text()[-3000:]}"
+
+
 def wait_gone(admin: FlexClient, name: str, runner: Runner, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from flex.api import Environment
-from tests.runner.conftest import GitServer, Runner, Server, cond, devcontainer, wait_for, wait_gone
+from tests.runner.conftest import GitServer, Runner, Server, cond, crashed, devcontainer, wait_for, wait_gone
 
 pytestmark = [pytest.mark.userns, pytest.mark.timeout(900)]
 
@@ -21,12 +21,6 @@ pytestmark = [pytest.mark.userns, pytest.mark.timeout(900)]
 def _running(env: Environment) -> bool:
     return env.status.phase == "running" and cond(env, "LifecycleReady") == ("True", "HooksDone") and \
         env.status.observed_generation == env.metadata.generation
-
-
-def _crashed(runner: Runner) -> None:
-    assert runner.proc is not None
-    code = runner.proc.wait(240)
-    assert code in (-9, 137), f"the runner exited with {code}, not by its kill -9:\n{runner.text()[-3000:]}"
 
 
 def test_kill_9_at_each_step_boundary_converges_with_one_container_and_no_leaks(
@@ -43,9 +37,9 @@ def test_kill_9_at_each_step_boundary_converges_with_one_container_and_no_leaks(
     # create: killed once the container exists, before it starts
     runner.start(crash_after="created")
     server.admin.create_environment("crash", {"source": {"git": url}})
-    _crashed(runner)
+    crashed(runner)
     runner.start(crash_after="started")  # then killed right after the start, before any hook
-    _crashed(runner)
+    crashed(runner)
     runner.start()
     env = wait_for(server.admin, "crash", _running, runner)
     env_id = env.metadata.id
@@ -57,7 +51,7 @@ def test_kill_9_at_each_step_boundary_converges_with_one_container_and_no_leaks(
     runner.stop()
     runner.start(crash_after="recreate-removed")
     server.admin.patch_environment("crash", {"spec": {"env": {"V": "2"}}})
-    _crashed(runner)
+    crashed(runner)
     assert runner.containers(env_id) == []
     runner.start()
     wait_for(server.admin, "crash", lambda e: _running(e) and runner.containers(env_id)[0]["id"] != first["id"],
@@ -70,7 +64,7 @@ def test_kill_9_at_each_step_boundary_converges_with_one_container_and_no_leaks(
     runner.stop()
     runner.start(crash_after="stopped")
     server.admin.stop_environment("crash")
-    _crashed(runner)
+    crashed(runner)
     runner.start()
     wait_for(server.admin, "crash", lambda e: e.status.phase == "stopped" and
              e.status.observed_generation == e.metadata.generation, runner)
@@ -80,7 +74,7 @@ def test_kill_9_at_each_step_boundary_converges_with_one_container_and_no_leaks(
     runner.stop()
     runner.start(crash_after="teardown-containers")
     server.admin.delete_environment("crash")
-    _crashed(runner)
+    crashed(runner)
     assert (home / "runner" / "volumes" / env_id).exists()
     runner.start()
     wait_gone(server.admin, "crash", runner)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flex.api import Environment
-from tests.runner.conftest import GitServer, Runner, Server, cond, devcontainer, wait_for, wait_gone
+from tests.runner.conftest import GitServer, Runner, Server, cond, crashed, devcontainer, wait_for, wait_gone
 
 pytestmark = [pytest.mark.userns, pytest.mark.timeout(120)]
 
@@ -41,12 +41,6 @@ def _message(env: Environment, type_: str) -> str:
 def _sh(runner: Runner, cid: str, script: str) -> tuple[int, str]:
     r = runner.mode.run("exec", cid, "sh", "-c", script)
     return r.code, r.stdout + r.stderr
-
-
-def _crashed(runner: Runner) -> None:
-    assert runner.proc is not None
-    code = runner.proc.wait(60)
-    assert code in (-9, 137), f"the runner exited with {code}, not by its kill -9:\n{runner.text()[-3000:]}"
 
 
 @pytest.mark.parametrize("mode", ["root"], indirect=True)
@@ -123,7 +117,7 @@ def test_kill_9_around_the_disk_image_converges(server: Server, runner: Runner, 
     runner.join(server, "--kind", "vm")
     runner.start(crash_after="disk-image")  # the image made and mounted, nothing else
     server.admin.create_environment("dk", {"source": {"git": url}, "resources": {"disk": "48Mi"}})
-    _crashed(runner)
+    crashed(runner, timeout=60)
     runner.start()
     env = wait_for(server.admin, "dk", _running, runner, timeout=45)
     env_id = env.metadata.id
@@ -135,7 +129,7 @@ def test_kill_9_around_the_disk_image_converges(server: Server, runner: Runner, 
     runner.stop()
     runner.start(crash_after="teardown-disk")  # unmounted and removed, the volume directory not yet
     server.admin.delete_environment("dk")
-    _crashed(runner)
+    crashed(runner, timeout=60)
     assert _mounts_under(volume) == [] and not img.exists() and volume.exists()
     runner.start()
     wait_gone(server.admin, "dk", runner, timeout=45)

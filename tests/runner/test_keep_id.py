@@ -17,7 +17,7 @@ import pytest
 
 from flex.api import Environment
 from tests.conftest import run_flex
-from tests.runner.conftest import Runner, Server, cond, wait_for, wait_gone
+from tests.runner.conftest import Runner, Server, cond, crashed, wait_for, wait_gone
 
 pytestmark = [pytest.mark.userns, pytest.mark.timeout(600)]
 
@@ -194,10 +194,7 @@ def test_files_keep_their_owners_inside_when_the_map_changes_and_through_a_backu
             runner.start(crash_after=step)
             if i == 0:
                 server.admin.patch_environment("km", {"spec": {"env": {"WHO": user}}})
-            assert runner.proc is not None
-            code = runner.proc.wait(240)
-            assert code in (-9, 137), f"the runner exited with {code}, not by its kill -9 after {step}:\n" \
-                                      f"{runner.text()[-3000:]}"
+            crashed(runner, step)
         runner.start()
         wait_for(server.admin, "km", lambda e: _running(e) and runner.containers(e.metadata.id)[0]["id"] != before,
                  runner)
