@@ -529,11 +529,6 @@ def _keep_id(ctx: Ctx, env: Environment, st: _Status, plan: ContainerPlan, folde
         return None  # a remoteUser the image lacks: the container's root, as before
     if uid == 0:
         return None
-    if env.spec.docker or plan.docker:  # the runtime refuses keep-id with --docker (docs/rootless.md)
-        st.set("SourceReady", True, "LocalFolderOwnedByRoot",
-               f"{folder}: nested Docker needs the default user namespace here, so the folder's files are root's "
-               f"inside, not {user}'s (uid {uid}): use sudo, or turn Docker off to have them owned by {user}")
-        return None
     st.set("SourceReady", True, "LocalFolder", f"{folder} (owned by {user}, uid {uid}, inside)")
     return f"keep-id:uid={uid},gid={gid}"
 

@@ -10,6 +10,7 @@ import os
 import pwd
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,12 @@ import pytest
 
 from flex.api import Environment
 from tests.conftest import run_flex
-from tests.runner.conftest import Runner, Server, cond, crashed, wait_for, wait_gone
+from tests.runner.conftest import Runner, Server, cond, crashed, image_for, wait_for, wait_gone
 
 pytestmark = [pytest.mark.userns, pytest.mark.timeout(600)]
+
+# dockerd in its own session, so the hook's exec ending does not end it
+_DOCKERD = "setsid dockerd > /var/log/dockerd.log 2>&1 < /dev/null &"
 
 
 def _running(env: Environment) -> bool:
@@ -86,18 +90,33 @@ def test_a_local_folder_is_remote_users_inside_and_the_owners_outside(server: Se
     assert os.path.exists(runner.mode.home)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["rootless"], indirect=True)
-def test_nested_docker_keeps_the_default_map_and_says_so(server: Server, runner: Runner, image: str) -> None:
-    folder = _project(image, "RUN useradd -m -u 1000 -U vscode", {"remoteUser": "vscode"})
+def test_nested_docker_and_the_folder_owned_by_remote_user(server: Server, runner: Runner,
+                                                          images: dict[str, str], workdir: Path) -> None:
+    """`spec.docker` with a non-root remoteUser on a local folder: the folder is vscode's inside (keep-id)
+    and dockerd inside runs containers, with /var/lib/docker on its volume."""
+    docker_image = image_for(images, workdir, runner.mode, include=("docker.io", "iptables"))
+    folder = _project(docker_image, "RUN useradd -m -u 1000 -U vscode", {"remoteUser": "vscode"})
     runner.join(server, "--kind", "desktop")
     runner.start()
     server.admin.create_environment("dind", {"source": {"path": str(folder)}, "docker": True})
     env = wait_for(server.admin, "dind", _running, runner, timeout=300)
-    c = env.status.condition("SourceReady")
-    assert cond(env, "SourceReady") == ("True", "LocalFolderOwnedByRoot") and c is not None
-    assert "nested Docker needs the default user namespace" in c.message and "vscode" in c.message
+    assert cond(env, "SourceReady") == ("True", "LocalFolder")
     [ctr] = runner.containers(env.metadata.id)
-    assert ctr["userns"] == ""
+    assert ctr["userns"] == "keep-id:uid=1000,gid=1000"
+    ws = "/workspaces/dind"
+    runner.exec(ctr["id"], f"su vscode -c 'touch {ws}/by-vscode'")
+    assert (folder / "by-vscode").stat().st_uid == pwd.getpwnam("flextest").pw_uid
+    runner.exec(ctr["id"], _DOCKERD)  # as root (hooks run as remoteUser; the docker-in-docker feature's way)
+    deadline = time.monotonic() + 90
+    while runner.mode.run("exec", ctr["id"], "docker", "version").code != 0:
+        assert time.monotonic() < deadline, runner.exec(ctr["id"], "tail -20 /var/log/dockerd.log")
+        time.sleep(0.3)
+    out = runner.exec(ctr["id"], "cd / && tar -ch usr/bin/echo lib64 usr/lib/x86_64-linux-gnu/libc.so.6 "
+                      "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 2>/dev/null | docker import - tiny >/dev/null"
+                      " && docker run --rm tiny /usr/bin/echo inside && stat -c %u /var/lib/docker")
+    assert out == "inside\n0\n"
     server.admin.delete_environment("dind")
     wait_gone(server.admin, "dind", runner)
     shutil.rmtree(folder)

@@ -124,13 +124,6 @@ def create_container(store: Containers, images: ImageSource, opts: CreateOptions
             raise InvalidArgument(f"--userns {opts.userns}: keep-id is for rootless containers",
                                   hint="as root every container has its own id range; a runner idmaps a "
                                        "local folder instead")
-        if opts.docker:
-            # cgroup v1, measured with crun 1.8.1: crun cannot move a keep-id container's PID 1 into its cgroup
-            # (tasks._join_cgroup does, before start), so its cgroup namespace is rooted at the hierarchy's
-            # root and dockerd cannot make its cgroups there
-            raise FailedPrecondition("--userns keep-id and --docker together: dockerd inside gets no cgroup of its "
-                                     "own under that map", hint="drop one of them (with the default map, your "
-                                     "files are root's inside)")
         keep.inner(store.rootless_idmap())  # an id outside the container's range: said before anything is made
         opts.userns = keep.to_option()
         _check_reachable(store)

@@ -18,6 +18,10 @@ from flex.errors import FailedPrecondition, FlexError, NotFound
 
 __all__ = ["OCIRuntime", "find_runtime"]
 
+# writes its own pid into each file named before "--", then execs the rest (no Python pre-exec hook: the
+# callers have threads)
+_ENTER = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+
 
 def find_runtime() -> str:
     """crun, else runc; FLEX_OCI_RUNTIME names another (a name on PATH or a path)."""
@@ -64,17 +68,21 @@ class OCIRuntime:
     def create_popen(self, cid: str, bundle: Path, *, pid_file: Path, console_socket: Path | None = None,
                      stdin: int | IO[Any] | None = None, stdout: int | IO[Any] | None = None,
                      stderr: int | IO[Any] | None = None, pass_fds: Sequence[int] = (),
-                     log_file: Path | None = None
+                     log_file: Path | None = None, enter_cgroups: Sequence[Path] = ()
                      ) -> subprocess.Popen[bytes]:
-        """Start ``create``; the container's stdio are the ones given here (without a terminal)."""
+        """Start ``create``; the container's stdio are the ones given here (without a terminal).
+        ``enter_cgroups``: ``cgroup.procs`` files the process writes itself into before the runtime runs, so
+        the container's PID 1 is born in those cgroups (and its cgroup namespace is rooted there)."""
         args = ["create", "--bundle", str(bundle), "--pid-file", str(pid_file)]
         if log_file is not None and self.binary.endswith("crun"):
             # crun's own errors: kept apart from the container's stderr
             args = [f"--log=file:{log_file}", *args]
         if console_socket is not None:
             args += ["--console-socket", str(console_socket)]
-        return subprocess.Popen(self.argv(*args, cid), stdin=stdin, stdout=stdout, stderr=stderr,
-                                pass_fds=tuple(pass_fds))
+        argv = self.argv(*args, cid)
+        if enter_cgroups:
+            argv = ["/bin/sh", "-c", _ENTER, "sh", *map(str, enter_cgroups), "--", *argv]
+        return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=tuple(pass_fds))
 
     def start(self, cid: str) -> None:
         self._run("start", cid)

@@ -53,8 +53,6 @@ class CommandNotFound(ExecFailed):
     exit_code = 127
 
 _PR_SET_CHILD_SUBREAPER = 36
-_PR_SET_KEEPCAPS = 8
-_CAP_V3 = 0x20080522
 
 
 def _subreaper() -> None:
@@ -80,7 +78,8 @@ def _create(store: Containers, c: Container, *, stdin: Any, stdout: Any, stderr:
         proc = store.runtime.create_popen(
             c.id, bundle, pid_file=pid_file, console_socket=console.path if console else None,
             stdin=stdin, stdout=stdout if console is None else subprocess.DEVNULL,
-            stderr=stderr if console is None else err_out, log_file=bundle / "crun.log")
+            stderr=stderr if console is None else err_out, log_file=bundle / "crun.log",
+            enter_cgroups=_cgroups_to_enter(store, c))
         master = None
         try:
             if console is not None:
@@ -99,64 +98,29 @@ def _create(store: Containers, c: Container, *, stdin: Any, stdout: Any, stderr:
     return int(pid_file.read_text()), master
 
 
-def _join_cgroup(store: Containers, c: Container, pid: int) -> None:
+def _cgroups_to_enter(store: Containers, c: Container) -> list[Path]:
     """``--userns keep-id`` on cgroup v1: crun's join of PID 1 to the container's cgroup fails unseen, because
-    v1 lets only a writer whose euid is the task's uid (or real root) move it, and the task is already the
-    container's root, a subuid, not the user. So, between create and start, a child in the user's namespace
-    takes that id and writes PID 1 there: its limits (the pids limit among them) then hold, and `kill --all`
-    finds it. The files are lent to that id for the write and given back."""
-    keep, keeper = c.keep_id, store.keeper
-    if keep is None or keeper is None or not c.cgroup or cgroups.is_v2():
-        return
+    v1 lets only a writer whose euid is the task's uid (or real root) move it, and PID 1 is already the
+    container's root, a subuid, not the user. So `crun create` itself starts in the container's cgroup (made
+    here first, cpuset filled in) and PID 1 is born there: its limits hold, `kill --all` finds it, and its
+    cgroup namespace is rooted at its own cgroup, where dockerd inside can make its groups."""
+    if c.keep_id is None or store.keeper is None or not c.cgroup or cgroups.is_v2():
+        return []
+    cgroups.ensure_parent(c.cgroup)
     # v1 hierarchies only: the v2 one of a hybrid host holds no controllers, and crun leaves PID 1 at its root
-    dirs = [d for d in cgroups.cgroup_dirs(c.cgroup) if not (d / "cgroup.controllers").exists()]
-    with contextlib.suppress(OSError):
-        if all(line.split(":", 2)[2].rstrip("/") == c.cgroup.rstrip("/") or line.split(":", 2)[1] == ""
-               for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()):
-            return  # crun managed (a later crun, or a kernel without the v1 rule)
+    return [d / "cgroup.procs" for d in cgroups.cgroup_dirs(c.cgroup) if not (d / "cgroup.controllers").exists()]
+
+
+def _delegate_cgroup(store: Containers, c: Container) -> None:
+    """Give the container's cgroup to its root, for dockerd inside. Under keep-id that root is a subuid, which
+    only the user's namespace may chown to (the ids below are that namespace's)."""
+    keep, keeper = c.keep_id, store.keeper
+    if keep is None or keeper is None:
+        cgroups.delegate(c.cgroup or "", c.idmap.host_uid(0), c.idmap.host_gid(0))
+        return
     inner = keep.inner(store.rootless_idmap())
-    uid, gid = inner.host_uid(0), inner.host_gid(0)
-
-    def join() -> None:
-        procs = [d / "cgroup.procs" for d in dirs]
-        for f in procs:
-            os.chown(f, uid, gid)
-        try:
-            child = os.fork()
-            if child == 0:
-                code = 1
-                try:
-                    _become_keeping_caps(uid, gid)
-                    for f in procs:
-                        f.write_text(str(pid))
-                    code = 0
-                finally:
-                    os._exit(code)
-            _, status = os.waitpid(child, 0)
-            if os.waitstatus_to_exitcode(status) != 0:
-                raise OSError(f"could not move PID 1 into {c.cgroup}")
-        finally:
-            for f in procs:
-                os.chown(f, 0, 0)  # the keeper's 0: the user
-
-    keeper.call(join, "moving the container into its cgroup")
-
-
-def _become_keeping_caps(uid: int, gid: int) -> None:
-    """setresuid/gid to ``uid``/``gid`` and keep every capability (of this user namespace): cpuset's attach asks
-    for CAP_SYS_NICE over the task, which the container's root holds in its own namespace below this one."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_KEEPCAPS)")
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
-    header = (ctypes.c_uint32 * 2)(_CAP_V3, 0)
-    data = (ctypes.c_uint32 * 6)()  # (effective, permitted, inheritable) x 2
-    if libc.capget(header, data) != 0:
-        raise OSError(ctypes.get_errno(), "capget")
-    data[0], data[3] = data[1], data[4]
-    if libc.capset(header, data) != 0:
-        raise OSError(ctypes.get_errno(), "capset")
+    uid, gid, rel = inner.host_uid(0), inner.host_gid(0), c.cgroup or ""
+    keeper.call(lambda: cgroups.delegate(rel, uid, gid), "giving the container its cgroup")
 
 
 def _wait_exited(proc: subprocess.Popen[bytes], timeout: float) -> int:
@@ -175,9 +139,8 @@ def _wait_exited(proc: subprocess.Popen[bytes], timeout: float) -> int:
 
 
 def _before_start(store: Containers, c: Container, pid: int, monitor_pid: int | None) -> None:
-    _join_cgroup(store, c, pid)
     if c.options.get("docker") and c.cgroup:
-        cgroups.delegate(c.cgroup, c.idmap.host_uid(0), c.idmap.host_gid(0))
+        _delegate_cgroup(store, c)
     ports: list[dict[str, Any]] = []
     if c.options.get("net", "none") != "none":
         networks = store.networks()
@@ -274,7 +237,7 @@ def start_attached(store: Containers, c: Container, *, interactive: bool, tty: b
     """Start ``c`` with our terminal or stdio attached; returns the exit code of its command. Its output
     goes to ``stdout``/``stderr`` (fds; a builder passes a pipe it reads)."""
     if not tty and not c.options.get("docker") and c.options.get("net", "none") == "none" and (
-            c.keep_id is None or not c.cgroup):  # (keep-id: a cgroup is joined between create and start)
+            c.keep_id is None or not c.cgroup):  # (keep-id: `crun create` enters the cgroup first)
         return _run_attached_plain(store, c, interactive=interactive, stdout=stdout, stderr=stderr)
     _subreaper()
     bundle = store.bundle(c.id)

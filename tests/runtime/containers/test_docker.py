@@ -5,6 +5,7 @@ of the extras are there. On cgroup v1 the container cannot take the CVE-2022-049
 from __future__ import annotations
 
 import errno
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -61,6 +62,43 @@ def test_docker_run_inside(mode: Mode, docker_image: str, tiny_rootfs_tar: Path)
                      f"mkdir -p /tmp/cg && mount -t cgroup -o {controllers} cgroup /tmp/cg && echo mounted"
                      " && echo /tmp/x > /tmp/cg/release_agent && echo written")
         assert "written" not in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("mode", ["rootless"], indirect=True)
+def test_docker_inside_a_keep_id_container(mode: Mode, docker_image: str, tiny_rootfs_tar: Path,
+                                           workdir: Path, tmp_path: Path) -> None:
+    """A local folder given to a non-root uid (keep-id) and Docker inside, together, as a runner starts a rootless
+    environment with a non-root remoteUser and `--docker`: dockerd makes its cgroups under the container's own
+    (its cgroup namespace is rooted there), an inner container runs in it, and the folder stays the user's.
+    (uid 2000: its layer copies stay apart from test_keep_id's uid 1000 ones.)"""
+    folder = workdir / f"keep-docker-{tmp_path.name}"
+    folder.mkdir()
+    subprocess.run(["chown", f"{USER}:{USER}", str(folder)], check=True)
+    mode.ok("run", "-d", "--name", "kdind", "--docker", "--userns", "keep-id:uid=2000,gid=2000",
+            "-v", f"{folder}:/w", "-v", f"{tiny_rootfs_tar}:/tiny.tar:ro", docker_image,
+            "sh", "-c", "dockerd > /var/log/dockerd.log 2>&1")
+    try:
+        deadline = time.monotonic() + 60
+        while mode.run("exec", "kdind", "docker", "version").code != 0:
+            assert time.monotonic() < deadline, mode.run("exec", "kdind", "cat", "/var/log/dockerd.log").stdout
+            time.sleep(0.3)
+        assert mode.ok("exec", "kdind", "stat", "-c", "%u:%g", "/w").strip() == "2000:2000"
+        mode.ok("exec", "kdind", "docker", "import", "/tiny.tar", "tiny")
+        r = mode.run("exec", "kdind", "docker", "run", "--rm", "-v", "/w:/w", "tiny", "echo", "hi", timeout=180)
+        assert r.code == 0, r.stderr + mode.run("exec", "kdind", "tail", "-20", "/var/log/dockerd.log").stdout
+        assert r.stdout == "hi\n"
+        mode.ok("exec", "kdind", "setpriv", "--reuid=2000", "--regid=2000", "--clear-groups", "touch", "/w/made")
+        assert (folder / "made").stat().st_uid == mode.host_uid()
+        info = json.loads(mode.ok("inspect", "kdind"))
+        controllers = [line.split(":", 2) for line in Path(f"/proc/{info['pid']}/cgroup").read_text().splitlines()]
+        v1 = [c for c in controllers if c[1] and not c[1].startswith("name=")]
+        assert v1 and all(c[2] == info["cgroup"] for c in v1), controllers
+        # dockerd's own groups sit below the container's cgroup, not at the hierarchy's root
+        inner = mode.ok("exec", "kdind", "sh", "-c", "ls -d /sys/fs/cgroup/pids/docker")
+        assert inner.strip() == "/sys/fs/cgroup/pids/docker"
+        assert Path(f"/sys/fs/cgroup/pids{info['cgroup']}/docker").is_dir()
+    finally:
+        mode.run("rm", "-f", "kdind")
 
 
 def test_without_docker_flag_no_extras(mode: Mode, docker_image: str) -> None:
