@@ -5,6 +5,7 @@ kill -9 around the image converges, and delete leaves no mount, loop device or f
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -33,6 +34,24 @@ def _loops_of(img: Path) -> list[str]:
     return [line for line in out.splitlines() if str(img) in line]
 
 
+def _direct_io(img: Path) -> str:
+    """The DIO column losetup shows for the loop device of ``img``."""
+    [line] = _loops_of(img)
+    out = subprocess.run(["losetup", "--list", "--noheadings", "--output", "DIO", line.split()[0]],
+                         capture_output=True, text=True, check=True).stdout
+    return out.strip()
+
+
+def _can_direct_io(directory: Path) -> bool:
+    try:
+        os.close(os.open(directory / ".odirect-probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600))
+    except OSError:
+        return False
+    finally:
+        (directory / ".odirect-probe").unlink(missing_ok=True)
+    return True
+
+
 def _message(env: Environment, type_: str) -> str:
     c = env.status.condition(type_)
     return c.message if c is not None else ""
@@ -57,6 +76,8 @@ def test_disk_limit_is_enospc_grows_online_survives_a_reboot_and_leaves_nothing(
     assert cond(env, "VolumeReady") == ("True", "DiskImage")
     assert img.stat().st_size == 64 * 2**20 and img.stat().st_blocks * 512 < 16 * 2**20  # sparse
     assert _mounts_under(volume) == [str(volume)] and len(_loops_of(img)) == 1
+    # not cached twice (the volume's page cache and the image file's) where the host can do direct I/O
+    assert _direct_io(img) == ("1" if _can_direct_io(img.parent) else "0")
     [ctr] = runner.containers(env_id)
     cid = ctr["id"]
 
@@ -90,6 +111,7 @@ def test_disk_limit_is_enospc_grows_online_survives_a_reboot_and_leaves_nothing(
     server.admin.start_environment("dl")
     wait_for(server.admin, "dl", _running, runner, timeout=45)
     assert _mounts_under(volume) == [str(volume)] and len(_loops_of(img)) == 1
+    assert _direct_io(img) == ("1" if _can_direct_io(img.parent) else "0")  # after a reboot too
     runner.exec(cid, "dd if=/dev/zero of=/workspaces/dl/big bs=1M count=100 conv=fsync 2>/dev/null")
     assert runner.exec(cid, "stat -c %s /workspaces/dl/big; cat /workspaces/dl/README.md") == \
         f"{100 * 2**20}\nhello from the repository\n"
