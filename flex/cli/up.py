@@ -302,19 +302,35 @@ def _watch(client: FlexClient, want: Desired, progress: Progress, path: str | No
     if not paths:
         progress.line("--watch: nothing local to watch (a git source)")
         return
-    progress.line(f"watching {', '.join(paths)} (Ctrl-C to stop)")
-    for changes in watchfiles.watch(*paths, debounce=300, step=50):
-        files = sorted({c[1] for c in changes})
-        progress.line(f"ConfigChanged: {', '.join(files)}")
+    # the watcher exists once watch() first returns (a timeout, with nothing changed): only then is "watching"
+    # true, and an edit made before that is found by reading the files again. A save that changes nothing
+    # (the same bytes, or the tail of an edit already applied) is not a change.
+    armed = broken = False
+    for changes in watchfiles.watch(*paths, debounce=300, step=50, rust_timeout=1000, yield_on_timeout=True):
         try:
-            want = desired(path, workspace_folder, config, remote=not target.local, name=name, ref=ref, docker=docker)
-            env = apply(client, want, progress)
+            if not armed:
+                armed = True
+                progress.line(f"watching {', '.join(paths)} (Ctrl-C to stop)")
+            elif not changes:
+                continue
+            again = desired(path, workspace_folder, config, remote=not target.local, name=name, ref=ref, docker=docker)
+            if again.spec == want.spec:
+                if broken:
+                    broken = False
+                    progress.line(f"the config is valid again, as environment {want.name} has it: nothing to do")
+                continue
+            broken = False
+            files = sorted({c[1] for c in changes}) or [str(again.config_file or paths[0])]
+            progress.line(f"ConfigChanged: {', '.join(files)}")
+            env = apply(client, again, progress)
             if not is_ready(env):
-                env = wait_ready(client, want.name, env.metadata.generation, progress)
-                progress.done(f"environment {want.name} is ready")
+                env = wait_ready(client, again.name, env.metadata.generation, progress)
+                progress.done(f"environment {again.name} is ready")
+            want = again  # applied: a save that failed is tried again at the next one
             if json_:
                 print(json.dumps(up_result(env, want, local=target.local)), flush=True)
         except FlexError as err:  # a broken edit: say so and keep watching for the fix
             from flex.cli.main import report
 
+            broken = True
             report(err)

@@ -241,27 +241,45 @@ def test_ctrl_c_stops_waiting_watch_applies_each_save_and_a_terminal_gets_progre
     assert json.loads(r.stdout)["outcome"] == "success"
     assert [e["metadata"]["name"] for e in json.loads(flex.ok("ls", "--json").stdout)] == ["watched"]
 
-    # --watch: every save of the devcontainer files is a ConfigChanged and a new generation, waited for
+    # --watch: every save of the devcontainer files is a ConfigChanged and a new generation, waited for; a save
+    # made before the watch is set up (as soon as the first result shows) is not lost either
     with subprocess.Popen(flex.argv("up", str(folder), "--watch", "--json"), env=flex.env(), text=True,
                           stderr=subprocess.PIPE, stdout=subprocess.PIPE, cwd="/") as proc:
         assert proc.stderr is not None and proc.stdout is not None
-        for line in proc.stderr:
-            if line.startswith("watching "):
-                break
-        gen = json.loads(flex.ok("show", "watched", "--json").stdout)["metadata"]["generation"]
-        edited = {"image": image, "containerEnv": {"A": "1"}}
-        (folder / ".devcontainer" / "devcontainer.json").write_text(json.dumps(edited))
-        seen = []
-        for line in proc.stderr:
-            seen.append(line)
-            if line.startswith("environment watched is ready"):  # not RunnerReady's "runner local is ready"
-                break
-        assert any(line.startswith("ConfigChanged: ") and "devcontainer.json" in line for line in seen), seen
-        assert json.loads(flex.ok("show", "watched", "--json").stdout)["metadata"]["generation"] == gen + 1
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 130
-        outs = [json.loads(line) for line in proc.stdout.read().splitlines()]
-        assert [o["outcome"] for o in outs] == ["success", "success"], (seen, outs)
+        try:
+            gen = json.loads(flex.ok("show", "watched", "--json").stdout)["metadata"]["generation"]
+            outs = [json.loads(proc.stdout.readline())]  # up's own result, before it starts watching
+            seen: list[str] = []
+            for i in range(2):
+                edited = {"image": image, "containerEnv": {"A": str(i)}}
+                (folder / ".devcontainer" / "devcontainer.json").write_text(json.dumps(edited))
+                for line in proc.stderr:
+                    seen.append(line)
+                    if line.startswith("environment watched is ready"):  # not RunnerReady's "runner local is ready"
+                        break
+                outs.append(json.loads(proc.stdout.readline()))
+                assert len([line for line in seen if line.startswith("ConfigChanged: ") and
+                            "devcontainer.json" in line]) == i + 1, seen
+                assert json.loads(flex.ok("show", "watched", "--json").stdout)["metadata"]["generation"] == \
+                    gen + i + 1
+            assert any(line.startswith("watching ") for line in seen), seen
+            # a broken save is reported and watching goes on; mended to what was applied, nothing is redone
+            good = (folder / ".devcontainer" / "devcontainer.json").read_text()
+            (folder / ".devcontainer" / "devcontainer.json").write_text(json.dumps({"image": 5}))
+            line = proc.stderr.readline()
+            assert line.startswith("error: ") and "/image" in line, line
+            (folder / ".devcontainer" / "devcontainer.json").write_text(good)
+            for line in proc.stderr:
+                if not line.startswith("hint: "):
+                    break
+            assert line.startswith("the config is valid again") and "nothing to do" in line, line
+            assert json.loads(flex.ok("show", "watched", "--json").stdout)["metadata"]["generation"] == gen + 2
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(60) == 130
+            assert [o["outcome"] for o in outs] == ["success", "success", "success"], (seen, outs)
+        finally:
+            if proc.poll() is None:  # a failed assertion or a timeout: the watcher must not outlive the test
+                proc.kill()
 
     # on a terminal (tmux): ticks and colour; with NO_COLOR: the same lines, no escape codes
     if shutil.which("tmux") is None:
