@@ -198,6 +198,8 @@ class Bench:
         _check(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(path)])
         point.mkdir()
         _check(["mount", "-o", "loop,nodev,nosuid,discard", str(path), str(point)])
+        dev = _check(["findmnt", "-n", "-o", "SOURCE", str(point)]).stdout.strip()
+        _check(["losetup", "--direct-io=on", dev])  # as the runner's: no second page cache of the image
         return path
 
     def log_tail(self, runner: str) -> str:
