@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +26,12 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("FLEX_TEST_CACHE", REPO / ".cache" / "test"))
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+# A run started in the background by a non-interactive shell (`.ci/run &`, nohup) ignores SIGINT, and every
+# process a test starts would inherit that; tests press Ctrl-C as a terminal does, so Ctrl-C is Ctrl-C here
+# (a signal with a handler is reset to its default in the programs this process starts).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Skip reasons that mean "a component the tests need is not here": a skip for those is a failure in CI
 # (installer/install.sh --dev must provide every one), whatever raised it (missing(), a skipif marker,
