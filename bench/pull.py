@@ -7,7 +7,10 @@ Side by side in one run, against named anchors:
   unpack of the layer alone (flex, in-process) vs  tar -xzf of the same layer blob                 (target <= 1.5x)
 
 The image is mmdebstrap's minbase (the tests' cache, .cache/test, or a fresh mmdebstrap run), stored
-with flex's bootstrap and pushed to a registry started here on 127.0.0.1. Run as root:
+with flex's bootstrap and pushed to a registry started here on 127.0.0.1. What each step unpacks is kept
+until the end: on an ext4 without a journal (this VM's disk) the kernel does not reuse an inode freed in the
+last minutes, and its search past each one (``recently_deleted``, ~200 µs of system time per file created
+after a large delete) would make every step pay for the deletes of the step before it. Run as root:
     .venv/bin/python bench/pull.py [--runs 3] [--dir /dev/shm]    (default: /var/tmp, this VM's disk)
 """
 
@@ -72,8 +75,8 @@ def _timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - start
 
 
-def _clean(path: Path) -> None:
-    subprocess.run(["rm", "-rf", str(path)], check=True)
+def _settle() -> None:
+    """Nothing of the step before is left to write back when the next one starts."""
     subprocess.run(["sync"], check=True)
 
 
@@ -92,6 +95,7 @@ def main() -> int:
     from flex.runtime.unpack.unpacker import apply_layer_file
 
     work = Path(tempfile.mkdtemp(prefix="flex-bench-pull-", dir=args.dir))
+    graphs: list[Path] = []
     reg, host = _registry(work)
     try:
         tar = _minbase_tar(work)
@@ -106,30 +110,28 @@ def main() -> int:
         have_podman = shutil.which("podman") is not None
         for i in range(args.runs):
             home = work / f"home{i}"
+            _settle()
             flex_t.append(_timed([sys.executable, "-m", "flex", "image", "pull", "-q", ref], {"FLEX_HOME": str(home)}))
-            _clean(home)
             oci, bundle = work / f"oci{i}", work / f"bundle{i}"
+            _settle()
             anchor_t.append(_timed(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}",
                                     f"oci:{oci}:x"]) + _timed(["umoci", "unpack", "--image", f"{oci}:x", str(bundle)]))
-            _clean(oci)
-            _clean(bundle)
             if have_podman:
                 graph, run = work / f"podman-graph{i}", work / f"podman-run{i}"
                 podman = ["podman", "--root", str(graph), "--runroot", str(run), "--storage-driver", "overlay"]
+                graphs.append(graph)
+                _settle()
                 podman_t.append(_timed([*podman, "pull", "-q", "--tls-verify=false", f"docker://{ref}"]))
-                subprocess.run([*podman, "rmi", "-a", "-f"], capture_output=True)
-                subprocess.run(["umount", "-R", "-l", str(graph)], capture_output=True)
-                _clean(graph)
-                _clean(run)
             dest = work / f"unpack{i}"
             dest.mkdir()
+            _settle()
             start = time.perf_counter()
             apply_layer_file(dest, layer, [])
             unpack_t.append(time.perf_counter() - start)
-            _clean(dest)
+            dest = work / f"tar{i}"
             dest.mkdir()
+            _settle()
             tar_t.append(_timed(["tar", "-xzf", str(layer), "-C", str(dest)]))
-            _clean(dest)
         med = statistics.median
         print(f"{'':34}{'median':>9}  runs")
         print(f"stores and unpacks in {args.dir}")
@@ -145,6 +147,8 @@ def main() -> int:
     finally:
         reg.terminate()
         reg.wait()
+        for graph in graphs:  # podman's overlay may have left its mounts there
+            subprocess.run(["umount", "-R", "-l", str(graph)], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
