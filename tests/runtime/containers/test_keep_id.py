@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.containers.conftest import USER, Mode, image_for
+from tests.runtime.containers.conftest import USER, Mode, cleanup, image_for
 
 pytestmark = pytest.mark.userns
 
@@ -132,13 +132,16 @@ def test_the_copies_go_with_the_image(mode: Mode, images: dict[str, str], workdi
     home.mkdir()
     subprocess.run(["chown", USER, str(home)], check=True)
     own = Mode(name="rootless", home=home, python=mode.python)
-    img = image_for({}, workdir, own)
-    own.ok("run", "--rm", "--userns", "keep-id:uid=1000,gid=1000", img, "true")
-    assert [p.name for p in _shifted(own)] == ["keep-id-1000-1000"]
-    r = subprocess.run(own.python_argv("-m", "flex", "image", "rm", img), env=own.env(), capture_output=True,
-                       text=True, cwd="/")
-    assert r.returncode == 0, r.stderr
-    r = subprocess.run(own.python_argv("-m", "flex", "image", "prune"), env=own.env(), capture_output=True,
-                       text=True, cwd="/")
-    assert r.returncode == 0, r.stderr
-    assert list((home / "snapshots").iterdir()) == []
+    try:
+        img = image_for({}, workdir, own)
+        own.ok("run", "--rm", "--userns", "keep-id:uid=1000,gid=1000", img, "true")
+        assert [p.name for p in _shifted(own)] == ["keep-id-1000-1000"]
+        r = subprocess.run(own.python_argv("-m", "flex", "image", "rm", img), env=own.env(), capture_output=True,
+                           text=True, cwd="/")
+        assert r.returncode == 0, r.stderr
+        r = subprocess.run(own.python_argv("-m", "flex", "image", "prune"), env=own.env(), capture_output=True,
+                           text=True, cwd="/")
+        assert r.returncode == 0, r.stderr
+        assert list((home / "snapshots").iterdir()) == []
+    finally:
+        cleanup(own)  # its containers, and the user namespace keeper it started
