@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import remove_later
+from tests.runner.conftest import unmount_disk_images
 from tests.runtime.containers.conftest import (  # noqa: F401  (fixtures, re-exported for these tests)
     USER,
     Mode,
@@ -98,15 +99,7 @@ def flex(mode: Mode, tmp_path: Path) -> Iterator[Flex]:  # noqa: F811
         yield f
     finally:
         f.run("daemon", "stop", timeout=120)
-        _unmount_under(mode.home / "runner")  # environments outlive the daemon: their disk images stay mounted
+        unmount_disk_images(mode.home)  # environments outlive the daemon: their disk images stay mounted
         for env_dir in ("daemon", "runner", "projects"):
             remove_later(mode.home / env_dir)
 
-
-def _unmount_under(root: Path) -> None:
-    """Detach every mount below ``root`` (deepest first); a loop device goes once nothing holds its filesystem
-    (the mode's cleanup removes the containers that still do)."""
-    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
-              if line.split()[4].startswith(f"{root}/")]
-    for point in sorted(points, key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)

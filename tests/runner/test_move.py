@@ -25,7 +25,16 @@ import pytest
 from flex.api import Environment
 from flex.errors import Unavailable
 from tests.conftest import debian_rootfs_tar, run_flex
-from tests.runner.conftest import GitServer, Runner, Server, cond, devcontainer, start_server, wait_for
+from tests.runner.conftest import (
+    GitServer,
+    Runner,
+    Server,
+    cond,
+    devcontainer,
+    start_server,
+    unmount_disk_images,
+    wait_for,
+)
 from tests.runtime.containers.conftest import cleanup, image_for, image_from_tar
 
 pytestmark = [pytest.mark.userns, pytest.mark.timeout(600)]
@@ -84,6 +93,7 @@ def _two_runners(runner: Runner, server: Server, tmp_path: Path, image: str, tar
         pool.shutdown()
         if other.proc is not None and other.proc.poll() is None:
             other.stop()
+        unmount_disk_images(other_mode.home)  # an environment left on b keeps its disk image mounted
         cleanup(other_mode)
         shutil.rmtree(other_mode.home, ignore_errors=True)
 

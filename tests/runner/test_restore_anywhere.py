@@ -21,7 +21,17 @@ import pytest
 
 from flex.api import Environment
 from tests.conftest import debian_rootfs_tar, run_flex
-from tests.runner.conftest import USER, GitServer, Runner, Server, cond, devcontainer, start_server, wait_for
+from tests.runner.conftest import (
+    USER,
+    GitServer,
+    Runner,
+    Server,
+    cond,
+    devcontainer,
+    start_server,
+    unmount_disk_images,
+    wait_for,
+)
 from tests.runtime.containers.conftest import cleanup, image_from_tar
 
 pytestmark = [pytest.mark.userns, pytest.mark.timeout(900)]
@@ -71,6 +81,7 @@ def _on_two_runners(runner: Runner, tmp_path: Path, image: str) -> Iterator[tupl
     finally:
         if other.proc is not None and other.proc.poll() is None:
             other.stop()
+        unmount_disk_images(other_mode.home)  # an environment left on b keeps its disk image mounted
         cleanup(other_mode)
         shutil.rmtree(other_mode.home, ignore_errors=True)
         shutil.rmtree(shared, ignore_errors=True)

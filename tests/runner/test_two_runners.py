@@ -13,7 +13,16 @@ import pytest
 
 from flex.api import Environment
 from tests.conftest import debian_rootfs_tar
-from tests.runner.conftest import GitServer, Runner, Server, cond, devcontainer, wait_for, wait_gone
+from tests.runner.conftest import (
+    GitServer,
+    Runner,
+    Server,
+    cond,
+    devcontainer,
+    unmount_disk_images,
+    wait_for,
+    wait_gone,
+)
 from tests.runtime.containers.conftest import cleanup, image_from_tar
 
 pytestmark = [pytest.mark.userns, pytest.mark.timeout(900)]
@@ -62,5 +71,6 @@ def test_two_runners_with_separate_homes_keep_to_their_own(server: Server, runne
     finally:
         if other.proc is not None and other.proc.poll() is None:
             other.stop()
+        unmount_disk_images(other_mode.home)  # an environment left on b keeps its disk image mounted
         cleanup(other_mode)
         shutil.rmtree(other_mode.home, ignore_errors=True)
