@@ -102,4 +102,3 @@ def flex(mode: Mode, tmp_path: Path) -> Iterator[Flex]:  # noqa: F811
         unmount_disk_images(mode.home)  # environments outlive the daemon: their disk images stay mounted
         for env_dir in ("daemon", "runner", "projects"):
             remove_later(mode.home / env_dir)
-

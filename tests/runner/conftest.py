@@ -32,6 +32,7 @@ from tests.controlplane.conftest import free_port
 from tests.runtime.containers.conftest import (  # noqa: F401  (fixtures, re-exported for these tests)
     USER,
     Mode,
+    cleanup,
     delegated,
     homes,
     image,
@@ -270,6 +271,16 @@ def unmount_disk_images(home: Path) -> None:
         out = subprocess.run(["losetup", "-j", str(img), "-n", "-O", "NAME"], capture_output=True, text=True)
         for dev in out.stdout.split():
             subprocess.run(["losetup", "-d", dev], capture_output=True)
+
+
+def remove_runner(r: Runner) -> None:
+    """A test's second runner and its FLEX_HOME gone with all it left: the process, its environments' disk images
+    (an environment left on it keeps its image mounted), containers and files."""
+    if r.proc is not None and r.proc.poll() is None:
+        r.stop()
+    unmount_disk_images(r.mode.home)
+    cleanup(r.mode)
+    shutil.rmtree(r.mode.home, ignore_errors=True)
 
 
 def wait_for(admin: FlexClient, name: str, pred: Callable[[Environment], bool], runner: Runner,

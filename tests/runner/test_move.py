@@ -12,7 +12,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,11 +30,11 @@ from tests.runner.conftest import (
     Server,
     cond,
     devcontainer,
+    remove_runner,
     start_server,
-    unmount_disk_images,
     wait_for,
 )
-from tests.runtime.containers.conftest import cleanup, image_for, image_from_tar
+from tests.runtime.containers.conftest import image_for, image_from_tar
 
 pytestmark = [pytest.mark.userns, pytest.mark.timeout(600)]
 
@@ -91,11 +90,7 @@ def _two_runners(runner: Runner, server: Server, tmp_path: Path, image: str, tar
         yield other
     finally:
         pool.shutdown()
-        if other.proc is not None and other.proc.poll() is None:
-            other.stop()
-        unmount_disk_images(other_mode.home)  # an environment left on b keeps its disk image mounted
-        cleanup(other_mode)
-        shutil.rmtree(other_mode.home, ignore_errors=True)
+        remove_runner(other)
 
 
 def _get(server: Server, name: str) -> Environment:

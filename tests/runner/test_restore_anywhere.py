@@ -28,11 +28,11 @@ from tests.runner.conftest import (
     Server,
     cond,
     devcontainer,
+    remove_runner,
     start_server,
-    unmount_disk_images,
     wait_for,
 )
-from tests.runtime.containers.conftest import cleanup, image_from_tar
+from tests.runtime.containers.conftest import image_from_tar
 
 pytestmark = [pytest.mark.userns, pytest.mark.timeout(900)]
 
@@ -79,11 +79,7 @@ def _on_two_runners(runner: Runner, tmp_path: Path, image: str) -> Iterator[tupl
                 for e in server.admin.list_environments().items:
                     server.admin.delete_environment(e.metadata.name, force=True)
     finally:
-        if other.proc is not None and other.proc.poll() is None:
-            other.stop()
-        unmount_disk_images(other_mode.home)  # an environment left on b keeps its disk image mounted
-        cleanup(other_mode)
-        shutil.rmtree(other_mode.home, ignore_errors=True)
+        remove_runner(other)
         shutil.rmtree(shared, ignore_errors=True)
 
 

@@ -4,7 +4,6 @@ each makes and tears down only its own environments, and neither disturbs the ot
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -19,11 +18,11 @@ from tests.runner.conftest import (
     Server,
     cond,
     devcontainer,
-    unmount_disk_images,
+    remove_runner,
     wait_for,
     wait_gone,
 )
-from tests.runtime.containers.conftest import cleanup, image_from_tar
+from tests.runtime.containers.conftest import image_from_tar
 
 pytestmark = [pytest.mark.userns, pytest.mark.timeout(900)]
 
@@ -69,8 +68,4 @@ def test_two_runners_with_separate_homes_keep_to_their_own(server: Server, runne
         server.admin.delete_environment("env-b")
         wait_gone(server.admin, "env-b", other)
     finally:
-        if other.proc is not None and other.proc.poll() is None:
-            other.stop()
-        unmount_disk_images(other_mode.home)  # an environment left on b keeps its disk image mounted
-        cleanup(other_mode)
-        shutil.rmtree(other_mode.home, ignore_errors=True)
+        remove_runner(other)
